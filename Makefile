@@ -1,0 +1,34 @@
+# Two commands matter (README): `make study` runs the study, `make test` runs the tests.
+# Both create the environment in .venv/ first (pinned in pyproject.toml).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= cpu
+# The offline CIFAR copy beside this checkout, when present; otherwise torchvision downloads.
+MVLIB_DATA ?= $(firstword $(wildcard $(CURDIR)/../shared/data))
+export MVLIB_DATA
+
+.PHONY: setup study test bench clean-venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m ipykernel install --sys-prefix --name mvlib --display-name "mvlib (.venv)" >/dev/null
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+study: $(STAMP)
+	$(PY) -m mvlib.pipeline --profile $(PROFILE)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m mvlib.bench.train_throughput
+	$(PY) -m cuda_numba.bench
+
+clean-venv:
+	rm -rf $(VENV)

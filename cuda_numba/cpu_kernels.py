@@ -1,0 +1,322 @@
+"""CPU bit convolutions (``numba.njit(parallel=True)``): XNOR + popcount, MV, HMV.
+
+Inputs are packed activations ``[B, H, W, NW]`` (:mod:`cuda_numba.layout`) and
+weights prepared once per layer by :func:`prepare_cpu_weights`. Any kernel
+size, stride and zero padding; padded taps are left out of both the popcount
+and ``N``, exactly as the float simulation's zero padding of the *binarized*
+input (STUDY.md §2).
+
+How it is computed (a GEMM over packed rows)
+-------------------------------------------
+The input channels are split into ``G`` contiguous blocks (``G = 1`` for
+XNOR and MV; the hierarchical voter's inner blocks for HMV). For every output
+pixel, block ``g`` becomes one *bit stream*: its ``c = C/G`` channels at tap 0,
+then at tap 1, ... (bit ``t*c + i`` = channel ``g*c + i`` at tap ``t``), padded
+with zero bits to ``Kg = ceil(T*c/64)`` words. A pixel's row is the ``G``
+streams back to back (``K = G*Kg`` words); the weights of every output
+channel are laid out the same way (zero at padded taps is *not* possible for
+weights, hence the border correction below). Channel counts that are not a
+multiple of 64 cost no wasted words beyond the stream's last one.
+
+Pixels are processed in chunks (one ``prange`` item): im2col of the chunk's
+rows into a buffer kept in L1/L2, then for every group of 16 output channels
+the register-blocked micro-kernel :func:`cuda_numba.bitops.xor_popcount_tile`
+(4 pixels x 16 outputs per call) counts disagreements ``D_g`` per block.
+
+At a padded tap the activation field is 0, so ``D_g`` also counted the
+weight's +1 bits there; the epilogue subtracts them (``wpop``, precomputed
+per block, tap and output channel) and uses ``N_g = c * (valid taps)``:
+``s_g = N_g - 2 * (D_g - corr_g)``. Then:
+
+* popcount: ``s = sum_g s_g`` as int16/int32 ``[B, Ho, Wo, Co]``;
+* MV: bit ``s >= 0`` (tie -> +1), packed ``[B, Ho, Wo, ceil(Co/64)]``;
+* HMV: inner votes ``s_g >= 0`` and :func:`cuda_numba.bitops.tree_vote`.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .bitops import (TILE_P, TILE_V, get_bits, or_bits, tree_vote_masks, vote_plan, xor_popcount_tile,
+                     xor_popcount_tile_hmv, xor_popcount_tile_mv, xor_popcount_tile_s)
+from .layout import n_words
+
+MODE_POPCOUNT, MODE_MV, MODE_HMV = 0, 1, 2
+MAX_CHUNK = 64  # pixels per parallel work item: the weight panel is reused over 16 tiles
+
+
+class CpuWeights:
+    """Weights of one binary convolution in the CPU kernels' stream layout.
+
+    Built from real or ±1 weights ``[Co, Ci, kh, kw]`` (bit = ``w >= 0``), with
+    ``blocks`` contiguous input-channel blocks (1 for XNOR/MV). Attributes:
+    ``panel`` (uint64, ``[ceil(Co/16), K, 16]`` flattened: 16 output
+    channels' stream words interleaved per k), ``wpop`` (int64 ``[G, T, Co]``,
+    +1 weights per block, tap and output channel).
+    """
+
+    def __init__(self, w: np.ndarray, blocks: int = 1):
+        w = np.asarray(w)
+        if w.ndim != 4:
+            raise ValueError(f"weights must be [Co, Ci, kh, kw], got shape {w.shape}")
+        co, ci, kh, kw = w.shape
+        if blocks < 1 or ci % blocks:
+            raise ValueError(f"{blocks} blocks must divide the {ci} input channels")
+        if kh * kw > 62:
+            raise ValueError("kernels with more than 62 taps are not supported")
+        self.co, self.ci, self.kh, self.kw, self.blocks = co, ci, kh, kw, blocks
+        t, c = kh * kw, ci // blocks
+        self.kg = -(-t * c // 64)
+        self.k = blocks * self.kg
+        bits = (w >= 0).reshape(co, blocks, c, t).transpose(0, 1, 3, 2)  # [Co, G, T, c]
+        self.wpop = np.ascontiguousarray(bits.sum(-1).transpose(1, 2, 0), dtype=np.int64)  # [G, T, Co]
+        stream = np.zeros((co, blocks, self.kg * 64), dtype=bool)
+        stream[:, :, : t * c] = bits.reshape(co, blocks, t * c)
+        words = np.packbits(stream, axis=-1, bitorder="little").view("<u8").reshape(co, self.k)
+        n_ot = -(-co // TILE_V)
+        padded = np.zeros((n_ot * TILE_V, self.k), np.uint64)  # outputs beyond Co: zero weights, results dropped
+        padded[:co] = words
+        self.panel = np.ascontiguousarray(padded.reshape(n_ot, TILE_V, self.k).transpose(0, 2, 1)).ravel()
+
+        self.co_pad = n_ot * TILE_V
+        self._tables: dict = {}
+
+    def out_size(self, h: int, w: int, stride: int, padding: int) -> tuple[int, int]:
+        return (h + 2 * padding - self.kh) // stride + 1, (w + 2 * padding - self.kw) // stride + 1
+
+    def border_table(self, h: int, w: int, stride: int, padding: int):
+        """Per-pixel thresholds ``base[u, g, o] = N_g + 2*corr_g`` and the pattern index per output pixel.
+
+        ``u`` enumerates the distinct sets of valid taps (9 for a 3x3 conv with
+        padding 1: interior, 4 edges, 4 corners), ``N_g = c * (valid taps)``
+        and ``corr_g`` the +1 weight bits at the padded taps, which the
+        kernel counted as disagreements against the zero fields; then
+        ``s_g = base - 2*count``. Cached per input geometry.
+        """
+        key = (h, w, stride, padding)
+        if key not in self._tables:
+            ho, wo = self.out_size(h, w, stride, padding)
+            hi = np.arange(ho)[:, None] * stride - padding + np.arange(self.kh)[None, :]
+            wi = np.arange(wo)[:, None] * stride - padding + np.arange(self.kw)[None, :]
+            vh, vw = (hi >= 0) & (hi < h), (wi >= 0) & (wi < w)
+            valid = (vh[:, None, :, None] & vw[None, :, None, :]).reshape(ho * wo, self.kh * self.kw)
+            uniq, inv = np.unique(valid, axis=0, return_inverse=True)
+            corr = np.einsum("ut,gto->ugo", (~uniq).astype(np.int64), self.wpop)
+            base = np.zeros((len(uniq), self.blocks, self.co_pad), np.int64)
+            base[:, :, : self.co] = (self.ci // self.blocks) * uniq.sum(1)[:, None, None] + 2 * corr
+            self._tables[key] = (base.ravel(), inv.reshape(-1).astype(np.int64))
+        return self._tables[key]
+
+
+def prepare_cpu_weights(w, blocks: int = 1) -> CpuWeights:
+    """Prepare weights (``[Co, Ci, kh, kw]``, any real values, sign taken) for the CPU kernels."""
+    return CpuWeights(np.asarray(w), blocks)
+
+
+@njit(inline="always", cache=True)
+def _im2col_row(A, row, xflat, b, ho, wo, H, W, NW, c, G, Kg, kh, kw, stride, pad):
+    """Write the G block streams of output pixel (b, ho, wo) at ``A[row:]`` (zeroed by the caller)."""
+    c64 = c // 64
+    wi0 = wo * stride - pad
+    if c < 64 and 64 % c == 0:
+        # fields never straddle a word (e.g. 64 channels in 4 blocks of 16): build each stream
+        # word in a register and store it once
+        fmask = (np.uint64(1) << np.uint64(c)) - np.uint64(1)
+        for g in range(G):
+            sw = (g * c) >> 6
+            sh = np.uint64((g * c) & 63)
+            word = np.uint64(0)
+            d = 0
+            for ky in range(kh):
+                hi = ho * stride - pad + ky
+                for kx in range(kw):
+                    wi = wi0 + kx
+                    if hi >= 0 and hi < H and wi >= 0 and wi < W:
+                        v = (xflat[((b * H + hi) * W + wi) * NW + sw] >> sh) & fmask
+                        word |= v << np.uint64(d & 63)
+                    d += c
+                    if d & 63 == 0:
+                        A[row + g * Kg + (d >> 6) - 1] = word
+                        word = np.uint64(0)
+            if d & 63:
+                A[row + g * Kg + (d >> 6)] = word
+        return
+    for ky in range(kh):
+        hi = ho * stride - pad + ky
+        if hi < 0 or hi >= H:
+            continue  # padded taps stay zero fields, corrected through base
+        for kx in range(max(0, -wi0), min(kw, W - wi0)):
+            t = ky * kw + kx
+            src = ((b * H + hi) * W + wi0 + kx) * NW
+            if c % 64 == 0:  # whole words
+                for g in range(G):
+                    for q in range(c64):
+                        A[row + g * Kg + t * c64 + q] = xflat[src + g * c64 + q]
+            else:
+                for g in range(G):
+                    for s0 in range(0, c, 64):
+                        n = min(64, c - s0)
+                        or_bits(A, row + g * Kg, t * c + s0, get_bits(xflat, src, g * c + s0, n), n)
+
+
+@njit(parallel=True, cache=True)
+def _conv_kernel(xflat, B, H, W, NW, in_pad, panel, base, pix_u, C, Co, G, kh, kw, stride, pad, Ho, Wo,
+                 chunk, mode, fanins, tie, out_s, out_b):
+    T = kh * kw
+    c = C // G
+    Kg = (T * c + 63) // 64
+    K = G * Kg
+    co_pad = panel.shape[0] // K
+    n_ot = co_pad // TILE_V
+    M = B * Ho * Wo
+    HoWo = Ho * Wo
+    n_chunks = (M + chunk - 1) // chunk
+    # direct: the input carries its zero border, taps are read in place (kh segments of kw*NW words)
+    direct = in_pad == pad and G == 1 and C % 64 == 0
+    Hp = H + 2 * in_pad
+    Wp = W + 2 * in_pad
+    ls = out_s.ravel()
+    for ch in prange(n_chunks):
+        m0 = ch * chunk
+        rows = min(chunk, M - m0)
+        A = np.zeros(1 if direct else chunk * K, np.uint64)  # im2col rows; rows past M stay 0
+        pix_off = np.zeros(chunk, np.int64)  # where each row starts (padded input or A)
+        urow = np.zeros(chunk, np.int64)     # border pattern of each row (row index into base)
+        roff = np.zeros(TILE_P, np.int64)
+        toff = np.zeros(TILE_P, np.int64)
+        D = np.empty(TILE_P * TILE_V, np.uint64)
+        V = np.empty(G, np.uint64)
+        planes = np.empty(8, np.uint64)
+        # pixel counters instead of divisions per row
+        b = m0 // HoWo
+        ho = (m0 - b * HoWo) // Wo
+        wo = m0 - b * HoWo - ho * Wo
+        for i in range(rows):
+            urow[i] = pix_u[ho * Wo + wo]
+            if direct:
+                pix_off[i] = ((b * Hp + ho * stride) * Wp + wo * stride) * NW
+            else:
+                pix_off[i] = i * K
+                _im2col_row(A, i * K, xflat, b, ho, wo, H, W, NW, c, G, Kg, kh, kw, stride, pad)
+            wo += 1
+            if wo == Wo:
+                wo = 0
+                ho += 1
+                if ho == Ho:
+                    ho = 0
+                    b += 1
+        src = xflat if direct else A
+        nseg = kh if direct else 1
+        sstride = Wp * NW if direct else 0
+        slen = kw * NW if direct else Kg
+        # ---- tiles: 4 pixels x 16 output channels
+        for i0 in range(0, rows, TILE_P):
+            np_ = min(TILE_P, rows - i0)
+            for p in range(TILE_P):
+                roff[p] = pix_off[i0 + p] if p < np_ else pix_off[i0]  # ragged tile: repeat a valid row
+            for ot in range(n_ot):
+                o0 = ot * TILE_V
+                nl = min(TILE_V, Co - o0)
+                w_off = ot * K * TILE_V
+                if mode == 0:
+                    for p in range(TILE_P):
+                        toff[p] = urow[i0 + p] * co_pad + o0 if p < np_ else 0
+                    if np_ == TILE_P and nl == TILE_V:
+                        xor_popcount_tile_s(src, roff, nseg, sstride, slen, panel, w_off, base, toff,
+                                            ls, (m0 + i0) * Co + o0, Co)
+                    else:  # ragged edge of the output: raw counts, scalar epilogue
+                        xor_popcount_tile(src, roff, nseg, sstride, slen, panel, w_off, D, 0)
+                        for p in range(np_):
+                            for l in range(nl):
+                                out_s[m0 + i0 + p, o0 + l] = base[toff[p] + l] - 2 * np.int64(D[p * TILE_V + l])
+                    continue
+                for p in range(TILE_P):
+                    toff[p] = urow[i0 + p] * G * co_pad + o0 if p < np_ else 0
+                if mode == 1:
+                    V[0] = xor_popcount_tile_mv(src, roff, nseg, sstride, slen, panel, w_off, base, toff)
+                else:  # one segment per block: its stream of Kg words, its thresholds co_pad further on
+                    xor_popcount_tile_hmv(src, roff, G, Kg, Kg, panel, w_off, base, toff, co_pad, V)
+                votes = V[0] if mode == 1 else tree_vote_masks(V, G, fanins, tie, planes)
+                lane_mask = (np.uint64(1) << np.uint64(nl)) - np.uint64(1)
+                for p in range(np_):
+                    bits = (votes >> np.uint64(p * TILE_V)) & lane_mask
+                    out_b[m0 + i0 + p, o0 >> 6] |= bits << np.uint64(o0 & 63)
+
+
+def _chunk_size(m: int) -> int:
+    """Pixels per work item: up to MAX_CHUNK, but at least ~4 items per thread."""
+    per = -(-m // (4 * numba.get_num_threads()))
+    return int(min(MAX_CHUNK, max(TILE_P, -(-per // TILE_P) * TILE_P)))
+
+
+def sum_dtype(wts: CpuWeights):
+    """int16 when every ``|s| <= kh*kw*Ci`` fits (all ResNet-18 layers: halves the output traffic), else int32."""
+    return np.int16 if wts.kh * wts.kw * wts.ci <= np.iinfo(np.int16).max else np.int32
+
+
+def pad_packed(xb: np.ndarray, pad: int) -> np.ndarray:
+    """Packed activations with ``pad`` zero pixels around H and W (zero words = padded taps)."""
+    if pad == 0:
+        return np.ascontiguousarray(xb)
+    B, H, W, NW = xb.shape
+    out = np.zeros((B, H + 2 * pad, W + 2 * pad, NW), np.uint64)
+    out[:, pad:pad + H, pad:pad + W] = xb
+    return out
+
+
+def _run(xb, wts: CpuWeights, stride, padding, mode, fanins=None, tie=0, in_pad=0):
+    xb = np.ascontiguousarray(xb, dtype=np.uint64)
+    B, Hp, Wp, NW = xb.shape
+    H, W = Hp - 2 * in_pad, Wp - 2 * in_pad
+    if NW != n_words(wts.ci):
+        raise ValueError(f"packed input has {NW} words per pixel; {wts.ci} channels need {n_words(wts.ci)}")
+    direct = wts.blocks == 1 and wts.ci % 64 == 0
+    if in_pad and (not direct or in_pad != padding):
+        xb, in_pad = np.ascontiguousarray(xb[:, in_pad:in_pad + H, in_pad:in_pad + W]), 0
+    if direct and in_pad != padding:
+        # the direct path reads taps in place from a zero-bordered input: pad once (32x smaller than fp32)
+        xb, in_pad = pad_packed(xb, padding), padding
+    ho, wo = wts.out_size(H, W, stride, padding)
+    if ho < 1 or wo < 1:
+        raise ValueError("output would be empty")
+    m = B * ho * wo
+    s_dtype = sum_dtype(wts)
+    if mode == MODE_POPCOUNT:
+        out_s, out_b = np.empty((m, wts.co), s_dtype), np.zeros((1, 1), np.uint64)
+    else:
+        out_s, out_b = np.empty((1, 1), s_dtype), np.zeros((m, n_words(wts.co)), np.uint64)
+    fan = np.ones(1, np.int64) if fanins is None else fanins
+    base, pix_u = wts.border_table(H, W, stride, padding)
+    _conv_kernel(xb.ravel(), B, H, W, NW, in_pad, wts.panel, base, pix_u, wts.ci, wts.co, wts.blocks,
+                 wts.kh, wts.kw, int(stride), int(padding), ho, wo, _chunk_size(m), mode, fan, int(tie),
+                 out_s, out_b)
+    if mode == MODE_POPCOUNT:
+        return out_s.reshape(B, ho, wo, wts.co)
+    return out_b.reshape(B, ho, wo, n_words(wts.co))
+
+
+def conv_popcount_cpu(xb: np.ndarray, wts: CpuWeights, stride: int = 1, padding: int = 1) -> np.ndarray:
+    """XNOR + popcount: the integer dot products ``s`` as ``[B, Ho, Wo, Co]`` (:func:`sum_dtype`: int16 or int32)."""
+    if wts.blocks != 1:
+        raise ValueError("the popcount kernel needs weights prepared with blocks=1")
+    return _run(xb, wts, stride, padding, MODE_POPCOUNT)
+
+
+def conv_mv_cpu(xb: np.ndarray, wts: CpuWeights, stride: int = 1, padding: int = 1) -> np.ndarray:
+    """XNOR + majority voter: ``sign(s)`` (tie +1) packed as ``[B, Ho, Wo, ceil(Co/64)]`` uint64."""
+    if wts.blocks != 1:
+        raise ValueError("the MV kernel needs weights prepared with blocks=1")
+    return _run(xb, wts, stride, padding, MODE_MV)
+
+
+def conv_hmv_cpu(xb: np.ndarray, wts: CpuWeights, stride: int = 1, padding: int = 1,
+                 fanins=4, tie: str = "pos") -> np.ndarray:
+    """XNOR + hierarchical MV (fan-ins outer->inner, tie rule), packed like :func:`conv_mv_cpu`.
+
+    ``wts`` must be prepared with ``blocks = prod(fanins)``.
+    """
+    fan, nblocks, tie_code = vote_plan(fanins, tie)
+    if wts.blocks != nblocks:
+        raise ValueError(f"fan-ins {tuple(fan)} need weights prepared with blocks={nblocks}, got {wts.blocks}")
+    return _run(xb, wts, stride, padding, MODE_HMV, fan, tie_code)

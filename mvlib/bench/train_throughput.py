@@ -1,0 +1,169 @@
+"""Training throughput of mvlib's binary ResNet-18s against the unfused reference.
+
+Run::
+
+    python -m mvlib.bench.train_throughput                      # reactnet18 + birealnet18, widths 16 64, batch 128
+    python -m mvlib.bench.train_throughput --models reactnet18 --widths 64 --steps 5
+
+For every (model, width, batch size) it times one *training step* -- forward,
+cross-entropy, backward, ``Adam.step`` -- of
+
+* ``mvlib``: :func:`mvlib.models.build_model` as the library runs it;
+* ``unfused``: :mod:`mvlib.bench.reference_unfused`, the same model written as
+  the official ReActNet / "BNN - BN = ?" code is (separate bias, binarizer and
+  weight-scaling modules), with mvlib's parameters copied in;
+* ``official`` (``--official``): the reference with the published code's own
+  quirks (``torch.sign``, alpha folded into the weights, no rounding) -- a
+  slightly different function, timed only to compare with the anchor of
+  issue 2 (32 img/s for ReActNet-18, width 64, batch 128, on the 2-core CPU).
+
+Data loading is excluded (one fixed normalized random batch; BN statistics do
+not depend on what the images show). The first ``--warmup`` steps of each
+variant are not timed (allocator, oneDNN primitive caches). The variants'
+timed steps are *interleaved* (mvlib, unfused, mvlib, unfused, ...) so that
+load from other processes on a shared machine hits them alike; each
+variant's images/s is ``batch / median step time`` and the ratio is
+``mvlib img/s / unfused img/s`` from those medians.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..models import build_model
+from .reference_unfused import reference_from
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 1e-3):
+    """A closure running one training step (forward, loss, backward, Adam) of ``model``."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def time_variants(steps_by_name: dict, device: torch.device, steps: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per step of each variant, warm-up excluded, timed steps interleaved."""
+    for step in steps_by_name.values():
+        for _ in range(warmup):
+            step()
+        _sync(device)
+    times = {name: [] for name in steps_by_name}
+    for _ in range(steps):
+        for name, step in steps_by_name.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def bench_one(model_name: str, width: int, batch: int, device: torch.device, steps: int, warmup: int,
+              reference: bool = True, official: bool = False, seed: int = 0) -> dict:
+    """Images/s of mvlib (and the references) for one configuration."""
+    torch.manual_seed(seed)
+    model = build_model(model_name, num_classes=10, width=width).to(device)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, 32, 32, generator=g).to(device)
+    y = torch.randint(0, 10, (batch,), generator=g).to(device)
+    variants = {}
+    # The references copy mvlib's initial parameters, so all variants start alike.
+    if reference:
+        variants["unfused"] = make_step(reference_from(model), x, y)
+    if official:
+        variants["official"] = make_step(reference_from(model, official_quirks=True), x, y)
+    variants = {"mvlib": make_step(model, x, y), **variants}
+    times = time_variants(variants, device, steps, warmup)
+    row = {"model": model_name, "width": width, "batch": batch}
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        row[f"{name}_img_s"] = batch / med
+        row[f"{name}_step_s"] = med
+        row[f"{name}_steps_s"] = ts
+    for name in ("unfused", "official"):
+        if name in times:
+            row[f"ratio_vs_{name}"] = row["mvlib_img_s"] / row[f"{name}_img_s"]
+    return row
+
+
+def environment(device: torch.device) -> dict:
+    """What the numbers were measured on."""
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+           "machine": platform.processor() or platform.machine(), "device": str(device)}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        env["load_avg_1min"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    return env
+
+
+def format_row(row: dict) -> str:
+    parts = [f"{row['model']:<12} w={row['width']:<3} b={row['batch']:<4}",
+             f"mvlib {row['mvlib_img_s']:8.1f} img/s"]
+    for name in ("unfused", "official"):
+        if f"{name}_img_s" in row:
+            parts.append(f"{name} {row[f'{name}_img_s']:8.1f} img/s  x{row[f'ratio_vs_{name}']:.2f}")
+    return " | ".join(parts)
+
+
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["reactnet18", "birealnet18"])
+    ap.add_argument("--widths", nargs="+", type=int, default=[16, 64])
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[128])
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per variant (median)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps per variant")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch's default")
+    ap.add_argument("--no-reference", action="store_true", help="time mvlib only")
+    ap.add_argument("--official", action="store_true",
+                    help="also time the reference with the published code's quirks (anchor comparison)")
+    ap.add_argument("--json", default="", help="also write the rows and the environment to this file")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    env = environment(device)
+    print("# training step (forward + backward + Adam), data loading excluded; "
+          f"median of {args.steps} interleaved steps after {args.warmup} warm-up")
+    print("# " + ", ".join(f"{k}={v}" for k, v in env.items()), flush=True)
+    rows = []
+    for model_name in args.models:
+        for width in args.widths:
+            for batch in args.batch_sizes:
+                row = bench_one(model_name, width, batch, device, args.steps, args.warmup,
+                                reference=not args.no_reference, official=args.official)
+                rows.append(row)
+                print(format_row(row), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"environment": env, "rows": rows}, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

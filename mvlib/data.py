@@ -1,0 +1,302 @@
+"""CIFAR-10 / CIFAR-100 as whole-split uint8 tensors, checked on load, batched on device.
+
+Two sources, never mixed and never substituted for one another:
+
+* a folder of ``.npz`` files (``train.npz`` / ``test.npz``; uint8 ``images``
+  [N, 32, 32, 3] HWC RGB, int64 ``labels`` [N]) -- the format of the shared
+  lossless copy (``shared/data/cifar10``); the folder comes from the
+  ``data_dir`` argument or the ``MVLIB_DATA`` environment variable and may be
+  the dataset folder itself or a root holding ``<dataset>/``;
+* torchvision's ``CIFAR10`` / ``CIFAR100`` (``download=True``), used only when
+  no folder is given at all.
+
+Anything wrong with a file (missing, truncated or corrupt zip, missing array,
+wrong shape or dtype, labels out of range, image and label counts that differ)
+raises :class:`DataError` naming the file and the problem: a run must never
+train on data other than the data it was asked for.
+
+:class:`BatchLoader` keeps a whole split on one device (a GPU holds CIFAR in a
+few hundred MB) and does shuffling, pad-4 random crop, horizontal flip and
+normalization on batches of tensors. Every random draw of an epoch comes from
+a CPU generator seeded by ``(seed, epoch)``, so the batches are the same on
+CPU and GPU and a resumed run sees exactly the batches it would have seen.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "DataError", "DATASETS", "CIFAR_MEAN_STD", "dataset_num_classes", "resolve_data_dir",
+    "inspect_npz", "load_split", "class_balanced_indices", "BatchLoader",
+]
+
+DATASETS = {"cifar10": 10, "cifar100": 100}
+
+# Per-channel mean / std of the *train* split in [0, 1] pixel units, the
+# constants the CIFAR literature (and ReActNet / BNN-BN code) normalizes with.
+CIFAR_MEAN_STD = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+IMAGE_SHAPE = (32, 32, 3)  # as stored: H, W, C
+PAD = 4  # pad-4 random crop (He et al. 2016 CIFAR recipe)
+
+
+class DataError(ValueError):
+    """Missing or malformed dataset files; the message names the file and the problem."""
+
+
+def dataset_num_classes(dataset: str) -> int:
+    """Number of classes of ``dataset`` ("cifar10" -> 10, "cifar100" -> 100)."""
+    try:
+        return DATASETS[dataset]
+    except KeyError:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}") from None
+
+
+def resolve_data_dir(dataset: str, data_dir: str | os.PathLike | None) -> Path | None:
+    """The folder holding ``dataset``'s npz files, or None (= torchvision download).
+
+    ``data_dir`` wins over ``$MVLIB_DATA``; an empty string counts as not given
+    (the configuration's default). The folder is used as the dataset folder
+    when it holds npz files itself, else ``<folder>/<dataset>/`` is used. A
+    folder named after the *other* dataset is refused, since CIFAR-10 labels
+    would silently pass as valid CIFAR-100 labels.
+    """
+    dataset_num_classes(dataset)
+    given = data_dir if data_dir not in (None, "") else os.environ.get("MVLIB_DATA") or None
+    if given is None:
+        return None
+    root = Path(given).expanduser()
+    source = "data_dir" if data_dir not in (None, "") else "MVLIB_DATA"
+    if not root.is_dir():
+        raise DataError(f"{source} {str(root)!r} is not a folder")
+    sub = root / dataset
+    if sub.is_dir():
+        return sub
+    if any(root.glob("*.npz")):
+        if root.name in DATASETS and root.name != dataset:
+            raise DataError(f"{source} {str(root)!r} holds {root.name}, but {dataset} was asked for")
+        return root
+    raise DataError(f"{source} {str(root)!r} holds neither npz files nor a {dataset}/ subfolder")
+
+
+def inspect_npz(path: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array in an npz file, read from the headers only.
+
+    Nothing is decompressed beyond each ``.npy`` header, so a 150 MB train file
+    can be checked in milliseconds.
+    """
+    path = Path(path)
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                with zf.open(name) as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(f)
+                out[name.removesuffix(".npy")] = (tuple(shape), np.dtype(dtype))
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+        raise DataError(f"{path}: not a readable npz file ({type(e).__name__}: {e})") from None
+    return out
+
+
+def _check_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int, where: str) -> None:
+    """Raise DataError unless images/labels follow the documented format."""
+    if images.dtype != np.uint8:
+        raise DataError(f"{where}: 'images' must be uint8, got {images.dtype}")
+    if images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
+        raise DataError(f"{where}: 'images' must have shape [N, 32, 32, 3], got {list(images.shape)}")
+    if labels.dtype != np.int64:
+        raise DataError(f"{where}: 'labels' must be int64, got {labels.dtype}")
+    if labels.ndim != 1:
+        raise DataError(f"{where}: 'labels' must have shape [N], got {list(labels.shape)}")
+    if len(images) != len(labels):
+        raise DataError(f"{where}: {len(images)} images but {len(labels)} labels")
+    if len(labels) == 0:
+        raise DataError(f"{where}: no images")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_classes:
+        raise DataError(f"{where}: labels must lie in [0, {num_classes - 1}], found range [{lo}, {hi}]")
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``images`` and ``labels`` from one npz file (no pickle), errors as DataError."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in ("images", "labels") if k not in npz.files]
+            if missing:
+                raise DataError(f"{path}: missing array(s) {missing}; found {npz.files}")
+            return npz["images"], npz["labels"]
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as e:
+        # Truncated zips surface as BadZipFile, EOFError or zlib/CRC errors
+        # (OSError / BadZipFile) depending on where the cut is.
+        raise DataError(f"{path}: truncated, corrupt or unreadable npz file ({type(e).__name__}: {e})") from None
+
+
+def _read_torchvision(dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Download (if needed) and read a split through torchvision."""
+    import torchvision  # imported lazily: the npz path does not need it
+
+    root = Path(os.environ.get("MVLIB_CACHE", Path.home() / ".cache" / "mvlib")).expanduser()
+    cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[dataset]
+    try:
+        ds = cls(root=str(root), train=(split == "train"), download=True)
+    except Exception as e:  # network or checksum failure: say what was tried
+        raise DataError(f"torchvision {cls.__name__} download into {root} failed: {e}; "
+                        f"set MVLIB_DATA or data_dir to a folder of npz files") from e
+    return np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64)
+
+
+def class_balanced_indices(labels: torch.Tensor | np.ndarray, per_class: int, num_classes: int,
+                           where: str = "subset") -> np.ndarray:
+    """Indices of the first ``per_class`` samples of every class, in original order.
+
+    Raises DataError when some class has fewer than ``per_class`` samples.
+    """
+    labels = np.asarray(labels)
+    keep = []
+    for c in range(num_classes):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < per_class:
+            raise DataError(f"{where}: class {c} has {len(idx)} images, fewer than per_class={per_class}")
+        keep.append(idx[:per_class])
+    return np.sort(np.concatenate(keep))
+
+
+def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = None,
+               train_file: str = "train.npz", per_class: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load one split as ``(images uint8 [N, 3, 32, 32], labels int64 [N])`` CPU tensors.
+
+    ``split`` is "train" (file ``train_file``) or "test" (``test.npz``).
+    ``per_class > 0`` keeps the first ``per_class`` images of each class in
+    their original relative order. With no folder (argument or
+    ``$MVLIB_DATA``) the split comes from torchvision, cached under
+    ``$MVLIB_CACHE`` (default ``~/.cache/mvlib``).
+    """
+    num_classes = dataset_num_classes(dataset)
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if per_class < 0:
+        raise ValueError(f"per_class must be >= 0, got {per_class}")
+    folder = resolve_data_dir(dataset, data_dir)
+    if folder is None:
+        if split == "train" and train_file != "train.npz":
+            raise DataError(f"train_file={train_file!r} needs a data folder; torchvision only has the full "
+                            f"train split (use per_class for a subset)")
+        where = f"torchvision {dataset} {split}"
+        images, labels = _read_torchvision(dataset, split)
+    else:
+        path = folder / (train_file if split == "train" else "test.npz")
+        where = str(path)
+        images, labels = _read_npz(path)
+    _check_arrays(images, labels, num_classes, where)
+    if per_class:
+        keep = class_balanced_indices(labels, per_class, num_classes, where)
+        images, labels = images[keep], labels[keep]
+    # HWC -> CHW once here, so batches need no layout work later.
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    return x, torch.from_numpy(np.ascontiguousarray(labels))
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """A 63-bit seed derived from (seed, epoch); independent streams per epoch."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+class BatchLoader:
+    """Normalized float batches ``(x [B, 3, 32, 32], y [B])`` from a whole split on ``device``.
+
+    ``train=True`` shuffles (a new permutation per epoch); ``augment=True``
+    applies a pad-4 random crop and a horizontal flip with p = 0.5 to each
+    image. As in torchvision's ``RandomCrop(32, padding=4)`` (applied before
+    ``Normalize``), the padding is black: pixel value 0, i.e. ``-mean/std``
+    after normalization. All random draws of epoch ``e`` come from a CPU
+    generator seeded by ``(seed, e)``: call :meth:`set_epoch` before iterating
+    so that each epoch differs and a resumed run repeats the same batches.
+    ``drop_last`` defaults to ``train`` (a last short batch would make
+    BatchNorm statistics noisy). ``dataset`` picks the normalization constants.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, train: bool,
+                 augment: bool, device: str | torch.device = "cpu", seed: int = 0,
+                 drop_last: bool | None = None, dataset: str = "cifar10"):
+        if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (3, 32, 32):
+            raise ValueError(f"images must be uint8 [N, 3, 32, 32], got {images.dtype} {list(images.shape)}")
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise ValueError(f"labels must be [N] with N = {len(images)}, got {list(labels.shape)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device, torch.int64)
+        self.batch_size = int(batch_size)
+        self.train, self.augment, self.seed = bool(train), bool(augment), int(seed)
+        self.drop_last = self.train if drop_last is None else bool(drop_last)
+        self.epoch = 0
+        mean, std = CIFAR_MEAN_STD[dataset]
+        # (x/255 - mean)/std folded into one multiply-add per element.
+        std_t = torch.tensor(std, dtype=torch.float32)
+        self._scale = (1.0 / (255.0 * std_t)).view(1, 3, 1, 1).to(self.device)
+        self._shift = (-torch.tensor(mean, dtype=torch.float32) / std_t).view(1, 3, 1, 1).to(self.device)
+        if len(self) == 0:
+            raise ValueError(f"{len(images)} images give no batch of {batch_size} with drop_last=True")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose permutation and augmentation the next iteration uses."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n, b = len(self.images), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def _draws(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Permutation, crop offsets [N, 2] in 0..2*PAD and flip flags [N] for this epoch."""
+        n = len(self.images)
+        g = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
+        order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
+        offsets = flips = None
+        if self.augment:
+            offsets = torch.randint(0, 2 * PAD + 1, (n, 2), generator=g)
+            flips = torch.rand(n, generator=g) < 0.5
+        return order, offsets, flips
+
+    def _augment(self, x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+        """Pad-4 crop and optional flip of a uint8 batch in one gather (no per-image loop)."""
+        b = x.shape[0]
+        padded = F.pad(x, (PAD, PAD, PAD, PAD))  # zeros = black pixels
+        ar = torch.arange(32, device=x.device)
+        rows = offsets[:, 0:1] + ar  # [B, 32]
+        # A flipped image reads its crop window right to left.
+        cols = torch.where(flips[:, None], offsets[:, 1:2] + 31 - ar, offsets[:, 1:2] + ar)
+        bi = torch.arange(b, device=x.device)[:, None, None]
+        # Advanced indices around a slice: result is [B, 32, 32, C].
+        out = padded[bi, :, rows[:, :, None], cols[:, None, :]]
+        return out.permute(0, 3, 1, 2)
+
+    def __iter__(self):
+        order, offsets, flips = self._draws()
+        n, b = len(order), self.batch_size
+        for i in range(len(self)):
+            idx = order[i * b:min(n, (i + 1) * b)]
+            idx_dev = idx.to(self.device)
+            x = self.images.index_select(0, idx_dev)
+            if self.augment:
+                x = self._augment(x, offsets[idx].to(self.device), flips[idx].to(self.device))
+            x = x.float().mul_(self._scale).add_(self._shift).contiguous()
+            yield x, self.labels.index_select(0, idx_dev)

@@ -1,0 +1,59 @@
+"""Model registry: ``build_model(name, num_classes=10, width=None, **options)``.
+
+``width`` is each model's base width: the stage-1 channels of the ResNet-18s
+(64 = the paper) and the stem channels of ReActNet-A (32 = the paper; its last
+stage has ``32 * width`` channels). ``None`` picks the paper's value
+(:data:`PAPER_WIDTHS`).
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import torch.nn as nn
+
+from .norms import NORMS, variant_name  # re-exported: the norms and their run-record names
+from .reactneta import ReActNetA
+from .resnet18 import BinaryResNet18
+
+MODELS = {
+    "reactnet18": partial(BinaryResNet18, "reactnet"),
+    "birealnet18": partial(BinaryResNet18, "birealnet"),
+    "xnornet18": partial(BinaryResNet18, "xnornet"),
+    "reactneta": ReActNetA,
+}
+PAPER_WIDTHS = {"reactnet18": 64, "birealnet18": 64, "xnornet18": 64, "reactneta": 32}
+
+
+def build_model(name: str, num_classes: int = 10, width: int | None = None, **options) -> nn.Module:
+    """Build a registered model by name.
+
+    ``options`` go to the model constructor: ``norm`` (``bn``, ``none``,
+    ``bnfree``; see :mod:`mvlib.models.norms`), ``alpha_res`` (bnfree residual
+    factor, default 0.2), ``act_binarizer`` (estimator name, default per
+    model), ``voter`` (name or module, default ``None``).
+    """
+    try:
+        ctor = MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
+    if width is None:
+        width = PAPER_WIDTHS[name]
+    if not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be a positive int, got {width!r}")
+    model = ctor(num_classes=num_classes, width=width, **options)
+    model.arch_name = name
+    return model
+
+
+def relative_width(name: str, resnet_width: int) -> int:
+    """The width of model ``name`` at the same fraction of its paper width as ``resnet_width`` is of 64.
+
+    ``relative_width("reactneta", 64) == 32`` (the paper's ReActNet-A),
+    ``relative_width("reactneta", 16) == 8``; ResNet-18s keep ``resnet_width``.
+    Lets one configuration key (``appendix_width``) size all four models alike.
+    """
+    return max(1, resnet_width * PAPER_WIDTHS[name] // PAPER_WIDTHS["reactnet18"])
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,202 @@
+"""Training and evaluation loops: optimizer, schedule, checkpoint/resume, KD, DDP.
+
+``fit`` trains a model for a number of epochs and checkpoints after every
+epoch (atomically); called again with the same checkpoint path it resumes from
+the last finished epoch and reaches exactly the parameters an uninterrupted run
+reaches (the data order and augmentation are functions of (seed, epoch)).
+
+Multi-GPU / multi-node: launch with ``torchrun`` (never a home-made launcher);
+``fit`` sees ``WORLD_SIZE > 1``, joins the process group (nccl on GPU, gloo on
+CPU), wraps the model in DistributedDataParallel and gives each rank its slice
+of every global batch. Only rank 0 writes checkpoints and records.
+
+Command line (baseline training with run records)::
+
+    python -m mvlib.train --profile cpu --model reactnet18 epochs=2 lr=0.002
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import time
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .checkpoint import check_arch, load_checkpoint, save_checkpoint
+from .layers import BinaryConv2d
+
+
+# ----------------------------------------------------------------- optimizer
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on convolution weights only (binary and real); none on BN, biases, shifts, slopes, classifier."""
+    decay, rest = [], []
+    for mod in model.modules():
+        for name, p in mod.named_parameters(recurse=False):
+            is_conv_w = name == "weight" and isinstance(mod, (nn.Conv2d, BinaryConv2d))
+            (decay if is_conv_w else rest).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def make_optimizer(model, name="adam", lr=1e-3, weight_decay=0.0, momentum=0.9) -> torch.optim.Optimizer:
+    groups = param_groups(model, weight_decay)
+    if name == "adam":  # decoupled decay (AdamW) so the decay does not pass through Adam's scaling
+        return torch.optim.AdamW(groups, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+    raise ValueError(f"unknown optimizer {name!r}; choose adam or sgd")
+
+
+def lr_factor(step: int, total: int, warmup: int = 0, schedule: str = "cosine") -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine or linear decay to 0 at ``total``."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * t))
+    if schedule == "linear":
+        return 1.0 - t
+    raise ValueError(f"unknown schedule {schedule!r}; choose cosine or linear")
+
+
+# ----------------------------------------------------------------- losses
+def distillation_loss(student_logits, teacher_logits):
+    """ReActNet's distributional loss: cross-entropy of the student against the teacher's softmax."""
+    return -(F.softmax(teacher_logits, 1) * F.log_softmax(student_logits, 1)).sum(1).mean()
+
+
+# ----------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device="cpu", max_batches: int = 0) -> dict[str, float]:
+    """Top-1 / top-5 accuracy (percent) and mean loss over the loader."""
+    was_training = model.training
+    model.eval()
+    n = c1 = c5 = 0
+    loss = 0.0
+    for i, (x, y) in enumerate(loader):
+        if max_batches and i >= max_batches:
+            break
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        out = model(x)
+        loss += F.cross_entropy(out, y, reduction="sum").item()
+        top = out.topk(min(5, out.shape[1]), 1).indices
+        c1 += (top[:, 0] == y).sum().item()
+        c5 += (top == y[:, None]).any(1).sum().item()
+        n += y.numel()
+    model.train(was_training)
+    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n, "n": n}
+
+
+# ----------------------------------------------------------------- distributed
+def init_distributed(device: str) -> tuple[int, int]:
+    """(rank, world) and a process group when launched by torchrun with WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
+    return dist.get_rank(), world
+
+
+# ----------------------------------------------------------------- fit
+def fit(model: nn.Module, train_loader, test_loader, *, epochs: int, optimizer: str = "adam", lr: float = 1e-3,
+        schedule: str = "cosine", warmup_steps: int = 0, weight_decay: float = 0.0, momentum: float = 0.9,
+        label_smoothing: float = 0.0, teacher: nn.Module | None = None, agc_clip: float = 0.0,
+        checkpoint_path=None, arch: dict[str, Any] | None = None, device="cpu", progress: bool = True,
+        on_epoch: Callable[[list[dict]], None] | None = None, log: Callable[[str], None] = print) -> list[dict]:
+    """Train for ``epochs``; checkpoint each epoch; resume from ``checkpoint_path`` if present.
+
+    Returns the per-epoch history (epoch, lr, train_loss, train_top1, test_loss, test_top1, test_top5, seconds).
+    """
+    rank, world = init_distributed(device)
+    model.to(device)
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[torch.device(device).index] if str(device).startswith("cuda") else None)
+    opt = make_optimizer(model, optimizer, lr, weight_decay, momentum)
+    total = epochs * len(train_loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup_steps, schedule))
+    history: list[dict] = []
+    start_epoch = 0
+    if checkpoint_path is not None and os.path.isfile(checkpoint_path):
+        state = load_checkpoint(checkpoint_path)
+        if arch is not None:
+            check_arch(checkpoint_path, state["arch"], arch)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch, history = state["epoch"], list(state["history"])
+        if rank == 0:
+            log(f"resumed from {checkpoint_path} after epoch {start_epoch}")
+    crit = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    if teacher is not None:
+        teacher.to(device).eval()
+    for epoch in range(start_epoch, epochs):
+        t0 = time.time()
+        net.train()
+        train_loader.set_epoch(epoch)
+        tot_loss, tot_correct, tot_n = 0.0, 0, 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress or rank != 0, leave=False)
+        for x, y in bar:
+            if world > 1:
+                x, y = x.chunk(world)[rank], y.chunk(world)[rank]
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            out = net(x)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_out = teacher(x)
+                loss = distillation_loss(out, t_out)
+            else:
+                loss = crit(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if agc_clip > 0:
+                from .agc import adaptive_grad_clip_  # only the BN-Free recipe needs it
+                adaptive_grad_clip_(model, agc_clip)
+            opt.step()
+            sched.step()
+            tot_loss += loss.item() * y.numel()
+            tot_correct += (out.argmax(1) == y).sum().item()
+            tot_n += y.numel()
+            bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{100 * tot_correct / tot_n:.1f}")
+        ev = evaluate(model, test_loader, device)
+        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": tot_loss / max(tot_n, 1),
+               "train_top1": 100.0 * tot_correct / max(tot_n, 1), "test_loss": ev["loss"],
+               "test_top1": ev["top1"], "test_top5": ev["top5"], "seconds": time.time() - t0}
+        history.append(row)
+        if rank == 0:
+            log(f"epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.3f} top1 {row['train_top1']:.1f}% | "
+                f"test top1 {row['test_top1']:.2f}% top5 {row['test_top5']:.2f}% | {row['seconds']:.0f}s")
+            if checkpoint_path is not None:
+                save_checkpoint(checkpoint_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                                  "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                                                  "history": history, "arch": arch or {}})
+            if on_epoch is not None:
+                on_epoch(history)
+            if os.environ.get("MVLIB_KILL_AFTER_EPOCH") == str(epoch + 1):
+                os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the kill -9 / resume tests
+    return history
+
+
+def main(argv=None):
+    from .config import load_profile, parse_cli_overrides
+    from .experiment import train_baseline
+    ap = argparse.ArgumentParser(description="Train a binary network with run records (baseline step).")
+    ap.add_argument("--profile", default="cpu", help="configs/<profile>.yaml")
+    ap.add_argument("--model", required=True, help="reactnet18, birealnet18, xnornet18, reactneta")
+    ap.add_argument("--force", action="store_true", help="train again even if a finished run of this configuration exists")
+    ap.add_argument("overrides", nargs="*", help="key=value configuration overrides (YAML literals)")
+    args = ap.parse_args(argv)
+    cfg = load_profile(args.profile, parse_cli_overrides(args.overrides))
+    model, run = train_baseline(cfg, args.model, force=args.force)
+    print(f"{run.dir}: top1 {run.metrics['top1']:.2f}%  top5 {run.metrics['top5']:.2f}%")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""Majority voters: the exact MV and the hierarchical MV (STUDY.md §2).
+
+Two layers of API:
+
+* Reference functions on integer partial sums (``majority_vote``,
+  ``hierarchical_vote``). They are the definition every kernel, circuit and
+  layer is checked against.
+* ``nn.Module`` voters that a :class:`mvlib.layers.BinaryConv2d` calls on its
+  binarized operands: forward is exactly the reference vote, backward goes
+  through every sign by a surrogate gradient on a normalized pre-activation.
+  They are built by name with :func:`build_voter` (``"mv"``, ``"hmv"``).
+
+Semantics: bit/value +1 for ``s >= 0`` (an exact tie ``s == 0`` votes +1);
+padded taps contribute 0 to ``s``; the hierarchical voter splits the input
+channels into ``G1*G2*...`` equal contiguous blocks, the innermost votes tie to
++1, every level above uses ``tie`` (``"pos"`` +1, ``"neg"`` -1, ``"first"`` the
+vote of the first child of that group).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .binarizers import get_binarizer, sign_pm1
+
+TIE_RULES = ("pos", "neg", "first")
+OUTPUT_SCALES = ("none", "alpha", "matched")
+SURROGATE_NORMS = ("sqrt_fanin", "fanin", "batch_std")
+
+
+# --------------------------------------------------------------------------
+# Reference votes on integer partial sums
+# --------------------------------------------------------------------------
+def majority_vote(s: torch.Tensor) -> torch.Tensor:
+    """Exact MV: ``sign(s)`` with ties (s == 0) giving +1."""
+    return sign_pm1(s)
+
+
+def _check_tie(tie: str) -> None:
+    if tie not in TIE_RULES:
+        raise ValueError(f"unknown tie rule {tie!r}; choose one of {TIE_RULES}")
+
+
+def _tie_vote(votes: torch.Tensor, tie: str) -> torch.Tensor:
+    """Vote over the last axis of ±1 ``votes`` with an explicit tie rule."""
+    t = votes.sum(-1)
+    if tie == "pos":
+        at_tie = torch.ones_like(t)
+    elif tie == "neg":
+        at_tie = -torch.ones_like(t)
+    else:
+        at_tie = votes[..., 0]
+    return torch.where(t > 0, torch.ones_like(t), torch.where(t < 0, -torch.ones_like(t), at_tie))
+
+
+def normalize_fanins(fanins: int | Sequence[int]) -> tuple[int, ...]:
+    """``4`` -> ``(4,)``; ``(4, 2)`` stays; every fan-in must be an int >= 2."""
+    fs = (fanins,) if isinstance(fanins, int) else tuple(fanins)
+    if not fs or any((not isinstance(g, int)) or g < 2 for g in fs):
+        raise ValueError(f"fan-ins must be integers >= 2, got {fanins!r}")
+    return fs
+
+
+def hierarchical_vote(block_sums: torch.Tensor, fanins: int | Sequence[int], tie: str = "pos") -> torch.Tensor:
+    """Hierarchical MV from the innermost blocks' partial sums.
+
+    ``block_sums[..., m]`` is the partial sum ``s_m`` of the m-th contiguous
+    channel block (channel order), ``m < G1*G2*...*Gk``. ``fanins`` runs from
+    the outer level inwards. Innermost votes are ``sign(s_m)`` (tie +1); each
+    level above votes over its ``G`` children with ``tie``.
+    """
+    fs = normalize_fanins(fanins)
+    _check_tie(tie)
+    m = math.prod(fs)
+    if block_sums.shape[-1] != m:
+        raise ValueError(f"expected {m} block sums for fan-ins {fs}, got {block_sums.shape[-1]}")
+    votes = sign_pm1(block_sums)
+    lead = block_sums.shape[:-1]
+    for g in reversed(fs):  # innermost level first
+        votes = _tie_vote(votes.reshape(*lead, -1, g), tie)
+    return votes.reshape(lead)
+
+
+def outer_tie_mask(block_sums: torch.Tensor, fanins: int | Sequence[int]) -> torch.Tensor:
+    """True where the outermost vote of the hierarchy is a tie."""
+    fs = normalize_fanins(fanins)
+    votes = sign_pm1(block_sums)
+    lead = block_sums.shape[:-1]
+    for g in reversed(fs[1:]):
+        votes = _tie_vote(votes.reshape(*lead, -1, g), "pos")
+    return votes.reshape(*lead, fs[0]).sum(-1) == 0
+
+
+# --------------------------------------------------------------------------
+# Integer convolutions of ±1 operands (float simulation)
+# --------------------------------------------------------------------------
+class _RoundSTE(torch.autograd.Function):
+    """Round to the nearest integer; gradient passes unchanged (values are integers up to fp error)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def integer_conv(a_bin: torch.Tensor, w_bin: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+    """``s = conv(a, w)`` of ±1 operands, zero-padded, rounded to integers."""
+    return _RoundSTE.apply(F.conv2d(a_bin, w_bin, None, stride, padding))
+
+
+def block_partial_sums(a_bin, w_bin, blocks: int, stride: int, padding: int) -> torch.Tensor:
+    """Partial sums of ``blocks`` contiguous input-channel blocks: [B, Cout, H, W, blocks].
+
+    One grouped convolution (same MAC count as the full convolution): group m
+    sees input channels ``m*c .. (m+1)*c`` and every output channel's weights
+    restricted to that block.
+    """
+    cout, cin = w_bin.shape[:2]
+    if cin % blocks:
+        raise ValueError(f"{blocks} blocks must divide the {cin} input channels")
+    c = cin // blocks
+    w = w_bin.reshape(cout, blocks, c, *w_bin.shape[2:]).transpose(0, 1).reshape(blocks * cout, c, *w_bin.shape[2:])
+    s = _RoundSTE.apply(F.conv2d(a_bin, w, None, stride, padding, 1, blocks))
+    b, _, h, wd = s.shape
+    return s.reshape(b, blocks, cout, h, wd).permute(0, 2, 3, 4, 1)
+
+
+# --------------------------------------------------------------------------
+# Voter modules
+# --------------------------------------------------------------------------
+class _Voter(nn.Module):
+    """Shared parts: surrogate binarizer, pre-activation normalization, output scale."""
+
+    def __init__(self, estimator: str = "approxsign", norm: str = "sqrt_fanin", output_scale: str = "none"):
+        super().__init__()
+        get_binarizer(estimator)
+        if norm not in SURROGATE_NORMS:
+            raise ValueError(f"unknown surrogate normalization {norm!r}; choose one of {SURROGATE_NORMS}")
+        if output_scale not in OUTPUT_SCALES:
+            raise ValueError(f"unknown output scale {output_scale!r}; choose one of {OUTPUT_SCALES}")
+        self.estimator, self.norm, self.output_scale = estimator, norm, output_scale
+        # per-output-channel magnitude for output_scale="matched" (set by calibration)
+        self.register_buffer("matched_scale", torch.empty(0))
+
+    def _surrogate_sign(self, s: torch.Tensor, fanin: int) -> torch.Tensor:
+        """sign(s) forward; surrogate gradient of the estimator at u = s / c."""
+        if self.norm == "sqrt_fanin":
+            c = math.sqrt(fanin)
+        elif self.norm == "fanin":
+            c = float(fanin)
+        else:  # batch_std: per output channel, detached
+            c = s.detach().transpose(0, 1).reshape(s.shape[1], -1).std(1).clamp_min(1.0).view(1, -1, *([1] * (s.dim() - 2)))
+        return get_binarizer(self.estimator)(s / c)
+
+    def scale(self, out: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        if self.output_scale == "none":
+            return out
+        if self.output_scale == "alpha":
+            return out * alpha.view(1, -1, 1, 1)
+        if self.matched_scale.numel() == 0:
+            raise RuntimeError("output_scale='matched' needs calibration first (mvlib.voter_ops.calibrate_matched_scale)")
+        return out * self.matched_scale.view(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"estimator={self.estimator}, norm={self.norm}, output_scale={self.output_scale}"
+
+
+class MajorityVoter(_Voter):
+    """Exact majority voter on the integer dot product: ``out = sign(s)`` (tie +1)."""
+
+    name = "mv"
+
+    def forward(self, a_bin, w_bin, alpha, stride: int, padding: int) -> torch.Tensor:
+        s = integer_conv(a_bin, w_bin, stride, padding)
+        fanin = w_bin.shape[1] * w_bin.shape[2] * w_bin.shape[3]
+        return self.scale(self._surrogate_sign(s, fanin), alpha)
+
+
+class HierarchicalVoter(_Voter):
+    """Hierarchical majority voter, fan-ins ``(G1, G2, ...)`` from the outer level in.
+
+    Forward equals :func:`hierarchical_vote` on the blocks' partial sums.
+    Backward: each inner vote is ``binarizer(s_m / c_m)``; each level above
+    is ``binarizer(sum of child votes / c_G)`` for the gradient, while its value
+    follows the tie rule exactly (ties only change the forward value).
+    """
+
+    name = "hmv"
+
+    def __init__(self, fanins: int | Sequence[int] = 4, tie: str = "pos", **kw):
+        super().__init__(**kw)
+        self.fanins = normalize_fanins(fanins)
+        _check_tie(tie)
+        self.tie = tie
+
+    def forward(self, a_bin, w_bin, alpha, stride: int, padding: int) -> torch.Tensor:
+        m = math.prod(self.fanins)
+        s = block_partial_sums(a_bin, w_bin, m, stride, padding)  # [B, Co, H, W, m]
+        block_fanin = (w_bin.shape[1] // m) * w_bin.shape[2] * w_bin.shape[3]
+        votes = self._surrogate_sign(s.movedim(-1, 1).flatten(1, 2), block_fanin)
+        votes = votes.unflatten(1, (m, s.shape[1])).movedim(1, -1)
+        lead = votes.shape[:-1]
+        for g in reversed(self.fanins):
+            grouped = votes.reshape(*lead, -1, g)
+            exact = _tie_vote(grouped.detach(), self.tie)
+            soft = get_binarizer(self.estimator)(grouped.sum(-1) / math.sqrt(g))
+            votes = soft + (exact - soft).detach()
+        return self.scale(votes.reshape(lead), alpha)
+
+    def extra_repr(self) -> str:
+        return f"fanins={self.fanins}, tie={self.tie}, " + super().extra_repr()
+
+
+VOTERS = {"mv": MajorityVoter, "hmv": HierarchicalVoter}
+
+
+def build_voter(name: str | None, **options) -> nn.Module | None:
+    """Build a voter by name (``"mv"``, ``"hmv"``); ``None`` means no voter."""
+    if name is None or name == "none":
+        return None
+    try:
+        cls = VOTERS[name]
+    except KeyError:
+        raise ValueError(f"unknown voter {name!r}; choose one of {sorted(VOTERS)} or None") from None
+    return cls(**options)

@@ -1,0 +1,141 @@
+"""Training: real-data learning, kill -9 and resume, torchrun + DDP, run records."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from mvlib.checkpoint import CheckpointError, IncompatibleCheckpoint, load_checkpoint, load_model_weights
+from mvlib.config import load_profile
+from mvlib.experiment import train_baseline, find_baseline
+from mvlib.train import lr_factor, param_groups
+from mvlib.models import build_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cfg(tmp_path, data_root, **kw):
+    base = {"results_dir": str(tmp_path / "results"), "data_dir": str(data_root), "progress": False,
+            "models": ["reactnet18"]}
+    return load_profile("ci", {**base, **kw})
+
+
+def test_short_training_improves_accuracy(tmp_path, data_root):
+    cfg = _cfg(tmp_path, data_root, width=8, train_per_class=100, test_per_class=50, epochs=3, batch_size=50, lr=0.005)
+    model, run = train_baseline(cfg, "reactnet18")
+    hist = run.history()
+    assert len(hist) == 3
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert run.metrics["top1"] > 15.0  # 10 classes: chance is 10 %
+    # records: params, env, history, metrics, summary
+    for f in ("params.json", "env.json", "history.csv", "metrics.json"):
+        assert (run.dir / f).is_file()
+    env = json.loads((run.dir / "env.json").read_text())
+    assert {"git_commit", "git_dirty", "torch", "device"} <= set(env)
+    summary = (tmp_path / "results" / "summary.csv").read_text().splitlines()
+    assert summary[0].startswith("step,run_id,model,variant,profile,dataset,top1,top5,seconds")
+    assert len(summary) == 2
+    # a finished run of the same configuration is reused, not recomputed; found by lookup
+    _, again = train_baseline(cfg, "reactnet18")
+    assert again.run_id == run.run_id
+    assert find_baseline(cfg, "reactnet18").run_id == run.run_id
+    # forced: a new run folder, the old one untouched
+    _, forced = train_baseline({**cfg, "epochs": 1}, "reactnet18", force=True)
+    assert forced.run_id != run.run_id and (run.dir / "metrics.json").is_file()
+
+
+def _train_cli(results, data_root, env_extra=None):
+    env = {**os.environ, "MVLIB_DATA": str(data_root), **(env_extra or {})}
+    cmd = [sys.executable, "-m", "mvlib.train", "--profile", "ci", "--model", "birealnet18",
+           f"results_dir={results}", "epochs=3", "train_per_class=30", "test_per_class=5", "progress=false"]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_kill9_and_resume_gives_identical_parameters(tmp_path, data_root):
+    ref = _train_cli(tmp_path / "a" / "results", data_root)
+    assert ref.returncode == 0, ref.stderr
+    killed = _train_cli(tmp_path / "b" / "results", data_root, {"MVLIB_KILL_AFTER_EPOCH": "2"})
+    assert killed.returncode == -9
+    resumed = _train_cli(tmp_path / "b" / "results", data_root)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout
+    cks = [next((tmp_path / d / "checkpoints").rglob("last.pt")) for d in ("a", "b")]
+    sa, sb = (load_checkpoint(c) for c in cks)
+    assert sa["epoch"] == sb["epoch"] == 3
+    for k in sa["model"]:
+        assert torch.equal(sa["model"][k], sb["model"][k]), k
+    ma, mb = (json.loads(next((tmp_path / d / "results").rglob("metrics.json")).read_text()) for d in ("a", "b"))
+    assert (ma["top1"], ma["top5"]) == (mb["top1"], mb["top5"])
+
+
+def test_torchrun_ddp_keeps_ranks_identical(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, torch
+        from mvlib.data import BatchLoader
+        from mvlib.models import build_model
+        from mvlib.train import fit
+        torch.manual_seed(0)
+        g = torch.Generator().manual_seed(1)
+        x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g)
+        y = torch.randint(0, 10, (64,), generator=g)
+        tr = BatchLoader(x, y, 16, train=True, augment=True, device="cpu", seed=0)
+        te = BatchLoader(x[:16], y[:16], 16, train=False, augment=False, device="cpu")
+        m = build_model("reactnet18", width=4)
+        fit(m, tr, te, epochs=1, progress=False, log=lambda s: None)
+        flat = torch.cat([p.detach().flatten() for p in m.parameters()])
+        torch.save(flat, r"{tmp_path}/rank" + os.environ["RANK"] + ".pt")
+        """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        "--master_port", "29533", str(script)], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    p0, p1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert torch.equal(p0, p1)
+    assert not torch.equal(p0, torch.cat([p.detach().flatten() for p in build_model("reactnet18", width=4).parameters()]))
+
+
+def test_checkpoint_errors(tmp_path):
+    m = build_model("reactnet18", width=4)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a zip at all")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+    from mvlib.checkpoint import save_checkpoint
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, {"model": m.state_dict(), "arch": {"model": "reactnet18", "width": 4}})
+    other = build_model("birealnet18", width=4)
+    with pytest.raises(IncompatibleCheckpoint, match="another architecture"):
+        load_model_weights(other, good, {"model": "birealnet18", "width": 4})
+    with pytest.raises(IncompatibleCheckpoint, match="does not fit"):
+        load_model_weights(build_model("reactnet18", width=8), good)
+    # a pickled object that would execute code is refused (weights_only loading)
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": {}, "arch": {}, "x": _Evil()}, evil)
+    with pytest.raises(CheckpointError, match="unsafe|corrupt"):
+        load_checkpoint(evil)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_weight_decay_on_conv_weights_only():
+    m = build_model("reactnet18", width=4)
+    decay, rest = param_groups(m, 1e-4)
+    ids = {id(p) for p in decay["params"]}
+    assert all(id(p) not in ids for n, p in m.named_parameters() if not n.endswith("weight") or "classifier" in n or ".norm" in n)
+    assert len(decay["params"]) == 16 + 1 + 3  # binary convs, stem, 1x1 shortcuts
+
+
+def test_lr_schedules():
+    assert lr_factor(0, 100) == 1.0 and abs(lr_factor(100, 100)) < 1e-12
+    assert abs(lr_factor(50, 100, schedule="linear") - 0.5) < 1e-12
+    assert lr_factor(0, 100, warmup=10) == 0.1

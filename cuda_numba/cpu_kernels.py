@@ -120,27 +120,20 @@ def _im2col_row(A, row, xflat, b, ho, wo, H, W, NW, c, G, Kg, kh, kw, stride, pa
     c64 = c // 64
     wi0 = wo * stride - pad
     if c < 64 and 64 % c == 0:
-        # fields never straddle a word (e.g. 64 channels in 4 blocks of 16): build each stream
-        # word in a register and store it once
+        # fields never straddle a word (e.g. 64 channels in 4 blocks of 16): shift and OR
         fmask = (np.uint64(1) << np.uint64(c)) - np.uint64(1)
-        for g in range(G):
-            sw = (g * c) >> 6
-            sh = np.uint64((g * c) & 63)
-            word = np.uint64(0)
-            d = 0
-            for ky in range(kh):
-                hi = ho * stride - pad + ky
-                for kx in range(kw):
-                    wi = wi0 + kx
-                    if hi >= 0 and hi < H and wi >= 0 and wi < W:
-                        v = (xflat[((b * H + hi) * W + wi) * NW + sw] >> sh) & fmask
-                        word |= v << np.uint64(d & 63)
-                    d += c
-                    if d & 63 == 0:
-                        A[row + g * Kg + (d >> 6) - 1] = word
-                        word = np.uint64(0)
-            if d & 63:
-                A[row + g * Kg + (d >> 6)] = word
+        for ky in range(kh):
+            hi = ho * stride - pad + ky
+            if hi < 0 or hi >= H:
+                continue
+            for kx in range(max(0, -wi0), min(kw, W - wi0)):
+                d = (ky * kw + kx) * c
+                dst = row + (d >> 6)
+                dsh = np.uint64(d & 63)
+                src = ((b * H + hi) * W + wi0 + kx) * NW
+                for g in range(G):
+                    v = (xflat[src + ((g * c) >> 6)] >> np.uint64((g * c) & 63)) & fmask
+                    A[dst + g * Kg] |= v << dsh
         return
     for ky in range(kh):
         hi = ho * stride - pad + ky
@@ -149,10 +142,15 @@ def _im2col_row(A, row, xflat, b, ho, wo, H, W, NW, c, G, Kg, kh, kw, stride, pa
         for kx in range(max(0, -wi0), min(kw, W - wi0)):
             t = ky * kw + kx
             src = ((b * H + hi) * W + wi0 + kx) * NW
-            if c % 64 == 0:  # whole words
-                for g in range(G):
-                    for q in range(c64):
-                        A[row + g * Kg + t * c64 + q] = xflat[src + g * c64 + q]
+            if c % 64 == 0:  # whole words: word w of the pixel is word q of block g
+                g_off = row + t * c64
+                q = 0
+                for w in range(NW):
+                    A[g_off + q] = xflat[src + w]
+                    q += 1
+                    if q == c64:
+                        q = 0
+                        g_off += Kg
             else:
                 for g in range(G):
                     for s0 in range(0, c, 64):
@@ -162,7 +160,7 @@ def _im2col_row(A, row, xflat, b, ho, wo, H, W, NW, c, G, Kg, kh, kw, stride, pa
 
 @njit(parallel=True, cache=True)
 def _conv_kernel(xflat, B, H, W, NW, in_pad, panel, base, pix_u, C, Co, G, kh, kw, stride, pad, Ho, Wo,
-                 chunk, mode, fanins, tie, out_s, out_b):
+                 chunk, mode, fanins, tie, wide, out16, out32, out_b):
     T = kh * kw
     c = C // G
     Kg = (T * c + 63) // 64
@@ -176,7 +174,8 @@ def _conv_kernel(xflat, B, H, W, NW, in_pad, panel, base, pix_u, C, Co, G, kh, k
     direct = in_pad == pad and G == 1 and C % 64 == 0
     Hp = H + 2 * in_pad
     Wp = W + 2 * in_pad
-    ls = out_s.ravel()
+    l16 = out16.ravel()
+    l32 = out32.ravel()
     for ch in prange(n_chunks):
         m0 = ch * chunk
         rows = min(chunk, M - m0)
@@ -223,13 +222,21 @@ def _conv_kernel(xflat, B, H, W, NW, in_pad, panel, base, pix_u, C, Co, G, kh, k
                     for p in range(TILE_P):
                         toff[p] = urow[i0 + p] * co_pad + o0 if p < np_ else 0
                     if np_ == TILE_P and nl == TILE_V:
-                        xor_popcount_tile_s(src, roff, nseg, sstride, slen, panel, w_off, base, toff,
-                                            ls, (m0 + i0) * Co + o0, Co)
+                        if wide:
+                            xor_popcount_tile_s(src, roff, nseg, sstride, slen, panel, w_off, base, toff,
+                                                l32, (m0 + i0) * Co + o0, Co)
+                        else:
+                            xor_popcount_tile_s(src, roff, nseg, sstride, slen, panel, w_off, base, toff,
+                                                l16, (m0 + i0) * Co + o0, Co)
                     else:  # ragged edge of the output: raw counts, scalar epilogue
                         xor_popcount_tile(src, roff, nseg, sstride, slen, panel, w_off, D, 0)
                         for p in range(np_):
                             for l in range(nl):
-                                out_s[m0 + i0 + p, o0 + l] = base[toff[p] + l] - 2 * np.int64(D[p * TILE_V + l])
+                                v = base[toff[p] + l] - 2 * np.int64(D[p * TILE_V + l])
+                                if wide:
+                                    out32[m0 + i0 + p, o0 + l] = v
+                                else:
+                                    out16[m0 + i0 + p, o0 + l] = v
                     continue
                 for p in range(TILE_P):
                     toff[p] = urow[i0 + p] * G * co_pad + o0 if p < np_ else 0
@@ -271,7 +278,7 @@ def _run(xb, wts: CpuWeights, stride, padding, mode, fanins=None, tie=0, in_pad=
     H, W = Hp - 2 * in_pad, Wp - 2 * in_pad
     if NW != n_words(wts.ci):
         raise ValueError(f"packed input has {NW} words per pixel; {wts.ci} channels need {n_words(wts.ci)}")
-    direct = wts.blocks == 1 and wts.ci % 64 == 0
+    direct = direct_path(wts)
     if in_pad and (not direct or in_pad != padding):
         xb, in_pad = np.ascontiguousarray(xb[:, in_pad:in_pad + H, in_pad:in_pad + W]), 0
     if direct and in_pad != padding:
@@ -281,37 +288,47 @@ def _run(xb, wts: CpuWeights, stride, padding, mode, fanins=None, tie=0, in_pad=
     if ho < 1 or wo < 1:
         raise ValueError("output would be empty")
     m = B * ho * wo
-    s_dtype = sum_dtype(wts)
-    if mode == MODE_POPCOUNT:
-        out_s, out_b = np.empty((m, wts.co), s_dtype), np.zeros((1, 1), np.uint64)
+    # int16 and int32 outputs are both arguments (the unused one a 1x1 dummy): one compiled specialization
+    out16, out32 = np.empty((1, 1), np.int16), np.empty((1, 1), np.int32)
+    out_b = np.zeros((1, 1), np.uint64)
+    wide = bool(sum_dtype(wts) == np.int32)
+    if mode != MODE_POPCOUNT:
+        out_b = np.zeros((m, n_words(wts.co)), np.uint64)
+    elif wide:
+        out32 = np.empty((m, wts.co), np.int32)
     else:
-        out_s, out_b = np.empty((1, 1), s_dtype), np.zeros((m, n_words(wts.co)), np.uint64)
+        out16 = np.empty((m, wts.co), np.int16)
     fan = np.ones(1, np.int64) if fanins is None else fanins
     base, pix_u = wts.border_table(H, W, stride, padding)
     _conv_kernel(xb.ravel(), B, H, W, NW, in_pad, wts.panel, base, pix_u, wts.ci, wts.co, wts.blocks,
                  wts.kh, wts.kw, int(stride), int(padding), ho, wo, _chunk_size(m), mode, fan, int(tie),
-                 out_s, out_b)
+                 wide, out16, out32, out_b)
     if mode == MODE_POPCOUNT:
-        return out_s.reshape(B, ho, wo, wts.co)
+        return (out32 if wide else out16).reshape(B, ho, wo, wts.co)
     return out_b.reshape(B, ho, wo, n_words(wts.co))
 
 
-def conv_popcount_cpu(xb: np.ndarray, wts: CpuWeights, stride: int = 1, padding: int = 1) -> np.ndarray:
-    """XNOR + popcount: the integer dot products ``s`` as ``[B, Ho, Wo, Co]`` (:func:`sum_dtype`: int16 or int32)."""
+def conv_popcount_cpu(xb: np.ndarray, wts: CpuWeights, stride: int = 1, padding: int = 1,
+                      in_pad: int = 0) -> np.ndarray:
+    """XNOR + popcount: the integer dot products ``s`` as ``[B, Ho, Wo, Co]`` (:func:`sum_dtype`: int16 or int32).
+
+    ``xb``: packed activations, carrying ``in_pad`` zero pixels of border
+    (``pack_activations(..., pad=padding)`` saves the kernel a padding copy).
+    """
     if wts.blocks != 1:
         raise ValueError("the popcount kernel needs weights prepared with blocks=1")
-    return _run(xb, wts, stride, padding, MODE_POPCOUNT)
+    return _run(xb, wts, stride, padding, MODE_POPCOUNT, in_pad=in_pad)
 
 
-def conv_mv_cpu(xb: np.ndarray, wts: CpuWeights, stride: int = 1, padding: int = 1) -> np.ndarray:
+def conv_mv_cpu(xb: np.ndarray, wts: CpuWeights, stride: int = 1, padding: int = 1, in_pad: int = 0) -> np.ndarray:
     """XNOR + majority voter: ``sign(s)`` (tie +1) packed as ``[B, Ho, Wo, ceil(Co/64)]`` uint64."""
     if wts.blocks != 1:
         raise ValueError("the MV kernel needs weights prepared with blocks=1")
-    return _run(xb, wts, stride, padding, MODE_MV)
+    return _run(xb, wts, stride, padding, MODE_MV, in_pad=in_pad)
 
 
 def conv_hmv_cpu(xb: np.ndarray, wts: CpuWeights, stride: int = 1, padding: int = 1,
-                 fanins=4, tie: str = "pos") -> np.ndarray:
+                 fanins=4, tie: str = "pos", in_pad: int = 0) -> np.ndarray:
     """XNOR + hierarchical MV (fan-ins outer->inner, tie rule), packed like :func:`conv_mv_cpu`.
 
     ``wts`` must be prepared with ``blocks = prod(fanins)``.
@@ -319,4 +336,9 @@ def conv_hmv_cpu(xb: np.ndarray, wts: CpuWeights, stride: int = 1, padding: int 
     fan, nblocks, tie_code = vote_plan(fanins, tie)
     if wts.blocks != nblocks:
         raise ValueError(f"fan-ins {tuple(fan)} need weights prepared with blocks={nblocks}, got {wts.blocks}")
-    return _run(xb, wts, stride, padding, MODE_HMV, fan, tie_code)
+    return _run(xb, wts, stride, padding, MODE_HMV, fan, tie_code, in_pad=in_pad)
+
+
+def direct_path(wts: CpuWeights) -> bool:
+    """Whether a layer reads its taps in place (no im2col) and so wants a zero-bordered packed input."""
+    return wts.blocks == 1 and wts.ci % 64 == 0

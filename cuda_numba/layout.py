@@ -66,34 +66,37 @@ def unpack_reference(bits: np.ndarray, channels: int) -> np.ndarray:
 # Numba packing kernels
 # --------------------------------------------------------------------------
 @njit(parallel=True, cache=True)
-def pack_nchw(x, shift, out):
-    """Pack float32 ``x [B, C, H, W]`` (C-contiguous) into ``out [B, H, W, NW]``.
+def pack_nchw(x, shift, out, pad):
+    """Pack float32 ``x [B, C, H, W]`` (C-contiguous) into ``out[:, pad:pad+H, pad:pad+W, :]``.
 
-    One image row at a time: for each channel the row is read contiguously
-    and its sign bits are OR-ed into a row of words kept in L1, which the
-    compiler vectorizes (compare, widen, shift, or).
+    One (image, word) per work item: each of the word's 64 channel planes is
+    read sequentially and its sign bits are OR-ed into a plane of words kept
+    in L1 (vectorized: compare, widen, shift, or), then scattered to the
+    NHWC output. Reading whole planes keeps the reads sequential; a loop over
+    pixels would stride by H*W floats per channel.
     """
     B, C, H, W = x.shape
     NW = out.shape[3]
-    for r in prange(B * H):
-        b = r // H
-        h = r - b * H
-        tmp = np.empty(W, np.uint64)
-        for j in range(NW):
-            tmp[:] = 0
-            c_hi = min(C, (j + 1) * 64)
-            for c in range(j * 64, c_hi):
-                sh = shift[c]
-                pos = np.uint64(c - j * 64)
-                for w in range(W):
-                    tmp[w] |= np.uint64(x[b, c, h, w] + sh >= 0) << pos
+    HW = H * W
+    xf = x.reshape(B, C, HW)
+    for r in prange(B * NW):
+        b = r // NW
+        j = r - b * NW
+        tmp = np.zeros(HW, np.uint64)
+        for c in range(j * 64, min(C, (j + 1) * 64)):
+            sh = shift[c]
+            pos = np.uint64(c - j * 64)
+            plane = xf[b, c]
+            for p in range(HW):
+                tmp[p] |= np.uint64(plane[p] + sh >= 0) << pos
+        for h in range(H):
             for w in range(W):
-                out[b, h, w, j] = tmp[w]
+                out[b, pad + h, pad + w, j] = tmp[h * W + w]
 
 
 @njit(parallel=True, cache=True)
-def pack_nhwc(x, shift, out):
-    """Pack float32 ``x [B, H, W, C]`` (channels-last, C-contiguous) into ``out [B, H, W, NW]``."""
+def pack_nhwc(x, shift, out, pad):
+    """Pack float32 ``x [B, H, W, C]`` (channels-last, C-contiguous) into ``out[:, pad:pad+H, pad:pad+W, :]``."""
     B, H, W, C = x.shape
     NW = out.shape[3]
     for r in prange(B * H):
@@ -102,10 +105,9 @@ def pack_nhwc(x, shift, out):
         for w in range(W):
             for j in range(NW):
                 word = np.uint64(0)
-                c_hi = min(C, (j + 1) * 64)
-                for c in range(j * 64, c_hi):
+                for c in range(j * 64, min(C, (j + 1) * 64)):
                     word |= np.uint64(x[b, h, w, c] + shift[c] >= 0) << np.uint64(c - j * 64)
-                out[b, h, w, j] = word
+                out[b, pad + h, pad + w, j] = word
 
 
 @njit(parallel=True, cache=True)
@@ -122,11 +124,13 @@ def unpack_nhwc(bits, out):
 
 
 def pack_activations(x: np.ndarray, shift: np.ndarray | None = None, channels_last: bool = False,
-                     out: np.ndarray | None = None) -> np.ndarray:
+                     out: np.ndarray | None = None, pad: int = 0) -> np.ndarray:
     """Binarize and pack float32 activations: ``bit = (x + shift >= 0)``.
 
     ``x`` is ``[B, C, H, W]``, or ``[B, H, W, C]`` with ``channels_last``;
-    ``shift`` is per channel (``None`` = no shift). Returns ``[B, H, W, NW]`` uint64.
+    ``shift`` is per channel (``None`` = no shift). Returns ``[B, H, W, NW]``
+    uint64, or with ``pad > 0`` ``[B, H + 2*pad, W + 2*pad, NW]`` with a border
+    of zero words: what the CPU kernels' direct path reads (``in_pad=pad``).
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     if channels_last:
@@ -136,9 +140,12 @@ def pack_activations(x: np.ndarray, shift: np.ndarray | None = None, channels_la
     sh = np.zeros(C, np.float32) if shift is None else np.ascontiguousarray(shift, dtype=np.float32)
     if sh.shape != (C,):
         raise ValueError(f"shift must have shape ({C},), got {sh.shape}")
+    shape = (B, H + 2 * pad, W + 2 * pad, n_words(C))
     if out is None:
-        out = np.empty((B, H, W, n_words(C)), np.uint64)
-    (pack_nhwc if channels_last else pack_nchw)(x, sh, out)
+        out = (np.zeros if pad else np.empty)(shape, np.uint64)
+    elif out.shape != shape:
+        raise ValueError(f"out must have shape {shape}, got {out.shape}")
+    (pack_nhwc if channels_last else pack_nchw)(x, sh, out, pad)
     return out
 
 

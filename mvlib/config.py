@@ -71,6 +71,12 @@ SCHEMA: dict[str, tuple[type, Any, str]] = {
                        "the same fraction of its paper width (mvlib.models.relative_width: 64 -> 32)"),
     "appendix_train_per_class": (int, 0, "class-balanced train subset per class in notebook 06; 0 = all"),
     "cifar100_train_file": (str, "train_subset.npz", "CIFAR-100 train file inside its data folder"),
+    "appendix_cifar100_train_per_class": (int, 0, "CIFAR-100 train images per class in notebook 06; "
+                                          "0 = all of cifar100_train_file (100 per class here)"),
+    "appendix_test_per_class": (int, 0, "CIFAR-10 test images per class in notebook 06; 0 = the full split"),
+    "appendix_cifar100_test_per_class": (int, 0, "CIFAR-100 test images per class in notebook 06; "
+                                         "0 = the full split"),
+    "appendix_batch_size": (int, 0, "training batch (images) in notebook 06; 0 = batch_size"),
     # ---- hardware cost (notebook 07) -------------------------------------
     "hw_widths": (list, [16, 64], "ReActNet-18 base widths whose voter fan-ins (C_in*9) are synthesized"),
     "hw_groups": (list, [2, 4, 8, 16], "hierarchical voter outer fan-ins G synthesized"),
@@ -78,6 +84,27 @@ SCHEMA: dict[str, tuple[type, Any, str]] = {
     "hw_jobs": (int, 2, "parallel Yosys processes on a synthesis-cache miss"),
     "hw_allow_synth": (bool, True, "synthesize on a cache miss (needs Yosys); False = cached results only"),
     "hw_check_vectors": (int, 2000, "random vectors per netlist check (plus threshold, tie, exhaustive ones)"),
+    # ---- voter study (notebooks 02-04)
+    "mv_models": (list, ["reactnet18", "birealnet18"], "baselines (from notebook 01) the voter notebooks use"),
+    "mv_output_scales": (list, ["none", "alpha", "matched"], "voter output scales of the naive rows "
+                         "(none = ±1, alpha = weight scale, matched = float conv's mean |output| per channel)"),
+    "mv_surrogate_norm": (str, "sqrt_fanin", "voter surrogate pre-activation u = s / c: sqrt_fanin, fanin, batch_std"),
+    "mv_calib_batches": (int, 4, "training batches that calibrate the matched output scale"),
+    "mv_recal_batches": (int, 20, "training batches of BN recalibration (+recal rows)"),
+    "mv_sensitivity_scales": (list, ["none", "matched"], "output scales of the one-layer-at-a-time sweep"),
+    "mv_sensitivity_test_per_class": (int, 0, "test images per class of the sensitivity sweep; 0 = all"),
+    "mv_retrain_estimators": (list, ["approxsign", "ste"], "voter surrogates retrained (retrain-approx, -ste)"),
+    "mv_retrain_epochs": (int, 1, "epochs of retraining through the voter"),
+    "mv_retrain_lr": (float, 5e-4, "peak learning rate of retraining through the voter"),
+    "mv_retrain_train_per_class": (int, 0, "train images per class for retraining; 0 = all"),
+    "hmv_groups": (list, [2, 4, 8, 16], "hierarchical voter outer fan-ins G (must divide the stage-1 width)"),
+    "hmv_ties": (list, ["pos", "neg", "first"], "outer tie rules of the hierarchical voter"),
+    "hmv_nested": (list, [[4, 2]], "nested fan-ins (G1, G2, ...) evaluated besides the single-level ones"),
+    "hmv_sweep_test_per_class": (int, 0, "test images per class of the G x tie sweep; 0 = all"),
+    "hmv_recal": (bool, True, "also evaluate the G x tie sweep after BN recalibration"),
+    "hmv_disagreement_batches": (int, 2, "test batches for disagreement and tie rates"),
+    "hmv_retrain_groups": (list, [4], "G retrained through the hierarchical voter"),
+    "hmv_retrain_ties": (list, ["pos"], "tie rules retrained through the hierarchical voter"),
 }
 
 

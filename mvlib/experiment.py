@@ -59,8 +59,11 @@ def loaders(cfg: dict[str, Any], dataset: str | None = None, train_file: str | N
     dev = resolve_device(cfg)
     xtr, ytr = _split(dataset, "train", cfg["data_dir"], tf, tpc)
     xte, yte = _split(dataset, "test", cfg["data_dir"], "test.npz", cfg["test_per_class"])
-    train = BatchLoader(xtr, ytr, cfg["batch_size"], train=True, augment=cfg["augment"], device=dev, seed=cfg["seed"])
-    test = BatchLoader(xte, yte, cfg["eval_batch_size"], train=False, augment=False, device=dev, seed=cfg["seed"])
+    # dataset= picks the normalization constants (CIFAR-100's differ from CIFAR-10's)
+    train = BatchLoader(xtr, ytr, cfg["batch_size"], train=True, augment=cfg["augment"], device=dev, seed=cfg["seed"],
+                        dataset=dataset)
+    test = BatchLoader(xte, yte, cfg["eval_batch_size"], train=False, augment=False, device=dev, seed=cfg["seed"],
+                       dataset=dataset)
     return train, test, dataset_num_classes(dataset)
 
 
@@ -96,8 +99,8 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
               norm: str = "bn", model_options: dict | None = None, voter: Any = None, voter_layers=None,
               init_from: records.Run | None = None, teacher: nn.Module | None = None, agc_clip: float = 0.0,
               dataset: str | None = None, train_file: str | None = None, train_per_class: int | None = None,
-              extra: dict | None = None, prepare=None, force: bool = False, lookup_only: bool = False,
-              log=print) -> tuple[nn.Module, records.Run]:
+              width: int | None = None, extra: dict | None = None, prepare=None, force: bool = False,
+              lookup_only: bool = False, log=print) -> tuple[nn.Module, records.Run]:
     """Train (or reuse, or resume) one run and write its record.
 
     ``init_from``: start from that run's weights (retraining); ``voter``:
@@ -105,11 +108,15 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
     a callable ``prepare(model)`` run before training (its effect must be
     named in ``extra`` so that it enters the run's hash). ``lookup_only``:
     train nothing, return the newest finished run of these parameters.
+    ``width``: the model's base width instead of ``cfg["width"]`` (notebook
+    06 sizes ReActNet-A relative to the ResNet-18s); the width actually built
+    is the one recorded in the run's parameters and hash.
     """
     apply_threads(cfg)
     dataset = dataset or cfg["dataset"]
     sub = {**cfg, "dataset": dataset, "train_file": train_file or cfg["train_file"],
-           "train_per_class": cfg["train_per_class"] if train_per_class is None else train_per_class}
+           "train_per_class": cfg["train_per_class"] if train_per_class is None else train_per_class,
+           "width": cfg["width"] if width is None else width}
     train_loader, test_loader, ncls = loaders(cfg, dataset, sub["train_file"], sub["train_per_class"])
     params = run_params(sub, model=model_name, epochs=epochs, lr=cfg["lr"] if lr is None else lr, norm=norm,
                         num_classes=ncls, model_options=model_options or {}, voter=voter,
@@ -124,7 +131,7 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
     dev = resolve_device(cfg)
     run = records.open_run(step, model_name, variant, params, cfg["results_dir"], force=force, device=dev)
     torch.manual_seed(cfg["seed"])
-    model = build_model(model_name, num_classes=ncls, width=cfg["width"], norm=norm, **(model_options or {}))
+    model = build_model(model_name, num_classes=ncls, width=sub["width"], norm=norm, **(model_options or {}))
     if run.finished and run.checkpoint.is_file():
         log(f"reusing finished run {run.run_id}: top1 {run.metrics['top1']:.2f}%")
         return load_run_model(run, dev), run

@@ -21,18 +21,29 @@ reference definition the tests compare against.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 
 import numpy as np
 import torch
 
-from .binarizers import surrogate_grad
+from .binarizers import sign_pm1, surrogate_grad
 
 try:  # numba is a dependency of the project, but the library runs without it
     import numba
     from numba import njit, prange
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     numba = None
+else:
+    # numba's default OpenMP layer leaves its threads spinning after each kernel,
+    # which halves the speed of the torch ops that follow on a 2-core machine;
+    # the workqueue layer parks them. It is not safe for concurrent launches
+    # from several Python threads, hence _LAUNCH below. An explicit
+    # NUMBA_THREADING_LAYER from the user wins.
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = "workqueue"
+_LAUNCH = threading.Lock()
 
 # Surrogate gradients the kernels implement (the names of mvlib.binarizers.BINARIZERS).
 KERNEL_KINDS = {"approxsign": 0, "ste": 1}
@@ -60,11 +71,14 @@ def _use_kernels(*tensors: torch.Tensor) -> bool:
     return kernels_enabled() and all(as_rows(t) is not None for t in tensors)
 
 
-def _set_threads() -> None:
-    """Give numba as many threads as torch has (a training run may have set fewer)."""
-    want = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if numba.get_num_threads() != want:
-        numba.set_num_threads(want)
+@contextlib.contextmanager
+def _launch():
+    """Serialize kernel launches and give numba as many threads as torch has."""
+    with _LAUNCH:
+        want = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+        if numba.get_num_threads() != want:
+            numba.set_num_threads(want)
+        yield
 
 
 def _empty_rows_like(x: torch.Tensor) -> torch.Tensor:
@@ -103,18 +117,21 @@ if numba is not None:
         two, one, zero = np.float32(2.0), np.float32(1.0), np.float32(0.0)
         for k in prange(chunks):
             acc = part[k]
-            for r in range(k * step, min(rows, (k + 1) * step)):
-                for j in range(c):
-                    z = x[r, j] + b[j]
-                    if kind == 0:
-                        d = two - two * abs(z)
-                        if d < zero:
-                            d = zero
-                    else:
-                        d = one if abs(z) <= one else zero
-                    v = g[r, j] * d
-                    out[r, j] = v
-                    acc[j] += v
+            lo, hi = k * step, min(rows, (k + 1) * step)
+            # One loop per estimator, so that the inner loop has no branch on kind.
+            if kind == 0:
+                for r in range(lo, hi):
+                    for j in range(c):
+                        d = two - two * abs(x[r, j] + b[j])
+                        v = g[r, j] * (zero if d < zero else d)  # torch.clamp(d, min=0)
+                        out[r, j] = v
+                        acc[j] += v
+            else:
+                for r in range(lo, hi):
+                    for j in range(c):
+                        v = g[r, j] * (one if abs(x[r, j] + b[j]) <= one else zero)
+                        out[r, j] = v
+                        acc[j] += v
 
     @_jit
     def _round_scale_rows(s, alpha):
@@ -144,19 +161,38 @@ if numba is not None:
         for k in prange(chunks):
             acc = part[k]
             for r in range(k * step, min(rows, (k + 1) * step)):
-                for j in range(c):
+                for j in range(c):  # selects, not branches: the loop vectorizes
                     v = x[r, j] + res[r, j] if has_res else x[r, j]
                     z = v - gamma[j]
                     gr = g[r, j]
-                    if z >= zero:
-                        out[r, j] = gr
-                        acc[0, j] += gr
-                    else:
-                        gz = gr * slope[j]
-                        out[r, j] = gz
-                        acc[0, j] += gz
-                        acc[1, j] += gr * z
+                    neg = z < zero
+                    gz = gr * slope[j] if neg else gr
+                    out[r, j] = gz
+                    acc[0, j] += gz
+                    acc[1, j] += gr * z if neg else zero
                     acc[2, j] += gr
+
+    @_jit
+    def _weight_sign(w, out):
+        """out = sign(w) (ties +1); w [O, I, kh, kw] in any layout, out in its own (channels-last)."""
+        o_n, i_n, kh, kw = w.shape
+        one = np.float32(1.0)
+        for o in prange(o_n):
+            for i in range(i_n):
+                for y in range(kh):
+                    for x in range(kw):
+                        out[o, i, y, x] = one if w[o, i, y, x] >= np.float32(0.0) else -one
+
+    @_jit
+    def _weight_ste(g, w, out):
+        """out = g * (|w| <= 1), as WeightSTESign's backward; each array in its own layout."""
+        o_n, i_n, kh, kw = w.shape
+        one, zero = np.float32(1.0), np.float32(0.0)
+        for o in prange(o_n):
+            for i in range(i_n):
+                for y in range(kh):
+                    for x in range(kw):
+                        out[o, i, y, x] = g[o, i, y, x] * (one if abs(w[o, i, y, x]) <= one else zero)
 
 
 # ----------------------------------------------------------------------------
@@ -165,9 +201,9 @@ if numba is not None:
 def shifted_sign(x: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
     """``+1`` where ``x + shift >= 0`` else ``-1`` (no shift: ``x >= 0``), dtype of ``x``."""
     if _use_kernels(x):
-        _set_threads()
         out = _empty_rows_like(x)
-        _sign_rows(as_rows(x), _chan(shift, x.shape[1]), as_rows(out))
+        with _launch():
+            _sign_rows(as_rows(x), _chan(shift, x.shape[1]), as_rows(out))
         return out
     z = x if shift is None else x + shift.view(1, -1, 1, 1)
     return torch.where(z >= 0, 1.0, -1.0).to(x.dtype)
@@ -177,22 +213,47 @@ def shifted_sign_backward(g: torch.Tensor, x: torch.Tensor, shift: torch.Tensor 
                           name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(g * f'(x + shift), its sum per channel or None)``; ``f'`` the named surrogate derivative."""
     if name in KERNEL_KINDS and _use_kernels(g, x):
-        _set_threads()
         out = _empty_rows_like(x)
         part = np.zeros((_CHUNKS, x.shape[1]), np.float64)
-        _sign_backward_rows(as_rows(g), as_rows(x), _chan(shift, x.shape[1]), KERNEL_KINDS[name],
-                            as_rows(out), part)
+        with _launch():
+            _sign_backward_rows(as_rows(g), as_rows(x), _chan(shift, x.shape[1]), KERNEL_KINDS[name],
+                                as_rows(out), part)
         return out, (None if shift is None else _finish_sums(part, shift))
     z = x if shift is None else x + shift.view(1, -1, 1, 1)
     gx = g * surrogate_grad(name, z)
     return gx, (None if shift is None else gx.sum((0, 2, 3)))
 
 
+def _cpu_f32(*ts: torch.Tensor) -> bool:
+    return kernels_enabled() and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in ts)
+
+
+def weight_sign(w: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """``sign(w)`` (ties +1); in channels-last layout when ``channels_last`` (what oneDNN wants)."""
+    if _cpu_f32(w) and w.dim() == 4:
+        out = torch.empty_like(w, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        with _launch():
+            _weight_sign(w.detach().numpy(), out.numpy())
+        return out
+    out = sign_pm1(w)
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+
+def weight_ste_grad(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``g * (|w| <= 1)`` in ``w``'s layout (so AccumulateGrad need not copy it)."""
+    if _cpu_f32(g, w) and w.dim() == 4 and all(st >= 0 for st in g.stride()):
+        out = torch.empty_like(w)
+        with _launch():
+            _weight_ste(g.numpy(), w.detach().numpy(), out.numpy())
+        return out
+    return g * (w.abs() <= 1).to(g.dtype)
+
+
 def round_scale_(s: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """``s = round(s) * alpha`` per output channel, in place; returns ``s``."""
     if _use_kernels(s):
-        _set_threads()
-        _round_scale_rows(as_rows(s), _chan(alpha, s.shape[1]))
+        with _launch():
+            _round_scale_rows(as_rows(s), _chan(alpha, s.shape[1]))
         return s
     return torch.round(s, out=s).mul_(alpha.view(1, -1, 1, 1))
 
@@ -201,11 +262,11 @@ def rprelu(x: torch.Tensor, residual: torch.Tensor | None, gamma: torch.Tensor, 
            zeta: torch.Tensor) -> torch.Tensor:
     """RPReLU of ``x (+ residual)``: ``where(z >= 0, z, z * slope) + zeta``, ``z = x - gamma``."""
     if _use_kernels(x) and (residual is None or (_use_kernels(residual) and residual.shape == x.shape)):
-        _set_threads()
         out = _empty_rows_like(x)
         rx = as_rows(x)
-        _rprelu_rows(rx, rx if residual is None else as_rows(residual), residual is not None,
-                     _chan(gamma, x.shape[1]), _chan(slope, x.shape[1]), _chan(zeta, x.shape[1]), as_rows(out))
+        with _launch():
+            _rprelu_rows(rx, rx if residual is None else as_rows(residual), residual is not None,
+                         _chan(gamma, x.shape[1]), _chan(slope, x.shape[1]), _chan(zeta, x.shape[1]), as_rows(out))
         return out
     v = x if residual is None else x + residual
     z = v - gamma.view(1, -1, 1, 1)
@@ -217,12 +278,12 @@ def rprelu_backward(g: torch.Tensor, x: torch.Tensor, residual: torch.Tensor | N
     """Gradients ``(to x and residual, to gamma, to slope, to zeta)`` of :func:`rprelu`."""
     c = x.shape[1]
     if _use_kernels(g, x) and (residual is None or _use_kernels(residual)):
-        _set_threads()
         out = _empty_rows_like(x)
         part = np.zeros((_CHUNKS, 3, c), np.float64)
         rx = as_rows(x)
-        _rprelu_backward_rows(as_rows(g), rx, rx if residual is None else as_rows(residual),
-                              residual is not None, _chan(gamma, c), _chan(slope, c), as_rows(out), part)
+        with _launch():
+            _rprelu_backward_rows(as_rows(g), rx, rx if residual is None else as_rows(residual),
+                                  residual is not None, _chan(gamma, c), _chan(slope, c), as_rows(out), part)
         sums = torch.from_numpy(part.sum(0)).to(g.dtype)
         return out, -sums[0], sums[1], sums[2]
     v = x if residual is None else x + residual

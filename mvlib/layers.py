@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import fused
-from .binarizers import WeightSTESign, get_binarizer, sign_pm1, surrogate_grad
+from .binarizers import WeightSTESign, get_binarizer, surrogate_grad
 from .voters import build_voter, integer_conv
 
 
@@ -87,7 +87,8 @@ class _FusedBinaryConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, shift, w, stride, padding, name):
         a = fused.shifted_sign(x, shift)
-        wb = sign_pm1(w)
+        # sign(W) in the activations' layout: oneDNN would otherwise reorder it on every call.
+        wb = fused.weight_sign(w, a.is_contiguous(memory_format=torch.channels_last) and a.device.type == "cpu")
         alpha = w.detach().abs().mean((1, 2, 3))
         s = F.conv2d(a, wb, None, stride, padding)
         ctx.save_for_backward(x, shift, w, a, wb, alpha)
@@ -107,7 +108,7 @@ class _FusedBinaryConv(torch.autograd.Function):
         if need_x or need_shift:
             gx, gshift = fused.shifted_sign_backward(ga, x, shift, ctx.name)
         if need_w:  # WeightSTESign's clipped STE
-            gw = gwb * (w.abs() <= 1).to(gwb.dtype)
+            gw = fused.weight_ste_grad(gwb, w)
         return gx, gshift, gw, None, None, None
 
 

@@ -58,7 +58,10 @@ def render_html(ipynb: Path, html: Path) -> None:
 def _failure_message(step: str, err: Exception) -> str:
     cell = getattr(err, "exec_count", None)
     ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
-    where = f"cell [{cell}]" if cell is not None else "a cell"
+    first = (getattr(err, "source", "") or "").strip().splitlines()[:1]
+    where = f"cell In [{cell}]" if cell is not None else "a cell"
+    if first:
+        where += f" ({first[0][:60]!r})"
     return f"step {step} failed in {where}: {ename}: {evalue}"
 
 

@@ -3,15 +3,25 @@
 ``set_voter(model, spec, layers=...)`` replaces the output of the chosen binary
 3x3 convolutions by a voter (or back to the integer popcount output with
 ``None``), touching no parameter and no statistic of the model.
+
+The operations a substitution study needs around it live here too:
+``calibrate_matched_scale`` (the ``output_scale="matched"`` magnitudes),
+``recalibrate_bn`` (BN statistics re-estimated under the voter, the "+recal"
+rows) and ``voter_disagreement`` (hierarchical vs exact voter per layer on
+real activations, with outer tie rates).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+import math
+from typing import Any, Iterable, Sequence
 
+import torch
 import torch.nn as nn
 
+from .binarizers import sign_pm1
 from .layers import binary_convs
-from .voters import build_voter
+from .voters import (block_partial_sums, build_voter, hierarchical_vote, majority_vote, normalize_fanins,
+                     outer_tie_mask)
 
 VoterSpec = dict[str, Any] | str | None
 
@@ -62,3 +72,156 @@ def set_voter(model: nn.Module, spec: VoterSpec, layers: Iterable[int | str] | N
 def voter_summary(model: nn.Module) -> list[str]:
     """One line per binary convolution: its name and its voter (or 'popcount')."""
     return [f"{n}: {m.voter!r}" if m.voter is not None else f"{n}: popcount" for n, m in binary_convs(model)]
+
+
+# --------------------------------------------------------------------------
+# Calibration on images: matched output scale, BN statistics
+# --------------------------------------------------------------------------
+def _batches(loader, batches: int):
+    """The first ``batches`` batches of ``loader`` (all when 0), images only."""
+    for i, (x, _) in enumerate(loader):
+        if batches and i >= batches:
+            return
+        yield x
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def calibrate_matched_scale(model: nn.Module, loader, batches: int = 4) -> dict[str, torch.Tensor]:
+    """Set ``matched_scale`` of every voter with ``output_scale="matched"``; return the scales by layer name.
+
+    The matched magnitude of output channel c is the mean of ``|alpha_c * s|``
+    of the *float* (popcount) convolution, over images, positions and the
+    first ``batches`` batches of ``loader``. It is measured with every voter
+    of the model switched off, so each layer sees the activations the trained
+    network was trained on (a voter upstream would change them); the voters
+    are put back afterwards. The voter's ±1 output times this magnitude then
+    has the same mean |output| per channel as the convolution it replaces, so
+    the following BN (statistics unchanged) sees the scale it was fitted to.
+    """
+    convs = [(n, m) for n, m in binary_convs(model)
+             if m.voter is not None and getattr(m.voter, "output_scale", None) == "matched"]
+    if not convs:
+        return {}
+    voters = {n: m.voter for n, m in binary_convs(model)}
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def hook(name):
+        def fn(_mod, _inp, out):
+            sums[name] = sums.get(name, 0) + out.abs().sum((0, 2, 3)).double()
+            counts[name] = counts.get(name, 0) + out.shape[0] * out.shape[2] * out.shape[3]
+        return fn
+
+    was_training = model.training
+    handles = [m.register_forward_hook(hook(n)) for n, m in convs]
+    try:
+        for _, m in binary_convs(model):
+            m.voter = None
+        model.eval()
+        dev = _model_device(model)
+        for x in _batches(loader, batches):
+            model(x.to(dev))
+    finally:
+        for h in handles:
+            h.remove()
+        for n, m in binary_convs(model):
+            m.voter = voters[n]
+        model.train(was_training)
+    scales = {}
+    for n, m in convs:
+        scale = (sums[n] / counts[n]).float().to(m.weight.device)
+        m.voter.matched_scale = scale
+        scales[n] = scale
+    return scales
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, loader, batches: int = 20) -> nn.Module:
+    """Re-estimate every BatchNorm's running statistics on ``batches`` training batches; no gradient step.
+
+    Running mean/var are reset and replaced by the cumulative (equal-weight)
+    average over the batches (``momentum=None``), with the model in training
+    mode so each BN normalizes by batch statistics exactly as during training,
+    under whatever voters the model holds. No parameter changes; the model is
+    returned in eval mode. This is the only thing "+recal" rows change.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    dev = _model_device(model)
+    try:
+        for x in _batches(loader, batches):
+            model(x.to(dev))
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+        model.eval()
+    return model
+
+
+# --------------------------------------------------------------------------
+# Hierarchical vs exact voter on real activations
+# --------------------------------------------------------------------------
+@torch.no_grad()
+def voter_disagreement(model: nn.Module, loader, fanins: int | Sequence[int], tie: str = "pos",
+                       batches: int = 2, layers: Iterable[int | str] | None = None) -> list[dict[str, Any]]:
+    """Per binary convolution: how often a hierarchical voter's output differs from the exact voter's.
+
+    Forward hooks take each layer's real input as the model computes it (the
+    model is run as it is: pass the popcount baseline to measure on the
+    trained network's own activations), binarize it with the layer's own
+    activation function and weights, and compute the contiguous-block partial
+    sums once (:func:`mvlib.voters.block_partial_sums`). From them: the exact
+    vote ``sign(sum s_m)``, the hierarchical vote, and the outer tie mask.
+    Layers whose input channels ``G1*G2*...`` does not divide are reported
+    with ``None`` rates. Rates are fractions of all outputs (images x channels x positions).
+    """
+    fs = normalize_fanins(fanins)
+    m_blocks = math.prod(fs)
+    chosen = select_layers(model, layers)
+    stats = {n: {"layer": n, "in_channels": c.in_channels, "fanin": c.in_channels * c.kernel_size ** 2,
+                 "fanins": "x".join(map(str, fs)), "tie": tie, "n": 0, "disagree": 0, "outer_tie": 0,
+                 "exact_tie": 0} for n, c in chosen}
+
+    def hook(name):
+        def fn(conv, inp, _out):
+            if conv.in_channels % m_blocks:
+                return
+            a = conv.act(inp[0])
+            w = sign_pm1(conv.latent_weight())
+            bs = block_partial_sums(a, w, m_blocks, conv.stride, conv.padding)
+            exact = majority_vote(bs.sum(-1))
+            hier = hierarchical_vote(bs, fs, tie)
+            st = stats[name]
+            st["n"] += exact.numel()
+            st["disagree"] += (exact != hier).sum().item()
+            st["outer_tie"] += outer_tie_mask(bs, fs).sum().item()
+            st["exact_tie"] += (bs.sum(-1) == 0).sum().item()
+        return fn
+
+    was_training = model.training
+    handles = [c.register_forward_hook(hook(n)) for n, c in chosen]
+    try:
+        model.eval()
+        dev = _model_device(model)
+        for x in _batches(loader, batches):
+            model(x.to(dev))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    rows = []
+    for st in stats.values():
+        n = st.pop("n")
+        for k in ("disagree", "outer_tie", "exact_tie"):
+            st[k + "_rate"] = st.pop(k) / n if n else None
+        st["block_fanin"] = st["fanin"] // m_blocks if st["in_channels"] % m_blocks == 0 else None
+        rows.append(st)
+    return rows

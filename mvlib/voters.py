@@ -30,6 +30,9 @@ from .binarizers import get_binarizer, sign_pm1
 TIE_RULES = ("pos", "neg", "first")
 OUTPUT_SCALES = ("none", "alpha", "matched")
 SURROGATE_NORMS = ("sqrt_fanin", "fanin", "batch_std")
+# The default normalization of the pre-activation the surrogate sees (u = s / c).
+# Measured choice: see "Surrogate normalization" below and results/probes/surrogate_norm.json.
+DEFAULT_SURROGATE_NORM = "sqrt_fanin"
 
 
 # --------------------------------------------------------------------------
@@ -138,7 +141,7 @@ def block_partial_sums(a_bin, w_bin, blocks: int, stride: int, padding: int) -> 
 class _Voter(nn.Module):
     """Shared parts: surrogate binarizer, pre-activation normalization, output scale."""
 
-    def __init__(self, estimator: str = "approxsign", norm: str = "sqrt_fanin", output_scale: str = "none"):
+    def __init__(self, estimator: str = "approxsign", norm: str = DEFAULT_SURROGATE_NORM, output_scale: str = "none"):
         super().__init__()
         get_binarizer(estimator)
         if norm not in SURROGATE_NORMS:
@@ -187,9 +190,12 @@ class HierarchicalVoter(_Voter):
     """Hierarchical majority voter, fan-ins ``(G1, G2, ...)`` from the outer level in.
 
     Forward equals :func:`hierarchical_vote` on the blocks' partial sums.
-    Backward: each inner vote is ``binarizer(s_m / c_m)``; each level above
-    is ``binarizer(sum of child votes / c_G)`` for the gradient, while its value
-    follows the tie rule exactly (ties only change the forward value).
+    Backward: each inner vote is ``binarizer(s_m / c_m)`` (``c_m`` from ``norm``
+    on the block's fan-in); each level above is ``binarizer(sum of child votes / G)``
+    for the gradient, while its value follows the tie rule exactly (ties only
+    change the forward value). The upper levels divide by G, not sqrt(G): their
+    inputs are ±1 votes, whose sum lies in [-G, G], so every non-unanimous vote
+    stays inside the surrogate's window.
     """
 
     name = "hmv"
@@ -210,7 +216,9 @@ class HierarchicalVoter(_Voter):
         for g in reversed(self.fanins):
             grouped = votes.reshape(*lead, -1, g)
             exact = _tie_vote(grouped.detach(), self.tie)
-            soft = get_binarizer(self.estimator)(grouped.sum(-1) / math.sqrt(g))
+            # u = (sum of G votes) / G: in [-1, 1], so every non-unanimous vote passes gradient.
+            # (u = sum / sqrt(G) would close ApproxSign's window for everything but exact ties when G <= 4.)
+            soft = get_binarizer(self.estimator)(grouped.sum(-1) / g)
             votes = soft + (exact - soft).detach()
         return self.scale(votes.reshape(lead), alpha)
 

@@ -18,10 +18,11 @@ import concurrent.futures as cf
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import cost, synth
-from .verilog import TIES, parse_circuit
+from .verilog import TIES, build, parse_circuit
 
 BASELINE = "pc_cmp"  # XNOR + popcount + comparison: what the voters are compared against
 DECK_N, DECK_G = 512, 4  # the deck's M512 ~ M4(M128 x 4)
@@ -96,9 +97,22 @@ def composed(ns, groups=(2, 4, 8, 16), ties=TIES, **kw) -> pd.DataFrame:
     got = {(e["circuit"], e["n"]): e for e in get_many(pairs, **kw)}
     rows = []
     for n, g, t in todo:
-        c = cost.compose_hierarchical(got[("mv", n // g)], got[(f"vote{g}_{t}", g)], g)
+        used = outer_support(g, t)  # blocks the outer vote ignores cost nothing in the flat circuit either
+        c = cost.compose_hierarchical(got[("mv", n // g)], got[(f"vote{g}_{t}", g)], used)
         rows.append(_row({"circuit": f"hmv{g}_{t}", "n": n, **c}, method="composed"))
     return pd.DataFrame(rows)
+
+
+def outer_support(g: int, tie: str) -> int:
+    """How many of the G inner votes the outer vote depends on (G, except for degenerate rules).
+
+    With G = 2 and tie "first" the output is the first block's vote whatever the
+    second says, so synthesis drops the second block; composition must too.
+    """
+    nl = build(f"vote{g}_{tie}", g)
+    v = ((np.arange(2 ** g)[:, None] >> np.arange(g)) & 1).astype(bool)
+    y = nl.evaluate({"v": v})["y"][:, 0]
+    return sum(bool((y != y[np.arange(2 ** g) ^ (1 << i)]).any()) for i in range(g))
 
 
 def pivot(df: pd.DataFrame, value: str = "area_ge") -> pd.DataFrame:

@@ -1,0 +1,274 @@
+"""Benchmark of the CPU bit kernels against torch fp32 ``conv2d``: ``python -m cuda_numba.bench``.
+
+Per ResNet-18 CIFAR 3x3 layer shape and batch (1, 16, 128 by default): time of
+torch fp32 ``conv2d`` (the convolution the float simulation runs) against the
+XNOR + popcount, MV and HMV (G = 4, tie +1) kernels, kernel only (packed input
+ready) and including the packing of the fp32 activations, as ratios, with
+binary MAC/s. Then whole-network inference of ReActNet-18 (width 64, batch
+128): the float-simulated model against the same model converted to the bit
+kernels, images/s and a per-layer time table. Results go to
+``results/bench/cpu_<machine>_<threads>t.{json,csv,png}``.
+
+Timing: torch and Numba use the same number of threads; every figure is the
+best of ``reps`` calls after a warm-up call (the machine may be shared: the
+minimum is the least disturbed run); medians over the calls are recorded too.
+``--quick`` runs a reduced version (batches 1 and 4, a width-16 network) for CI.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import re
+import statistics
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .cpu_kernels import conv_hmv_cpu, conv_mv_cpu, conv_popcount_cpu, prepare_cpu_weights
+from .layout import pack_activations
+
+# (Cin, Cout, input size, stride): the 3x3 binary layers of the CIFAR ResNet-18 and its stride-2 transitions
+SHAPES = [(64, 64, 32, 1), (64, 128, 32, 2), (128, 128, 16, 1), (128, 256, 16, 2),
+          (256, 256, 8, 1), (256, 512, 8, 2), (512, 512, 4, 1)]
+KERNELS = ("xnor", "mv", "hmv")
+HMV_FANINS = 4
+
+
+def machine_info(threads: int) -> dict:
+    """CPU model, threads and versions: what names the machine in the results."""
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        model = re.search(r"^model name\s*:\s*(.+)$", text, re.M).group(1).strip()
+        flags = set(re.search(r"^flags\s*:\s*(.+)$", text, re.M).group(1).split())
+    except (OSError, AttributeError):
+        pass
+    return {"cpu": model, "logical_cpus": os.cpu_count(), "threads": threads,
+            "avx512_vpopcntdq": "avx512_vpopcntdq" in flags, "avx512f": "avx512f" in flags,
+            "torch": torch.__version__, "numba": numba.__version__, "python": platform.python_version(),
+            "loadavg_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+def machine_slug(info: dict) -> str:
+    name = re.sub(r"\(r\)|\(tm\)|processor|cpu", "", info["cpu"].lower())
+    return "cpu_" + re.sub(r"[^a-z0-9]+", "-", name).strip("-") + f"_{info['threads']}t"
+
+
+def set_threads(n: int) -> int:
+    """Same thread count for torch and Numba (0 = all logical CPUs)."""
+    n = n or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    return n
+
+
+def timed(fn, reps: int) -> tuple[float, float]:
+    """(best, median) seconds of ``reps`` calls after one warm-up call."""
+    fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return min(ts), statistics.median(ts)
+
+
+def bench_layer(cin, cout, h, stride, batch, reps, seed=0) -> dict:
+    """One layer shape and batch: torch fp32 conv2d vs the three kernels, kernel only and with packing."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, cin, h, h, generator=g)
+    w = torch.randn(cout, cin, 3, 3, generator=g)
+    shift = (torch.randn(cin, generator=g) * 0.1).numpy()
+    xn = x.numpy()
+    w1, w4 = prepare_cpu_weights(w.numpy()), prepare_cpu_weights(w.numpy(), HMV_FANINS)
+    xb_pad = pack_activations(xn, shift, pad=1)  # the direct path's input: packed with its zero border
+    xb = pack_activations(xn, shift)
+    ho = (h + 2 - 3) // stride + 1
+    row = {"shape": f"{cin}->{cout}@{h}s{stride}", "cin": cin, "cout": cout, "size": h, "stride": stride,
+           "batch": batch, "binary_macs": batch * ho * ho * cout * cin * 9}
+    with torch.no_grad():
+        row["torch_s"], row["torch_median_s"] = timed(lambda: F.conv2d(x, w, None, stride, 1), reps)
+    row["pack_s"], _ = timed(lambda: pack_activations(xn, shift, pad=1), reps)
+    runs = {
+        "xnor": (lambda: conv_popcount_cpu(xb_pad, w1, stride, 1, in_pad=1),
+                 lambda: conv_popcount_cpu(pack_activations(xn, shift, pad=1), w1, stride, 1, in_pad=1)),
+        "mv": (lambda: conv_mv_cpu(xb_pad, w1, stride, 1, in_pad=1),
+               lambda: conv_mv_cpu(pack_activations(xn, shift, pad=1), w1, stride, 1, in_pad=1)),
+        "hmv": (lambda: conv_hmv_cpu(xb, w4, stride, 1, HMV_FANINS, "pos"),
+                lambda: conv_hmv_cpu(pack_activations(xn, shift), w4, stride, 1, HMV_FANINS, "pos")),
+    }
+    for name, (kernel_only, with_pack) in runs.items():
+        row[f"{name}_s"], row[f"{name}_median_s"] = timed(kernel_only, reps)
+        row[f"{name}_pack_s"], _ = timed(with_pack, reps)
+        row[f"{name}_ratio"] = row["torch_s"] / row[f"{name}_s"]
+        row[f"{name}_pack_ratio"] = row["torch_s"] / row[f"{name}_pack_s"]
+        row[f"{name}_tmacs"] = row["binary_macs"] / row[f"{name}_s"] / 1e12
+    row["torch_gmacs"] = row["binary_macs"] / row["torch_s"] / 1e9
+    row["mv_vs_xnor"] = row["xnor_s"] / row["mv_s"]
+    return row
+
+
+def run_layer_bench(batches=(1, 16, 128), reps=5, shapes=SHAPES, log=print) -> list[dict]:
+    rows = []
+    for batch in batches:
+        for cin, cout, h, stride in shapes:
+            row = bench_layer(cin, cout, h, stride, batch, reps)
+            rows.append(row)
+            log(f"{row['shape']:>16} b{batch:<4} torch {row['torch_s'] * 1e3:8.2f} ms | "
+                + " | ".join(f"{k} {row[k + '_s'] * 1e3:7.2f} ms {row[k + '_ratio']:5.1f}x"
+                             f" (+pack {row[k + '_pack_ratio']:4.1f}x) {row[k + '_tmacs']:.2f}T" for k in KERNELS))
+    return rows
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Per batch, medians over the layer shapes of every ratio (the issue's goals are at batch 128)."""
+    out = {}
+    for batch in sorted({r["batch"] for r in rows}):
+        sel = [r for r in rows if r["batch"] == batch]
+        keys = [f"{k}_{m}" for k in KERNELS for m in ("ratio", "pack_ratio", "tmacs")] + ["mv_vs_xnor"]
+        out[str(batch)] = {k: statistics.median(r[k] for r in sel) for k in keys}
+    return out
+
+
+def _time_modules(model, x, modules, reps):
+    """Whole forward (best of reps) and, per module, its best time inside those forwards."""
+    per = {name: [] for name, _ in modules}
+    starts = {}
+    handles = []
+    for name, mod in modules:
+        handles.append(mod.register_forward_pre_hook(lambda m, i, n=name: starts.__setitem__(n, time.perf_counter())))
+        handles.append(mod.register_forward_hook(
+            lambda m, i, o, n=name: per[n].append(time.perf_counter() - starts[n])))
+    with torch.no_grad():
+        best, median = timed(lambda: model(x), reps)
+    for h in handles:
+        h.remove()
+    return best, median, {n: min(ts) for n, ts in per.items()}
+
+
+def run_network_bench(width=64, batch=128, reps=3, model_name="reactnet18", voter=None, seed=0, log=print) -> dict:
+    """Images/s of the float-simulated model vs the converted one, with per-layer times."""
+    from mvlib.layers import binary_convs
+    from mvlib.models import build_model
+
+    from .convert import bit_convs, convert_model
+
+    torch.manual_seed(seed)
+    model = build_model(model_name, width=width, voter=voter).eval()
+    with torch.no_grad():  # non-trivial shifts and BN statistics (random init otherwise)
+        for n, p in model.named_parameters():
+            if n.endswith("shift"):
+                p.normal_(0, 0.1)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+    bit_model = convert_model(model)
+    x = torch.randn(batch, 3, 32, 32)
+    with torch.no_grad():
+        same = torch.equal(model(x), bit_model(x))
+    f_best, f_med, f_layers = _time_modules(model, x, binary_convs(model), reps)
+    b_best, b_med, b_layers = _time_modules(bit_model, x, bit_convs(bit_model), reps)
+    layers = [{"layer": n, "float_ms": f_layers[n] * 1e3, "bit_ms": b_layers[n] * 1e3,
+               "ratio": f_layers[n] / b_layers[n]} for n in f_layers]
+    f_conv, b_conv = sum(r["float_ms"] for r in layers), sum(r["bit_ms"] for r in layers)
+    layers.append({"layer": "(all binary convs)", "float_ms": f_conv, "bit_ms": b_conv, "ratio": f_conv / b_conv})
+    layers.append({"layer": "(everything else)", "float_ms": f_best * 1e3 - f_conv, "bit_ms": b_best * 1e3 - b_conv,
+                   "ratio": (f_best * 1e3 - f_conv) / max(b_best * 1e3 - b_conv, 1e-9)})
+    res = {"model": model_name, "width": width, "batch": batch, "identical_logits": same,
+           "float_images_per_s": batch / f_best, "bit_images_per_s": batch / b_best, "speedup": f_best / b_best,
+           "float_median_s": f_med, "bit_median_s": b_med, "layers": layers}
+    log(f"{model_name} width {width} batch {batch}: float {res['float_images_per_s']:.0f} img/s, "
+        f"bit kernels {res['bit_images_per_s']:.0f} img/s ({res['speedup']:.1f}x), identical logits: {same}")
+    for r in layers:
+        log(f"  {r['layer']:>20}  float {r['float_ms']:8.2f} ms  bit {r['bit_ms']:7.2f} ms  {r['ratio']:5.1f}x")
+    return res
+
+
+def plot_layers(rows: list[dict], path, title: str = "") -> None:
+    """Speed-up over torch fp32 conv2d per layer shape, one panel per batch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = sorted({r["batch"] for r in rows})
+    fig, axes = plt.subplots(1, len(batches), figsize=(5.5 * len(batches), 4.2), sharey=True, squeeze=False)
+    series = [("xnor_ratio", "XNOR"), ("xnor_pack_ratio", "XNOR + packing"), ("mv_ratio", "MV"),
+              ("hmv_ratio", f"HMV G={HMV_FANINS}")]
+    for ax, batch in zip(axes[0], batches):
+        sel = [r for r in rows if r["batch"] == batch]
+        xs = np.arange(len(sel))
+        for i, (key, label) in enumerate(series):
+            ax.bar(xs + (i - 1.5) * 0.2, [r[key] for r in sel], 0.2, label=label)
+        for goal in (10, 20):
+            ax.axhline(goal, color="gray", lw=0.8, ls="--")
+        ax.set_xticks(xs, [r["shape"] for r in sel], rotation=45, ha="right", fontsize=8)
+        ax.set_title(f"batch {batch}")
+        ax.set_ylabel("speed-up over torch fp32 conv2d")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save_results(result: dict, out_dir, slug: str) -> dict:
+    """JSON (everything), CSV (layer rows) and PNG (plot) under ``out_dir``; returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {k: out_dir / f"{slug}.{k}" for k in ("json", "csv", "png")}
+    paths["json"].write_text(json.dumps(result, indent=1))
+    rows = result["layers"]
+    with open(paths["csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    m = result["machine"]
+    plot_layers(rows, paths["png"], f"{m['cpu']}, {m['threads']} threads, best of {result['reps']}")
+    return {k: str(v) for k, v in paths.items()}
+
+
+def run(batches=(1, 16, 128), reps=5, threads=0, network=True, net_width=64, net_batch=128, net_reps=3,
+        out_dir="results/bench", suffix="", log=print) -> dict:
+    """The whole benchmark; returns the result dict (also written to ``out_dir``)."""
+    threads = set_threads(threads)
+    info = machine_info(threads)
+    log(f"{info['cpu']} | {threads} threads | torch {info['torch']} | numba {info['numba']} | "
+        f"load average {info['loadavg_start']}")
+    rows = run_layer_bench(batches, reps, log=log)
+    result = {"machine": info, "reps": reps, "layers": rows, "summary": summarize(rows)}
+    for batch, s in result["summary"].items():
+        log(f"median over shapes, batch {batch}: XNOR {s['xnor_ratio']:.1f}x (incl. packing "
+            f"{s['xnor_pack_ratio']:.1f}x), MV {s['mv_ratio']:.1f}x, HMV {s['hmv_ratio']:.1f}x, "
+            f"MV vs XNOR {s['mv_vs_xnor']:.2f}x")
+    if network:
+        result["network"] = run_network_bench(net_width, net_batch, net_reps, log=log)
+    result["machine"]["loadavg_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    result["files"] = save_results(result, out_dir, machine_slug(info) + suffix)
+    log(f"wrote {result['files']}")
+    return result
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 16, 128])
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0, help="0 = all logical CPUs")
+    p.add_argument("--out", default="results/bench")
+    p.add_argument("--no-network", action="store_true")
+    p.add_argument("--quick", action="store_true", help="batches 1 and 4, 2 reps, a width-16 network (CI)")
+    a = p.parse_args(argv)
+    if a.quick:
+        return run((1, 4), 2, a.threads, not a.no_network, 16, 8, 2, a.out, "_quick")
+    return run(tuple(a.batches), a.reps, a.threads, not a.no_network, out_dir=a.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Convert an ``mvlib`` model into one whose binary convolutions run on the bit kernels.
+
+:func:`convert_model` deep-copies a model and replaces every
+:class:`mvlib.layers.BinaryConv2d` by a :class:`BitConv2d` that computes the
+same forward pass on packed bits (inference only):
+
+* pack ``a = sign(x + shift)`` (the RSign shift of ReActNet, none for
+  Bi-Real/XNOR) - the same float32 addition and ``>= 0`` test as the float
+  simulation;
+* no voter: ``y = alpha * s`` with ``s`` from the XNOR + popcount kernel;
+* a majority voter: the MV kernel's packed ±1, unpacked, times the voter's
+  output scale (``voter.scale``: none, alpha or the calibrated magnitude);
+* a hierarchical voter: the HMV kernel with the voter's fan-ins and tie rule.
+
+``s`` is exact and the scale is applied by the same float32 multiply as in
+the simulation, so every layer output is bit-identical to the float model's.
+By default outputs are returned in the memory format the float model's layer
+would produce, so the real-valued layers between (BN, shortcuts, RPReLU) run
+the same torch kernels and the logits match exactly; ``channels_last=True``
+keeps the kernels' NHWC output (no copy, faster on the CPU) at the price of
+possible last-bit differences in the real-valued layers.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+
+from mvlib.layers import BinaryConv2d
+
+from .ops import BitConvWeights, conv_hmv, conv_mv, conv_popcount, input_pad, pack, unpack
+
+
+def voter_kind(voter: nn.Module | None) -> str:
+    """``"popcount"`` (no voter), ``"mv"`` or ``"hmv"``; anything else is an error."""
+    if voter is None:
+        return "popcount"
+    name = getattr(voter, "name", None)
+    if name in ("mv", "hmv"):
+        return name
+    raise TypeError(f"no bit kernel for voter {type(voter).__name__}; supported: MajorityVoter, HierarchicalVoter")
+
+
+class BitConv2d(nn.Module):
+    """Inference twin of a :class:`mvlib.layers.BinaryConv2d` running on the bit kernels."""
+
+    def __init__(self, conv: BinaryConv2d, channels_last: bool = False):
+        super().__init__()
+        with torch.no_grad():
+            w_sign, alpha = conv.binary_weight()
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.stride, self.padding = conv.stride, conv.padding
+        self.kind = voter_kind(conv.voter)
+        self.voter = copy.deepcopy(conv.voter)  # kept for its output scale (and fan-ins / tie rule)
+        self.channels_last = channels_last
+        self.register_buffer("alpha", alpha.detach().clone())
+        shift = conv.act.shift
+        self.register_buffer("shift", None if shift is None else shift.detach().clone())
+        self.fanins = tuple(self.voter.fanins) if self.kind == "hmv" else None
+        self.tie = self.voter.tie if self.kind == "hmv" else None
+        blocks = 1
+        if self.fanins:
+            for g in self.fanins:
+                blocks *= g
+        self.weights = BitConvWeights(w_sign, blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = input_pad(x, self.weights, self.padding, self.kind)  # pack straight into a zero border
+        bits = pack(x, self.shift, pad)
+        if self.kind == "popcount":
+            s = conv_popcount(bits, self.weights, self.stride, self.padding, pad)
+            y = s.to(torch.float32) * self.alpha.view(1, -1, 1, 1)
+        else:
+            if self.kind == "mv":
+                out_bits = conv_mv(bits, self.weights, self.stride, self.padding, pad)
+            else:
+                out_bits = conv_hmv(bits, self.weights, self.stride, self.padding, self.fanins, self.tie)
+            y = self.voter.scale(unpack(out_bits, self.out_channels), self.alpha)
+        if self.channels_last:
+            return y
+        # Match the memory format the float simulation produces, so that the real-valued layers
+        # after this one run the same torch kernels and round identically: its conv output follows
+        # the input's format (oneDNN), its HMV output is rebuilt contiguous by reshapes.
+        if self.kind != "hmv" and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            return y.contiguous(memory_format=torch.channels_last)
+        return y.contiguous()
+
+    def extra_repr(self) -> str:
+        extra = f", fanins={self.fanins}, tie={self.tie}" if self.kind == "hmv" else ""
+        return (f"{self.in_channels}, {self.out_channels}, stride={self.stride}, padding={self.padding}, "
+                f"kernel={self.kind}{extra}")
+
+
+def convert_model(model: nn.Module, channels_last: bool = False) -> nn.Module:
+    """A copy of ``model`` (in eval mode) whose binary convolutions run on the bit kernels."""
+    out = copy.deepcopy(model).eval()
+    targets = [(name, m) for name, m in out.named_modules() if isinstance(m, BinaryConv2d)]
+    for name, conv in targets:
+        parent_name, _, attr = name.rpartition(".")
+        parent = out.get_submodule(parent_name) if parent_name else out
+        setattr(parent, attr, BitConv2d(conv, channels_last))
+    return out
+
+
+def bit_convs(model: nn.Module) -> list[tuple[str, BitConv2d]]:
+    """The converted convolutions of a model, in forward order, with their names."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, BitConv2d)]

@@ -1,0 +1,130 @@
+"""Tables for the report, built only from run records and the deck's data file.
+
+No number is typed here: every "ours" value comes from a ``metrics.json``
+written by a run, every "deck" value from :mod:`mvlib.deck`. Where one
+configuration ran more than once, the latest run is taken and the table says
+how many there were; where the same configuration ran with several seeds, the
+table gives mean ± std over seeds.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .deck import binomial_se, deck_numbers
+from .records import Run, resolve_results_dir
+
+
+def collect_runs(results_dir="results") -> pd.DataFrame:
+    """One row per finished run: its metrics, its config hash and seed, and its folder."""
+    results = resolve_results_dir(results_dir)
+    rows = []
+    for mpath in sorted(results.glob("runs/*/*/metrics.json")):
+        m = json.loads(mpath.read_text())
+        ppath = mpath.with_name("params.json")
+        p = json.loads(ppath.read_text()) if ppath.is_file() else {}
+        cfg_wo_seed = {k: v for k, v in p.items() if k not in ("seed", "config_hash")}
+        rows.append({**{k: v for k, v in m.items() if not isinstance(v, (dict, list))},
+                     "seed": p.get("seed"), "config_hash": p.get("config_hash"),
+                     "config_wo_seed": json.dumps(cfg_wo_seed, sort_keys=True, default=str),
+                     "dir": str(mpath.parent)})
+    return pd.DataFrame(rows)
+
+
+def latest_per_config(runs: pd.DataFrame) -> pd.DataFrame:
+    """Latest run of each configuration (run ids start with a UTC timestamp), with a count of repeats."""
+    if runs.empty:
+        return runs
+    runs = runs.sort_values("run_id")
+    counts = runs.groupby("config_hash")["run_id"].transform("count")
+    out = runs.assign(repeats=counts).groupby("config_hash", as_index=False).tail(1)
+    return out.reset_index(drop=True)
+
+
+def summarize_seeds(runs: pd.DataFrame, keys=("step", "model", "variant", "profile", "dataset")) -> pd.DataFrame:
+    """Mean, std and count over seeds of the same configuration (latest run of each)."""
+    latest = latest_per_config(runs)
+    if latest.empty:
+        return latest
+    g = latest.groupby(list(keys) + ["config_wo_seed"], as_index=False)
+    out = g.agg(top1=("top1", "mean"), top1_std=("top1", "std"), top5=("top5", "mean"), seeds=("top1", "count"),
+                test_images=("test_images", "max"), repeats=("repeats", "max"), run_id=("run_id", "last"),
+                dir=("dir", "last"))
+    return out.drop(columns="config_wo_seed")
+
+
+def _pick(ours: pd.DataFrame, model: str, variant: str, dataset: str, step_prefix: str | None = None):
+    sel = ours[(ours["model"] == model) & (ours["variant"] == variant) & (ours["dataset"] == dataset)]
+    if step_prefix:
+        sel = sel[sel["step"].str.startswith(step_prefix)]
+    return None if sel.empty else sel.sort_values("run_id").iloc[-1]
+
+
+def _uncertainty(row) -> float:
+    if row["seeds"] > 1:
+        return float(row["top1_std"])
+    return binomial_se(row["top1"], int(row["test_images"]))
+
+
+def main_table(results_dir="results", profile="cpu", extra_variants=("naive-alpha", "naive-matched", "naive+recal",
+                                                                        "retrain-ste")) -> pd.DataFrame:
+    """The deck's first table (6 rows) beside this project's rows, then our added rows."""
+    runs = collect_runs(results_dir)
+    if runs.empty:
+        return pd.DataFrame()
+    ours = summarize_seeds(runs[runs["profile"] == profile])
+    deck = deck_numbers("main")
+    rows = []
+    for _, d in deck.iterrows():
+        rows.append(_row(d["model"], d["variant"], d["top1"], d["top5"], _pick(ours, d["model"], d["variant"], "cifar10")))
+    for model in deck["model"].unique():
+        for v in extra_variants:
+            r = _pick(ours, model, v, "cifar10")
+            if r is not None:
+                rows.append(_row(model, v, None, None, r))
+    return pd.DataFrame(rows)
+
+
+def _row(model, variant, deck1, deck5, r) -> dict:
+    row = {"model": model, "variant": variant, "deck top1": deck1, "ours top1": None, "± (s.e. or std)": None,
+           "Δ top1": None, "deck top5": deck5, "ours top5": None, "seeds": None, "runs of config": None, "run": None}
+    if r is not None:
+        row.update({"ours top1": round(float(r["top1"]), 2), "± (s.e. or std)": round(_uncertainty(r), 2),
+                    "ours top5": round(float(r["top5"]), 2), "seeds": int(r["seeds"]),
+                    "runs of config": int(r["repeats"]), "run": r["run_id"]})
+        if deck1 is not None and not pd.isna(deck1):
+            row["Δ top1"] = round(float(r["top1"]) - float(deck1), 2)
+    return row
+
+
+def hmv_table(results_dir="results", profile="cpu") -> pd.DataFrame:
+    """Hierarchical-voter rows: G, tie rule, substituted / retrained accuracy per model."""
+    runs = collect_runs(results_dir)
+    if runs.empty:
+        return pd.DataFrame()
+    ours = summarize_seeds(runs[(runs["profile"] == profile) & runs["variant"].str.startswith("hmv-")])
+    if ours.empty:
+        return ours
+    parts = ours["variant"].str.extract(r"hmv-g(?P<G>[0-9x]+)-tie(?P<tie>[a-z]+)-(?P<mode>.+)")
+    out = pd.concat([ours[["model", "variant"]], parts, ours[["top1", "top5", "test_images", "run_id"]]], axis=1)
+    return out.sort_values(["model", "mode", "tie", "G"]).reset_index(drop=True)
+
+
+def run_histories(table: pd.DataFrame, results_dir="results") -> dict[str, list[dict]]:
+    """Training curves of every run in a table that has them (evaluation-only rows have none)."""
+    results = resolve_results_dir(results_dir)
+    out = {}
+    for _, r in table.dropna(subset=["run"]).iterrows():
+        for d in results.glob(f"runs/*/{r['run']}"):
+            run = Run(d.parent.name, d.name, d, d, {})
+            hist = run.history()
+            if hist:
+                out[f"{r['model']} {r['variant']}"] = hist
+    return out
+
+
+def load_csv_if_present(path: Path) -> pd.DataFrame | None:
+    path = Path(path)
+    return pd.read_csv(path) if path.is_file() else None

@@ -1,0 +1,70 @@
+"""Notebook 01 under papermill (ci profile) and the pipeline's failure handling."""
+import json
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from mvlib import pipeline
+
+
+def test_notebook01_ci_via_pipeline(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("MVLIB_DATA", str(data_root))
+    results = tmp_path / "results"
+    logs = []
+    done = pipeline.run_pipeline("ci", only=["01"], overrides={"results_dir": str(results)}, log=logs.append)
+    assert [d["step"] for d in done] == ["01_baseline"]
+    out = results / "notebooks" / "ci"
+    assert (out / "01_baseline.ipynb").is_file() and (out / "01_baseline.html").is_file()
+    html = (out / "01_baseline.html").read_text()
+    assert "data:image/png;base64" in html  # curves embedded: self-contained
+    metrics = [json.loads(p.read_text()) for p in results.glob("runs/01_baseline/*/metrics.json")]
+    assert sorted(m["model"] for m in metrics) == ["birealnet18", "reactnet18"]
+    assert all(m["profile"] == "ci" and m["variant"] == "baseline" for m in metrics)
+    # rerun: the step is skipped, nothing recomputed
+    logs.clear()
+    pipeline.run_pipeline("ci", only=["01"], overrides={"results_dir": str(results)}, log=logs.append)
+    assert any("skipped" in line for line in logs)
+
+
+def test_unknown_parameter_rejected_before_work(tmp_path):
+    with pytest.raises(KeyError, match="unknown configuration key 'epoks'"):
+        pipeline.run_pipeline("ci", overrides={"results_dir": str(tmp_path), "epoks": 1})
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(TypeError, match="must be int"):
+        pipeline.run_pipeline("ci", overrides={"results_dir": str(tmp_path), "width": "8"})
+
+
+def test_injected_unknown_parameter_fails_in_notebook(tmp_path, data_root, monkeypatch):
+    # papermill itself only warns; the notebook's config cell must stop it
+    import papermill as pm
+    monkeypatch.setenv("MVLIB_DATA", str(data_root))
+    with pytest.raises(pm.PapermillExecutionError, match="epoks"):
+        pm.execute_notebook(str(pipeline.NOTEBOOK_DIR / "01_baseline.ipynb"), str(tmp_path / "out.ipynb"),
+                            parameters={"profile": "ci", "epoks": 1, "results_dir": str(tmp_path)},
+                            kernel_name=pipeline.KERNEL_NAME, progress_bar=False, cwd=str(pipeline.REPO_ROOT))
+
+
+def test_failed_step_names_notebook_and_cell_and_keeps_earlier_steps(tmp_path, monkeypatch):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    for name, src in [("01_ok", "x = 1"), ("02_bad", "raise RuntimeError('boom in step two')")]:
+        nb = new_notebook(cells=[new_code_cell("profile = 'ci'\nprogress = False\nresults_dir = ''"), new_code_cell(src)])
+        nb.cells[0].metadata["tags"] = ["parameters"]
+        nb.metadata["kernelspec"] = {"name": "mvlib", "display_name": "mvlib", "language": "python"}
+        nbformat.write(nb, nbdir / f"{name}.ipynb")
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", nbdir)
+    results = tmp_path / "results"
+    with pytest.raises(pipeline.StepFailed, match=r"step 02_bad failed in cell In \[3\] \(.raise RuntimeError.*\): RuntimeError: boom in step two"):
+        pipeline.run_pipeline("ci", overrides={"results_dir": str(results)}, log=lambda s: None)
+    out = results / "notebooks" / "ci"
+    assert (out / "01_ok.done.json").is_file() and (out / "02_bad.failed.ipynb").is_file()
+    assert not (out / "02_bad.ipynb").exists()
+    # fixed, the rerun continues from the failed step
+    nb = nbformat.read(nbdir / "02_bad.ipynb", as_version=4)
+    nb.cells[1].source = "y = 2"
+    nbformat.write(nb, nbdir / "02_bad.ipynb")
+    logs = []
+    pipeline.run_pipeline("ci", overrides={"results_dir": str(results)}, log=logs.append)
+    assert any("01_ok] already done" in line for line in logs)
+    assert (out / "02_bad.ipynb").is_file() and not (out / "02_bad.failed.ipynb").exists()

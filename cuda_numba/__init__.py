@@ -19,7 +19,7 @@ Modules:
 * :mod:`cuda_numba.gpu_check` - bit-exactness and benchmark on a real GPU
   (``--simulate`` runs it under the CUDA simulator).
 """
-from .convert import BitConv2d, bit_convs, convert_model
+from .convert import BitConv2d, bit_convs, convert_model, prediction_agreement
 from .cpu_kernels import (CpuWeights, conv_hmv_cpu, conv_mv_cpu, conv_popcount_cpu, pad_packed,
                           prepare_cpu_weights)
 from .layout import WORD_BITS, n_words, pack_activations, pack_reference, unpack_activations, unpack_reference
@@ -28,6 +28,6 @@ from .ops import BitConvWeights, conv_hmv, conv_mv, conv_popcount, pack, unpack
 __all__ = [
     "BitConv2d", "BitConvWeights", "CpuWeights", "WORD_BITS", "bit_convs", "conv_hmv", "conv_hmv_cpu",
     "conv_mv", "conv_mv_cpu", "conv_popcount", "conv_popcount_cpu", "convert_model", "n_words", "pack",
-    "pack_activations", "pack_reference", "pad_packed", "prepare_cpu_weights", "unpack", "unpack_activations",
-    "unpack_reference",
+    "pack_activations", "pack_reference", "pad_packed", "prediction_agreement", "prepare_cpu_weights", "unpack",
+    "unpack_activations", "unpack_reference",
 ]

@@ -1,19 +1,23 @@
 """Bit-level building blocks shared by the CPU kernels: popcount, the XOR-popcount
 micro-kernel, bit-field copies, and the hierarchical vote on a mask of votes.
 
-Numba has no CPU popcount. Two ``numba.extending.intrinsic`` functions emit
+Numba has no CPU popcount. ``numba.extending.intrinsic`` functions emit
 LLVM's ``ctpop`` directly:
 
 * :func:`popc` - ``llvm.ctpop.i64`` on one unsigned word (one ``popcnt``).
-* :func:`xor_popcount_tile` - the register-blocked micro-kernel of the
-  convolution, written in LLVM IR so that its accumulators stay in vector
-  registers: for ``TILE_P`` rows of packed activations and ``TILE_V`` output
-  channels it computes ``C[p, l] = sum_k popcount(A[p, k] XOR W[k, l])``.
-  Each step of ``k`` loads ``TILE_V`` weight words as vectors, broadcasts one
-  activation word per row, and does XOR, ``llvm.ctpop.v8i64`` (AVX-512
-  VPOPCNTQ where the CPU has it) and an add per vector. A plain Numba loop
-  over output channels keeps its accumulators in memory and runs ~3x slower
-  (measured on this machine), which is why this one piece is IR.
+* :func:`xor_popcount_tile` and its fused variants ``_s`` (store the dot
+  products), ``_mv`` (return the votes as bits), ``_hmv`` (one vote mask per
+  block) - the register-blocked micro-kernel of the convolution, written in
+  LLVM IR so that its accumulators stay in vector registers: for ``TILE_P``
+  rows of packed activations and ``TILE_V`` output channels it computes
+  ``C[p, l] = sum_k popcount(A[p, k] XOR W[k, l])``. Each step of ``k`` loads
+  ``TILE_V`` weight words as vectors, broadcasts one activation word per row,
+  and does XOR, ``llvm.ctpop.v8i64`` (AVX-512 VPOPCNTQ where the CPU has it)
+  and an add per vector: three 512-bit operations per 512 binary MACs, close
+  to this CPU's two-port limit (~0.9 T binary MAC/s per core measured). A
+  plain Numba loop over output channels keeps its accumulators in memory and
+  ran ~3x slower here, which is why this one piece is IR.
+* :func:`sign_word_f32` - 64 float32 -> one packed word by vector compares.
 
 Everything counts *disagreements* ``popcount(a XOR w)``; with ``N`` valid
 terms the dot product is ``s = N - 2 * disagreements`` (the same as
@@ -21,9 +25,11 @@ terms the dot product is ``s = N - 2 * disagreements`` (the same as
 operands (channel padding inside a word, padded taps, stream padding) drop
 out with no mask.
 
-:func:`tree_vote` is plain integer Python compiled twice: by ``numba.njit``
-here and by ``numba.cuda.jit(device=True)`` in :mod:`cuda_numba.cuda_kernels`,
-so CPU and GPU kernels share one definition of the hierarchical vote.
+:func:`tree_vote_py` (the hierarchical vote of one output, votes as bits of
+a word) is plain integer Python, compiled by ``numba.cuda.jit(device=True)``
+in :mod:`cuda_numba.cuda_kernels`; the CPU kernels use its bit-sliced form
+:func:`tree_vote_masks` (64 outputs at once);
+the tests check both against :func:`mvlib.voters.hierarchical_vote`.
 """
 from __future__ import annotations
 
@@ -245,6 +251,38 @@ def xor_popcount_tile_hmv(typingctx, A, roff, nseg, sstride, slen, W, w_off, bas
     return sig, codegen
 
 
+_F32x16 = ir.VectorType(ir.FloatType(), 16)
+
+
+@intrinsic
+def sign_word_f32(typingctx, x, x_off, shift, s_off):
+    """One packed word from 64 contiguous float32: bit ``i`` = ``x[x_off+i] + shift[s_off+i] >= 0``.
+
+    Four 16-lane ``fadd`` + ordered ``fcmp oge`` (NaN -> 0, i.e. -1, as torch's
+    ``z >= 0``) whose ``<16 x i1>`` masks are the word's four 16-bit quarters:
+    the channels-last packer's inner loop, which a Numba loop leaves scalar.
+    """
+    f32_1d = types.Array(types.float32, 1, "C")
+    if not (x == shift == f32_1d):
+        return None
+    sig = types.uint64(x, _I64, shift, _I64)
+
+    def codegen(context, builder, sig, args):
+        px = builder.gep(_data_ptr(context, builder, sig.args[0], args[0]), [args[1]])
+        ps = builder.gep(_data_ptr(context, builder, sig.args[2], args[2]), [args[3]])
+        word = ir.Constant(_I64_IR, 0)
+        for q in range(4):
+            off = ir.Constant(_I64_IR, 16 * q)
+            xv = builder.load(_vec_at(builder, px, off, _F32x16), align=4)
+            sv = builder.load(_vec_at(builder, ps, off, _F32x16), align=4)
+            ge = builder.fcmp_ordered(">=", builder.fadd(xv, sv), ir.Constant(_F32x16, [0.0] * 16))
+            quarter = builder.zext(builder.bitcast(ge, ir.IntType(16)), _I64_IR)
+            word = builder.or_(word, builder.shl(quarter, ir.Constant(_I64_IR, 16 * q)))
+        return word
+
+    return sig, codegen
+
+
 # --------------------------------------------------------------------------
 # Bit fields inside rows of words (LSB-first: bit i of a row is bit i % 64 of word i // 64)
 # --------------------------------------------------------------------------
@@ -309,9 +347,6 @@ def tree_vote_py(votes, nblocks, fanins, tie):
     return votes & one
 
 
-tree_vote = njit(inline="always", cache=True)(tree_vote_py)
-
-
 @njit(inline="always", cache=True)
 def tree_vote_masks(V, n, fanins, tie, planes):
     """Bit-sliced hierarchical MV over 64 outputs at once (CPU tiles).
@@ -321,7 +356,7 @@ def tree_vote_masks(V, n, fanins, tie, planes):
     children per bit position with a ripple-carry counter kept in bit planes
     (``planes``, >= 7 words), compares the count with ``g/2`` bitwise, and
     applies the tie rule to the positions where the count is exactly ``g/2``.
-    Same result as :func:`tree_vote` applied to every bit position.
+    Same result as :func:`tree_vote_py` applied to every bit position.
     """
     ones = ~np.uint64(0)
     for lev in range(fanins.shape[0] - 1, -1, -1):

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from mvlib.layers import BinaryConv2d
 
-from .ops import BitConvWeights, conv_hmv, conv_mv, conv_popcount, input_pad, pack, unpack
+from .cpu_kernels import sum_dtype
+from .layout import n_words
+from .ops import BitConvWeights, conv_hmv, conv_mv, conv_popcount, input_pad, pack, scaled_bits, scaled_sums
 
 
 def voter_kind(voter: nn.Module | None) -> str:
@@ -64,27 +67,50 @@ class BitConv2d(nn.Module):
             for g in self.fanins:
                 blocks *= g
         self.weights = BitConvWeights(w_sign, blocks)
+        self._buffers_cpu: dict = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad = input_pad(x, self.weights, self.padding, self.kind)  # pack straight into a zero border
-        bits = pack(x, self.shift, pad)
-        if self.kind == "popcount":
-            s = conv_popcount(bits, self.weights, self.stride, self.padding, pad)
-            y = s.to(torch.float32) * self.alpha.view(1, -1, 1, 1)
+        B, _, H, W = x.shape
+        ho, wo = self.weights.out_size(H, W, self.stride, self.padding)
+        bits_buf = self._scratch("bits", (B, H + 2 * pad, W + 2 * pad, n_words(self.in_channels)), x)
+        bits = pack(x, self.shift, pad, out=bits_buf)
+        if x.is_cuda:
+            out = None
+        elif self.kind == "popcount":
+            out = self._scratch("sums", (B * ho * wo, self.out_channels), x, sum_dtype(self.weights.cpu(1)))
         else:
-            if self.kind == "mv":
-                out_bits = conv_mv(bits, self.weights, self.stride, self.padding, pad)
-            else:
-                out_bits = conv_hmv(bits, self.weights, self.stride, self.padding, self.fanins, self.tie)
-            y = self.voter.scale(unpack(out_bits, self.out_channels), self.alpha)
-        if self.channels_last:
-            return y
-        # Match the memory format the float simulation produces, so that the real-valued layers
+            out = self._scratch("votes", (B * ho * wo, n_words(self.out_channels)), x, np.uint64)
+        # Output in the memory format the float simulation produces, so that the real-valued layers
         # after this one run the same torch kernels and round identically: its conv output follows
         # the input's format (oneDNN), its HMV output is rebuilt contiguous by reshapes.
-        if self.kind != "hmv" and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-            return y.contiguous(memory_format=torch.channels_last)
-        return y.contiguous()
+        cl = self.channels_last or (self.kind != "hmv" and not x.is_contiguous()
+                                    and x.is_contiguous(memory_format=torch.channels_last))
+        if self.kind == "popcount":
+            s = conv_popcount(bits, self.weights, self.stride, self.padding, pad, out=out)
+            return scaled_sums(s, self.alpha, cl)
+        if self.kind == "mv":
+            out_bits = conv_mv(bits, self.weights, self.stride, self.padding, pad, out=out)
+        else:
+            out_bits = conv_hmv(bits, self.weights, self.stride, self.padding, self.fanins, self.tie, out=out)
+        # the voter's own scale rule (none / alpha / matched) applied to ones: its per-channel factor
+        scale = self.voter.scale(torch.ones(1, self.out_channels, 1, 1, device=x.device), self.alpha).reshape(-1)
+        return scaled_bits(out_bits, scale, cl)
+
+    def _scratch(self, name, shape, x, np_dtype=None):
+        """Internal CPU buffers reused across calls (fresh 10-30 MB allocations cost page faults).
+
+        Only intermediates live here (packed input, sums, votes); the layer's
+        returned float tensor is always a new one. ``np_dtype`` None: a zeroed
+        int64 torch tensor (packed words; its zero border is never written).
+        """
+        if x.is_cuda:
+            return None
+        buf = self._buffers_cpu.get(name)
+        if buf is None or tuple(buf.shape) != tuple(shape) or (np_dtype is not None and buf.dtype != np_dtype):
+            buf = torch.zeros(shape, dtype=torch.int64) if np_dtype is None else np.empty(shape, np_dtype)
+            self._buffers_cpu[name] = buf
+        return buf
 
     def extra_repr(self) -> str:
         extra = f", fanins={self.fanins}, tie={self.tie}" if self.kind == "hmv" else ""
@@ -106,3 +132,27 @@ def convert_model(model: nn.Module, channels_last: bool = False) -> nn.Module:
 def bit_convs(model: nn.Module) -> list[tuple[str, BitConv2d]]:
     """The converted convolutions of a model, in forward order, with their names."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, BitConv2d)]
+
+
+@torch.no_grad()
+def prediction_agreement(model: nn.Module, bit_model: nn.Module, batches, device="cpu") -> dict:
+    """Run both models over ``batches`` (an iterable of ``(images, labels)``) and compare.
+
+    Returns the image count, the number of differing top-1 predictions (0
+    expected: the logits are bit-identical), the largest absolute logit
+    difference and both models' top-1 accuracy.
+    """
+    model, bit_model = model.eval().to(device), bit_model.eval().to(device)
+    n = differ = correct_ref = correct_bit = 0
+    max_diff = 0.0
+    for images, labels in batches:
+        images, labels = images.to(device), labels.to(device)
+        ref, got = model(images), bit_model(images)
+        p_ref, p_bit = ref.argmax(1), got.argmax(1)
+        n += len(labels)
+        differ += int((p_ref != p_bit).sum())
+        correct_ref += int((p_ref == labels).sum())
+        correct_bit += int((p_bit == labels).sum())
+        max_diff = max(max_diff, float((ref - got).abs().max()))
+    return {"images": n, "differing_predictions": differ, "max_abs_logit_diff": max_diff,
+            "top1_float": 100.0 * correct_ref / max(n, 1), "top1_bit": 100.0 * correct_bit / max(n, 1)}

@@ -8,29 +8,35 @@ input (STUDY.md §2).
 
 How it is computed (a GEMM over packed rows)
 -------------------------------------------
-The input channels are split into ``G`` contiguous blocks (``G = 1`` for
-XNOR and MV; the hierarchical voter's inner blocks for HMV). For every output
-pixel, block ``g`` becomes one *bit stream*: its ``c = C/G`` channels at tap 0,
-then at tap 1, ... (bit ``t*c + i`` = channel ``g*c + i`` at tap ``t``), padded
-with zero bits to ``Kg = ceil(T*c/64)`` words. A pixel's row is the ``G``
-streams back to back (``K = G*Kg`` words); the weights of every output
-channel are laid out the same way (zero at padded taps is *not* possible for
-weights, hence the border correction below). Channel counts that are not a
-multiple of 64 cost no wasted words beyond the stream's last one.
+A pixel's *row* is the list of words its output needs, and the weights of
+every output channel are laid out in the same order; the register-blocked
+micro-kernels of :mod:`cuda_numba.bitops` then count disagreements for
+4 pixels x 16 output channels per call (``TILE_P`` x ``TILE_V``). Rows come
+in two forms:
 
-Pixels are processed in chunks (one ``prange`` item): im2col of the chunk's
-rows into a buffer kept in L1/L2, then for every group of 16 output channels
-the register-blocked micro-kernel :func:`cuda_numba.bitops.xor_popcount_tile`
-(4 pixels x 16 outputs per call) counts disagreements ``D_g`` per block.
+* **direct** (XNOR and MV with ``C % 64 == 0``, every ResNet-18 layer): the
+  input carries a zero border of ``padding`` pixels (``pack_activations(...,
+  pad=)``, or one padding copy here), and a pixel's row is read in place as
+  ``kh`` segments of ``kw*NW`` consecutive words, one per kernel row. No im2col.
+* **streams** (HMV, or channel counts not a multiple of 64): the input
+  channels split into ``G`` contiguous blocks (``G = 1`` without HMV); block
+  ``g`` of a pixel becomes one bit stream, its ``c = C/G`` channels at tap 0,
+  then tap 1, ... (bit ``t*c + i`` = channel ``g*c + i`` at tap ``t``), zero-
+  padded to ``Kg = ceil(T*c/64)`` words, built per chunk of pixels (im2col)
+  into a buffer that stays in cache. Odd channel counts waste no words but
+  the stream's last; an HMV block is one segment of the micro-kernel.
 
-At a padded tap the activation field is 0, so ``D_g`` also counted the
-weight's +1 bits there; the epilogue subtracts them (``wpop``, precomputed
-per block, tap and output channel) and uses ``N_g = c * (valid taps)``:
-``s_g = N_g - 2 * (D_g - corr_g)``. Then:
+Padded taps hold zero fields, so a count ``D_g`` also includes the weight's
++1 bits there. Rather than masking, the epilogue compares with a per-pixel
+threshold ``base = N_g + 2*corr_g`` (``N_g = c * valid taps``, ``corr_g`` =
++1 weight bits at the padded taps), precomputed per *border pattern* (9 for a
+3x3 conv with padding 1) by :meth:`CpuWeights.border_table`:
+``s_g = base - 2*D_g``. Then, fused into the micro-kernel's epilogue:
 
-* popcount: ``s = sum_g s_g`` as int16/int32 ``[B, Ho, Wo, Co]``;
-* MV: bit ``s >= 0`` (tie -> +1), packed ``[B, Ho, Wo, ceil(Co/64)]``;
-* HMV: inner votes ``s_g >= 0`` and :func:`cuda_numba.bitops.tree_vote`.
+* popcount: ``s`` stored as int16 (int32 when ``kh*kw*C > 32767``) ``[B, Ho, Wo, Co]``;
+* MV: bit ``2*D <= base`` (``s >= 0``, tie -> +1), packed ``[B, Ho, Wo, ceil(Co/64)]``;
+* HMV: the inner votes of every block, then the bit-sliced
+  :func:`cuda_numba.bitops.tree_vote_masks` over 64 outputs at once.
 """
 from __future__ import annotations
 
@@ -272,7 +278,16 @@ def pad_packed(xb: np.ndarray, pad: int) -> np.ndarray:
     return out
 
 
-def _run(xb, wts: CpuWeights, stride, padding, mode, fanins=None, tie=0, in_pad=0):
+def _out_buffer(out, shape, dtype, zero: bool):
+    """``out`` when it fits (reused: no page faults on a fresh allocation), else a new array."""
+    if out is not None and out.shape == shape and out.dtype == dtype and out.flags.c_contiguous:
+        if zero:
+            out.fill(0)
+        return out
+    return (np.zeros if zero else np.empty)(shape, dtype)
+
+
+def _run(xb, wts: CpuWeights, stride, padding, mode, fanins=None, tie=0, in_pad=0, out=None):
     xb = np.ascontiguousarray(xb, dtype=np.uint64)
     B, Hp, Wp, NW = xb.shape
     H, W = Hp - 2 * in_pad, Wp - 2 * in_pad
@@ -293,11 +308,11 @@ def _run(xb, wts: CpuWeights, stride, padding, mode, fanins=None, tie=0, in_pad=
     out_b = np.zeros((1, 1), np.uint64)
     wide = bool(sum_dtype(wts) == np.int32)
     if mode != MODE_POPCOUNT:
-        out_b = np.zeros((m, n_words(wts.co)), np.uint64)
+        out_b = _out_buffer(out, (m, n_words(wts.co)), np.uint64, True)
     elif wide:
-        out32 = np.empty((m, wts.co), np.int32)
+        out32 = _out_buffer(out, (m, wts.co), np.int32, False)
     else:
-        out16 = np.empty((m, wts.co), np.int16)
+        out16 = _out_buffer(out, (m, wts.co), np.int16, False)
     fan = np.ones(1, np.int64) if fanins is None else fanins
     base, pix_u = wts.border_table(H, W, stride, padding)
     _conv_kernel(xb.ravel(), B, H, W, NW, in_pad, wts.panel, base, pix_u, wts.ci, wts.co, wts.blocks,
@@ -309,26 +324,28 @@ def _run(xb, wts: CpuWeights, stride, padding, mode, fanins=None, tie=0, in_pad=
 
 
 def conv_popcount_cpu(xb: np.ndarray, wts: CpuWeights, stride: int = 1, padding: int = 1,
-                      in_pad: int = 0) -> np.ndarray:
+                      in_pad: int = 0, out: np.ndarray | None = None) -> np.ndarray:
     """XNOR + popcount: the integer dot products ``s`` as ``[B, Ho, Wo, Co]`` (:func:`sum_dtype`: int16 or int32).
 
     ``xb``: packed activations, carrying ``in_pad`` zero pixels of border
     (``pack_activations(..., pad=padding)`` saves the kernel a padding copy).
+    ``out``: an ``[M, Co]`` array of the right dtype to reuse (all three kernels).
     """
     if wts.blocks != 1:
         raise ValueError("the popcount kernel needs weights prepared with blocks=1")
-    return _run(xb, wts, stride, padding, MODE_POPCOUNT, in_pad=in_pad)
+    return _run(xb, wts, stride, padding, MODE_POPCOUNT, in_pad=in_pad, out=out)
 
 
-def conv_mv_cpu(xb: np.ndarray, wts: CpuWeights, stride: int = 1, padding: int = 1, in_pad: int = 0) -> np.ndarray:
+def conv_mv_cpu(xb: np.ndarray, wts: CpuWeights, stride: int = 1, padding: int = 1, in_pad: int = 0,
+                out: np.ndarray | None = None) -> np.ndarray:
     """XNOR + majority voter: ``sign(s)`` (tie +1) packed as ``[B, Ho, Wo, ceil(Co/64)]`` uint64."""
     if wts.blocks != 1:
         raise ValueError("the MV kernel needs weights prepared with blocks=1")
-    return _run(xb, wts, stride, padding, MODE_MV, in_pad=in_pad)
+    return _run(xb, wts, stride, padding, MODE_MV, in_pad=in_pad, out=out)
 
 
 def conv_hmv_cpu(xb: np.ndarray, wts: CpuWeights, stride: int = 1, padding: int = 1,
-                 fanins=4, tie: str = "pos", in_pad: int = 0) -> np.ndarray:
+                 fanins=4, tie: str = "pos", in_pad: int = 0, out: np.ndarray | None = None) -> np.ndarray:
     """XNOR + hierarchical MV (fan-ins outer->inner, tie rule), packed like :func:`conv_mv_cpu`.
 
     ``wts`` must be prepared with ``blocks = prod(fanins)``.
@@ -336,7 +353,7 @@ def conv_hmv_cpu(xb: np.ndarray, wts: CpuWeights, stride: int = 1, padding: int 
     fan, nblocks, tie_code = vote_plan(fanins, tie)
     if wts.blocks != nblocks:
         raise ValueError(f"fan-ins {tuple(fan)} need weights prepared with blocks={nblocks}, got {wts.blocks}")
-    return _run(xb, wts, stride, padding, MODE_HMV, fan, tie_code, in_pad=in_pad)
+    return _run(xb, wts, stride, padding, MODE_HMV, fan, tie_code, in_pad=in_pad, out=out)
 
 
 def direct_path(wts: CpuWeights) -> bool:

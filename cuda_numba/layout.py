@@ -23,12 +23,16 @@ weight transpose) are derived from this layout inside the kernels' modules.
 Packing here: Numba CPU kernels that binarize float32 activations, with
 ReActNet's per-channel shift fused in (``bit = (x + shift >= 0)``, the same
 float32 addition as the torch simulation), from NCHW or NHWC memory; the
-inverse unpacking to ±1; and a NumPy reference packer for weights and tests.
+way back to float32 (``alpha * s`` and ``±1 * scale`` into NCHW or NHWC
+memory, for the converted models); and a NumPy reference packer and
+unpacker for weights and tests.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+from .bitops import sign_word_f32
 
 WORD_BITS = 64
 WORD_DTYPE = np.uint64
@@ -96,31 +100,75 @@ def pack_nchw(x, shift, out, pad):
 
 @njit(parallel=True, cache=True)
 def pack_nhwc(x, shift, out, pad):
-    """Pack float32 ``x [B, H, W, C]`` (channels-last, C-contiguous) into ``out[:, pad:pad+H, pad:pad+W, :]``."""
+    """Pack float32 ``x [B, H, W, C]`` (channels-last, C-contiguous) into ``out[:, pad:pad+H, pad:pad+W, :]``.
+
+    Whole words come from :func:`cuda_numba.bitops.sign_word_f32` (vector
+    compares straight to bits); a last partial word bit by bit.
+    """
     B, H, W, C = x.shape
     NW = out.shape[3]
+    full = C // 64
+    xf = x.reshape(B * H * W * C)
     for r in prange(B * H):
         b = r // H
         h = r - b * H
         for w in range(W):
-            for j in range(NW):
+            base = ((b * H + h) * W + w) * C
+            for j in range(full):
+                out[b, pad + h, pad + w, j] = sign_word_f32(xf, base + j * 64, shift, j * 64)
+            if full < NW:
                 word = np.uint64(0)
-                for c in range(j * 64, min(C, (j + 1) * 64)):
-                    word |= np.uint64(x[b, h, w, c] + shift[c] >= 0) << np.uint64(c - j * 64)
-                out[b, pad + h, pad + w, j] = word
+                for c in range(full * 64, C):
+                    word |= np.uint64(xf[base + c] + shift[c] >= 0) << np.uint64(c - full * 64)
+                out[b, pad + h, pad + w, full] = word
+
+
+# --------------------------------------------------------------------------
+# Back to float: kernel outputs (pixel-major [M, Co]) to NCHW or NHWC float32
+# --------------------------------------------------------------------------
+@njit(parallel=True, cache=True)
+def sums_to_float(s, alpha, out, nchw):
+    """``y = float32(s) * alpha[o]`` from sums ``s [B*HW, Co]`` into ``out``.
+
+    ``out`` is ``[B, Co, HW]`` (NCHW memory) when ``nchw``, else ``[B, HW, Co]``
+    (NHWC memory). The same float32 product as the simulation's ``round(conv) * alpha``.
+    """
+    M, Co = s.shape
+    if nchw:
+        B, _, HW = out.shape
+        for r in prange(B * Co):  # contiguous writes per channel plane
+            b = r // Co
+            o = r - b * Co
+            for p in range(HW):
+                out[b, o, p] = np.float32(s[b * HW + p, o]) * alpha[o]
+    else:
+        B, HW, _ = out.shape
+        for m in prange(M):
+            b = m // HW
+            for o in range(Co):
+                out[b, m - b * HW, o] = np.float32(s[m, o]) * alpha[o]
 
 
 @njit(parallel=True, cache=True)
-def unpack_nhwc(bits, out):
-    """``bits [B, H, W, NW]`` -> ±1 float32 ``out [B, H, W, C]`` (C taken from ``out``)."""
-    B, H, W, C = out.shape
-    for r in prange(B * H):
-        b = r // H
-        h = r - b * H
-        for w in range(W):
-            for c in range(C):
-                bit = (bits[b, h, w, c >> 6] >> np.uint64(c & 63)) & np.uint64(1)
-                out[b, h, w, c] = np.float32(2.0) * np.float32(bit) - np.float32(1.0)
+def bits_to_float(bits, scale, out, nchw):
+    """``y = (+1 or -1) * scale[o]`` from packed ``bits [B*HW, NW]`` into ``out`` (layouts as :func:`sums_to_float`)."""
+    if nchw:
+        B, Co, HW = out.shape
+        for r in prange(B * Co):
+            b = r // Co
+            o = r - b * Co
+            j = o >> 6
+            sh = np.uint64(o & 63)
+            for p in range(HW):
+                bit = (bits[b * HW + p, j] >> sh) & np.uint64(1)
+                out[b, o, p] = scale[o] if bit else -scale[o]
+    else:
+        B, HW, Co = out.shape
+        for m in prange(B * HW):
+            b = m // HW
+            for o in range(Co):
+                bit = (bits[m, o >> 6] >> np.uint64(o & 63)) & np.uint64(1)
+                out[b, m - b * HW, o] = scale[o] if bit else -scale[o]
 
 
 def pack_activations(x: np.ndarray, shift: np.ndarray | None = None, channels_last: bool = False,
@@ -155,5 +203,6 @@ def unpack_activations(bits: np.ndarray, channels: int) -> np.ndarray:
     if NW != n_words(channels):
         raise ValueError(f"{channels} channels need {n_words(channels)} words, got {NW}")
     out = np.empty((B, H, W, channels), np.float32)
-    unpack_nhwc(np.ascontiguousarray(bits), out)
+    bits_to_float(np.ascontiguousarray(bits).reshape(B * H * W, NW), np.ones(channels, np.float32),
+                  out.reshape(B, H * W, channels), False)
     return out

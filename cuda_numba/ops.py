@@ -21,7 +21,7 @@ import torch
 
 from . import cpu_kernels
 from .bitops import vote_plan
-from .layout import n_words, pack_activations, unpack_activations
+from .layout import bits_to_float, n_words, pack_activations, sums_to_float, unpack_activations
 
 
 def _u64(t: torch.Tensor) -> np.ndarray:
@@ -80,12 +80,20 @@ class BitConvWeights:
         return (h + 2 * padding - self.kh) // stride + 1, (w + 2 * padding - self.kw) // stride + 1
 
 
-def pack(x: torch.Tensor, shift: torch.Tensor | None = None, pad: int = 0) -> torch.Tensor:
+def _np_out(out: torch.Tensor | None):
+    """A reusable CPU output tensor as a NumPy array (uint64 view for packed words), or None."""
+    if out is None:
+        return None
+    return _u64(out) if out.dtype == torch.int64 else out.numpy()
+
+
+def pack(x: torch.Tensor, shift: torch.Tensor | None = None, pad: int = 0, out: torch.Tensor | None = None) -> torch.Tensor:
     """Binarize and pack fp32 ``x [B, C, H, W]`` along channels: int64 ``[B, H, W, NW]``.
 
     CPU: NCHW-contiguous and channels-last inputs are read in place; ``pad``
     adds a zero border (``[B, H+2pad, W+2pad, NW]``) for the kernels'
     ``in_pad``. The CUDA kernels skip padded taps themselves (``pad`` must be 0).
+    ``out`` (CPU): an int64 tensor of the result's shape to reuse (its border must be zero).
     """
     x = x.detach()
     B, C, H, W = x.shape
@@ -99,9 +107,12 @@ def pack(x: torch.Tensor, shift: torch.Tensor | None = None, pad: int = 0) -> to
         _cuda().pack_cuda(_dev(x.contiguous()), _dev(sh), _dev(out, np.uint64))
         return out
     sh = None if shift is None else shift.detach().float().numpy()
+    buf = _np_out(out)
     if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return _from_u64(pack_activations(x.permute(0, 2, 3, 1).numpy(), sh, channels_last=True, pad=pad))
-    return _from_u64(pack_activations(x.contiguous().numpy(), sh, pad=pad))
+        res = pack_activations(x.permute(0, 2, 3, 1).numpy(), sh, channels_last=True, pad=pad, out=buf)
+    else:
+        res = pack_activations(x.contiguous().numpy(), sh, pad=pad, out=buf)
+    return out if buf is not None else _from_u64(res)
 
 
 def unpack(bits: torch.Tensor, channels: int) -> torch.Tensor:
@@ -133,33 +144,34 @@ def _gpu_conv(fn, xbits, weights, stride, padding, in_pad=0, **kw):
 
 
 def conv_popcount(xbits: torch.Tensor, weights: BitConvWeights, stride: int = 1, padding: int = 1,
-                  in_pad: int = 0) -> torch.Tensor:
+                  in_pad: int = 0, out: np.ndarray | None = None) -> torch.Tensor:
     """XNOR + popcount: integer ``s`` ``[B, Co, Ho, Wo]`` (CPU: int16/int32 channels-last view; GPU: int32).
 
     ``in_pad``: zero border already around ``xbits`` (CPU, from ``pack(..., pad=)``).
+    ``out`` (CPU, all three convolutions): a NumPy ``[M, Co]`` / ``[M, NW]`` array to reuse.
     """
     if xbits.is_cuda:
         return _gpu_conv("popcount", xbits, weights, stride, padding, in_pad).permute(0, 3, 1, 2)
-    s = cpu_kernels.conv_popcount_cpu(_u64(xbits.contiguous()), weights.cpu(1), stride, padding, in_pad)
+    s = cpu_kernels.conv_popcount_cpu(_u64(xbits.contiguous()), weights.cpu(1), stride, padding, in_pad, out)
     return torch.from_numpy(s).permute(0, 3, 1, 2)
 
 
 def conv_mv(xbits: torch.Tensor, weights: BitConvWeights, stride: int = 1, padding: int = 1,
-            in_pad: int = 0) -> torch.Tensor:
+            in_pad: int = 0, out: np.ndarray | None = None) -> torch.Tensor:
     """XNOR + MV: packed ``sign(s)`` (tie +1), int64 ``[B, Ho, Wo, ceil(Co/64)]``."""
     if xbits.is_cuda:
         return _gpu_conv("mv", xbits, weights, stride, padding, in_pad)
-    return _from_u64(cpu_kernels.conv_mv_cpu(_u64(xbits.contiguous()), weights.cpu(1), stride, padding, in_pad))
+    return _from_u64(cpu_kernels.conv_mv_cpu(_u64(xbits.contiguous()), weights.cpu(1), stride, padding, in_pad, out))
 
 
 def conv_hmv(xbits: torch.Tensor, weights: BitConvWeights, stride: int = 1, padding: int = 1,
-             fanins=4, tie: str = "pos", in_pad: int = 0) -> torch.Tensor:
+             fanins=4, tie: str = "pos", in_pad: int = 0, out: np.ndarray | None = None) -> torch.Tensor:
     """XNOR + hierarchical MV (fan-ins outer->inner, tie rule): packed like :func:`conv_mv`."""
     _, blocks, _ = vote_plan(fanins, tie)
     if xbits.is_cuda:
         return _gpu_conv("hmv", xbits, weights, stride, padding, in_pad, fanins=fanins, tie=tie)
     return _from_u64(cpu_kernels.conv_hmv_cpu(_u64(xbits.contiguous()), weights.cpu(blocks), stride, padding,
-                                              fanins, tie, in_pad))
+                                              fanins, tie, in_pad, out))
 
 
 def input_pad(x: torch.Tensor, weights: BitConvWeights, padding: int, voter: str = "popcount") -> int:
@@ -167,3 +179,46 @@ def input_pad(x: torch.Tensor, weights: BitConvWeights, padding: int, voter: str
     if x.is_cuda or voter == "hmv" or not cpu_kernels.direct_path(weights.cpu(1)):
         return 0
     return padding
+
+
+def _float_out(B, C, H, W, channels_last: bool, device) -> torch.Tensor:
+    """An empty float32 ``[B, C, H, W]`` tensor in NCHW or channels-last memory."""
+    if channels_last:
+        return torch.empty(B, H, W, C, device=device).permute(0, 3, 1, 2)
+    return torch.empty(B, C, H, W, device=device)
+
+
+def _flat3(t: torch.Tensor, channels_last: bool) -> np.ndarray:
+    """The NumPy ``[B, C, HW]`` (NCHW) or ``[B, HW, C]`` (NHWC) view of a tensor from :func:`_float_out`."""
+    B, C, H, W = t.shape
+    mem = t.permute(0, 2, 3, 1) if channels_last else t
+    return mem.numpy().reshape((B, H * W, C) if channels_last else (B, C, H * W))
+
+
+def scaled_sums(s: torch.Tensor, alpha: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """``alpha * s`` as float32 ``[B, Co, Ho, Wo]`` from :func:`conv_popcount`'s output, NCHW or channels-last.
+
+    CPU: one fused Numba pass (torch's cast + broadcast multiply on the
+    channels-last int16 view was ~10x slower); the same float32 products.
+    """
+    B, C, H, W = s.shape
+    if s.is_cuda:
+        y = s.to(torch.float32) * alpha.view(1, -1, 1, 1)
+        return y.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    out = _float_out(B, C, H, W, channels_last, s.device)
+    s_rows = s.permute(0, 2, 3, 1).contiguous().numpy().reshape(B * H * W, C)  # no copy: s is NHWC memory
+    sums_to_float(s_rows, alpha.detach().float().contiguous().numpy(), _flat3(out, channels_last), not channels_last)
+    return out
+
+
+def scaled_bits(bits: torch.Tensor, scale: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """``(±1) * scale`` as float32 ``[B, Co, Ho, Wo]`` from packed voter outputs ``[B, Ho, Wo, NW]``."""
+    B, H, W, NW = bits.shape
+    C = scale.numel()
+    if bits.is_cuda:
+        y = unpack(bits, C) * scale.view(1, -1, 1, 1)
+        return y.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    out = _float_out(B, C, H, W, channels_last, bits.device)
+    bits_to_float(_u64(bits.contiguous()).reshape(B * H * W, NW), scale.detach().float().contiguous().numpy(),
+                  _flat3(out, channels_last), not channels_last)
+    return out

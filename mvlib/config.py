@@ -77,6 +77,8 @@ SCHEMA: dict[str, tuple[type, Any, str]] = {
     "appendix_cifar100_test_per_class": (int, 0, "CIFAR-100 test images per class in notebook 06; "
                                          "0 = the full split"),
     "appendix_batch_size": (int, 0, "training batch (images) in notebook 06; 0 = batch_size"),
+    "appendix_threads": (int, 0, "torch CPU threads in notebook 06; 0 = the threads key. 1 at small "
+                         "width: 2 threads on 2 shared, busy cores ran 10-20x slower (OpenMP spin-waits)"),
     # ---- hardware cost (notebook 07) -------------------------------------
     "hw_widths": (list, [16, 64], "ReActNet-18 base widths whose voter fan-ins (C_in*9) are synthesized"),
     "hw_groups": (list, [2, 4, 8, 16], "hierarchical voter outer fan-ins G synthesized"),
@@ -86,9 +88,12 @@ SCHEMA: dict[str, tuple[type, Any, str]] = {
     "hw_check_vectors": (int, 2000, "random vectors per netlist check (plus threshold, tie, exhaustive ones)"),
     # ---- voter study (notebooks 02-04)
     "mv_models": (list, ["reactnet18", "birealnet18"], "baselines (from notebook 01) the voter notebooks use"),
+    "mv_threads": (int, 0, "torch CPU threads in notebooks 02-04; 0 = the threads key. 1 in cpu: a width-16 "
+                   "training step through the voter took 3.4 s with 1 thread, 15-23 s with 2 on 2 busy shared cores"),
     "mv_output_scales": (list, ["none", "alpha", "matched"], "voter output scales of the naive rows "
                          "(none = ±1, alpha = weight scale, matched = float conv's mean |output| per channel)"),
-    "mv_surrogate_norm": (str, "sqrt_fanin", "voter surrogate pre-activation u = s / c: sqrt_fanin, fanin, batch_std"),
+    "mv_surrogate_norm": (str, "batch_std", "voter surrogate pre-activation u = s / c: batch_std (measured default, "
+                          "see mvlib/voters.py), sqrt_fanin, fanin"),
     "mv_calib_batches": (int, 4, "training batches that calibrate the matched output scale"),
     "mv_recal_batches": (int, 20, "training batches of BN recalibration (+recal rows)"),
     "mv_sensitivity_scales": (list, ["none", "matched"], "output scales of the one-layer-at-a-time sweep"),
@@ -102,9 +107,16 @@ SCHEMA: dict[str, tuple[type, Any, str]] = {
     "hmv_nested": (list, [[4, 2]], "nested fan-ins (G1, G2, ...) evaluated besides the single-level ones"),
     "hmv_sweep_test_per_class": (int, 0, "test images per class of the G x tie sweep; 0 = all"),
     "hmv_recal": (bool, True, "also evaluate the G x tie sweep after BN recalibration"),
-    "hmv_disagreement_batches": (int, 2, "test batches for disagreement and tie rates"),
+    "hmv_disagreement_batches": (int, 1, "test batches (of the sweep subset) for disagreement and tie rates"),
     "hmv_retrain_groups": (list, [4], "G retrained through the hierarchical voter"),
     "hmv_retrain_ties": (list, ["pos"], "tie rules retrained through the hierarchical voter"),
+    # ---- kernels (notebook 05)
+    "kernel_batches": (list, [1, 16, 128], "batches of the per-layer kernel benchmark (images)"),
+    "kernel_reps": (int, 5, "timed calls per measurement after a warm-up; the best is reported"),
+    "kernel_threads": (int, 0, "threads for torch and Numba in the kernel benchmark; 0 = all logical CPUs"),
+    "kernel_clock": (str, "wall", "wall, or process (CPU time, needs kernel_threads=1) on a shared machine"),
+    "kernel_network_width": (int, 64, "width of the ReActNet-18 of the whole-network benchmark"),
+    "kernel_network_batch": (int, 128, "batch of the whole-network benchmark (images)"),
 }
 
 

@@ -148,7 +148,11 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
                momentum=cfg["momentum"], label_smoothing=cfg["label_smoothing"], teacher=teacher, agc_clip=agc_clip,
                checkpoint_path=run.checkpoint, arch=arch_of(params), device=dev, progress=cfg["progress"],
                on_epoch=run.write_history, log=log)
-    ev = evaluate(model, test_loader, dev)
+    if hist and len(hist) == epochs and "test_top1" in hist[-1]:
+        # fit evaluated this very model (after its last epoch) on this test loader: no second pass
+        ev = {"top1": hist[-1]["test_top1"], "top5": hist[-1]["test_top5"], "n": len(test_loader.labels)}
+    else:
+        ev = evaluate(model, test_loader, dev)
     seconds = sum(r["seconds"] for r in hist) if hist else time.time() - t0
     run.finish({"model": model_name, "variant": variant, "profile": cfg["profile"], "dataset": dataset,
                 "top1": ev["top1"], "top5": ev["top5"], "seconds": round(seconds, 1), "epochs": epochs,

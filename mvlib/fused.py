@@ -134,6 +134,25 @@ if numba is not None:
                         acc[j] += v
 
     @_jit
+    def _sign_rows_u8(x, b, out):
+        """out = 1 where x + b >= 0 else 0: the bit of sign(x + b), for the int8 convolution."""
+        rows, c = x.shape
+        for r in prange(rows):
+            for j in range(c):
+                out[r, j] = np.uint8(1) if x[r, j] + b[j] >= np.float32(0.0) else np.uint8(0)
+
+    @_jit
+    def _bits_to_sums_rows(t, border, alpha):
+        """t = rint(2 t - border[pixel]) * alpha in place: popcount-style sums back to s, scaled."""
+        rows, c = t.shape
+        pixels = border.shape[0]
+        two = np.float32(2.0)
+        for r in prange(rows):
+            p = r % pixels
+            for j in range(c):
+                t[r, j] = np.rint(two * t[r, j] - border[p, j]) * alpha[j]
+
+    @_jit
     def _round_scale_rows(s, alpha):
         """s = rint(s) * alpha in place (rint: round half to even, as torch.round)."""
         rows, c = s.shape
@@ -247,6 +266,84 @@ def weight_ste_grad(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
             _weight_ste(g.numpy(), w.detach().numpy(), out.numpy())
         return out
     return g * (w.abs() <= 1).to(g.dtype)
+
+
+def _int8_conv_raw(x: torch.Tensor, shift: torch.Tensor | None, wb: torch.Tensor, alpha: torch.Tensor,
+                   stride: int, padding: int) -> torch.Tensor | None:
+    """``alpha * conv(sign(x + b), wb)`` through oneDNN's u8 x s8 convolution, or None if not applicable.
+
+    With bits ``u = (a + 1) / 2`` in {0, 1} and zero padding, ``t = conv(u, wb)``
+    is an int32 sum, and ``s = conv(a, wb) = 2 t - conv(1, wb)``, where
+    ``conv(1, wb)`` (an all-ones image, zero padded) is the sum of the
+    weights over each position's valid taps, so padded taps count for nothing,
+    as STUDY.md requires. Every quantity is an integer far
+    below 2^24, so ``s`` is exact -- the value the float convolution gives.
+    """
+    if not (_use_kernels(x) and _cpu_f32(wb, alpha)):
+        return None
+    n, c, h, w = x.shape
+    o = wb.shape[0]
+    u = torch.empty((n, c, h, w), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    with _launch():
+        _sign_rows_u8(as_rows(x), _chan(shift, c), u.permute(0, 2, 3, 1).view(-1, c).numpy())
+    wq = wb.detach().contiguous(memory_format=torch.channels_last).to(torch.int8)
+    ones_o, zeros_o = torch.ones(o), torch.zeros(o, dtype=torch.int64)
+    st, pad = [stride, stride], [padding, padding]
+    packed = torch.ops.onednn.qconv_prepack(wq, ones_o, 1.0, 0, st, pad, [1, 1], 1, None)
+    t = torch.ops.onednn.qconv2d_pointwise(u, 1.0, 0, packed, ones_o, zeros_o, None, st, pad, [1, 1], 1,
+                                           1.0, 0, torch.float32, "none", [], "")
+    # conv(1, wb) = conv of one all-ones channel with the weights summed over input
+    # channels (integer sums, exact): 1/C of the work of convolving a ones image.
+    wsum = wb.detach().sum(1, keepdim=True).contiguous()
+    border = torch.nn.functional.conv2d(torch.ones(1, 1, h, w), wsum, None, stride, padding)
+    rows = as_rows(t)
+    if rows is None:  # oneDNN chose another layout: finish with torch ops
+        return torch.round(2 * t - border).mul_(alpha.view(1, -1, 1, 1))
+    border_rows = border[0].permute(1, 2, 0).reshape(-1, o).contiguous().numpy()
+    with _launch():
+        _bits_to_sums_rows(rows, border_rows, _chan(alpha, o))
+    return t
+
+
+_INT8_STATE: dict[str, bool] = {}
+
+
+def int8_conv_enabled() -> bool:
+    """Whether the int8 forward convolution is used: oneDNN's op exists and passed an exactness probe.
+
+    The probe (once per process) compares it bit for bit with the float
+    convolution on odd channel counts, stride 1 and 2, zero padding at the
+    borders; any difference or error turns the int8 path off for good.
+    ``MVLIB_INT8_CONV=0`` turns it off too.
+    """
+    if os.environ.get("MVLIB_INT8_CONV", "1") == "0" or not kernels_enabled():
+        return False
+    if "ok" not in _INT8_STATE:
+        _INT8_STATE["ok"] = False
+        try:
+            g = torch.Generator().manual_seed(0)
+            for stride, (c, o, hw) in ((1, (5, 7, 7)), (2, (12, 8, 9)), (1, (64, 16, 4))):
+                x = torch.randn(3, c, hw, hw, generator=g).contiguous(memory_format=torch.channels_last)
+                b = torch.randn(c, generator=g) * 0.1
+                wb = sign_pm1(torch.randn(o, c, 3, 3, generator=g))
+                alpha = torch.rand(o, generator=g)
+                got = _int8_conv_raw(x, b, wb, alpha, stride, 1)
+                a = sign_pm1(x + b.view(1, -1, 1, 1))
+                want = torch.round(torch.nn.functional.conv2d(a, wb, None, stride, 1)) * alpha.view(1, -1, 1, 1)
+                if got is None or not torch.equal(got, want):
+                    return False
+            _INT8_STATE["ok"] = True
+        except Exception:  # op missing in this torch build, no VNNI kernel, ...
+            return False
+    return _INT8_STATE["ok"]
+
+
+def int8_binary_conv(x: torch.Tensor, shift: torch.Tensor | None, wb: torch.Tensor, alpha: torch.Tensor,
+                     stride: int, padding: int) -> torch.Tensor | None:
+    """Exact ``alpha * round(conv(sign(x + b), wb))`` by the int8 convolution, or None where it does not apply."""
+    if not int8_conv_enabled():
+        return None
+    return _int8_conv_raw(x, shift, wb, alpha, stride, padding)
 
 
 def round_scale_(s: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

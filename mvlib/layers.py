@@ -81,24 +81,34 @@ class _FusedBinaryConv(torch.autograd.Function):
     ``integer_conv`` -> ``* alpha`` (alpha = mean|W| detached), with fewer
     passes and saved tensors: the sign and its backward are one kernel each,
     ``round(s) * alpha`` is done in place, and ``x`` itself is saved (the
-    surrogate's ``x + b`` is recomputed bit for bit in the backward).
+    surrogate's ``x + b`` is recomputed bit for bit in the backward). On CPU
+    the forward convolution runs on the bits in int8 (exact, see
+    :func:`mvlib.fused.int8_binary_conv`); the backward stays float32.
     """
 
     @staticmethod
     def forward(ctx, x, shift, w, stride, padding, name):
-        a = fused.shifted_sign(x, shift)
-        # sign(W) in the activations' layout: oneDNN would otherwise reorder it on every call.
-        wb = fused.weight_sign(w, a.is_contiguous(memory_format=torch.channels_last) and a.device.type == "cpu")
         alpha = w.detach().abs().mean((1, 2, 3))
-        s = F.conv2d(a, wb, None, stride, padding)
+        # sign(W) in the activations' layout: oneDNN would otherwise reorder it on every call.
+        cl = x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
+        wb = fused.weight_sign(w, cl)
+        # Exact int8 convolution of the bits where available (CPU); sign(x + b) is then
+        # recomputed in the backward instead of being stored.
+        y = fused.int8_binary_conv(x, shift, wb, alpha, stride, padding)
+        a = None
+        if y is None:
+            a = fused.shifted_sign(x, shift)
+            y = fused.round_scale_(F.conv2d(a, wb, None, stride, padding), alpha)
         ctx.save_for_backward(x, shift, w, a, wb, alpha)
         ctx.stride, ctx.padding, ctx.name = stride, padding, name
-        return fused.round_scale_(s, alpha)
+        return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         x, shift, w, a, wb, alpha = ctx.saved_tensors
+        if a is None:
+            a = fused.shifted_sign(x, shift)
         need_x, need_shift, need_w = ctx.needs_input_grad[:3]
         gs = g * alpha.view(1, -1, 1, 1)  # round() passes the gradient unchanged
         st, pad = [ctx.stride] * 2, [ctx.padding] * 2

@@ -221,3 +221,24 @@ def update_summary(results_dir="results") -> Path:
     out = results / "summary.csv"
     write_atomic(out, buf.getvalue())
     return out
+
+
+def run_from_dir(path: Path) -> Run:
+    """The :class:`Run` of an existing run folder (its parameters read from ``params.json``)."""
+    path = Path(path)
+    params = json.loads((path / "params.json").read_text())
+    results = path.parent.parent.parent
+    step = path.parent.name
+    ck_root = results.parent / "checkpoints" / step if results.name == "results" else results / "checkpoints" / step
+    return Run(step, path.name, path, ck_root / path.name, params)
+
+
+def latest_run_of(results_dir, step_prefix: str, model: str, variant: str, profile: str) -> Run | None:
+    """Newest finished run with this model, variant and profile in steps starting with ``step_prefix``."""
+    results = resolve_results_dir(results_dir)
+    found = []
+    for mpath in results.glob(f"runs/{step_prefix}*/*/metrics.json"):
+        m = json.loads(mpath.read_text())
+        if (m.get("model"), m.get("variant"), m.get("profile")) == (model, variant, profile):
+            found.append(mpath.parent)
+    return run_from_dir(max(found, key=lambda p: p.name)) if found else None

@@ -128,3 +128,35 @@ def run_histories(table: pd.DataFrame, results_dir="results") -> dict[str, list[
 def load_csv_if_present(path: Path) -> pd.DataFrame | None:
     path = Path(path)
     return pd.read_csv(path) if path.is_file() else None
+
+
+def kernel_results(results_dir="results", profile="cpu") -> dict | None:
+    """The newest kernel benchmark JSON of this profile under ``results/bench`` (None if absent).
+
+    The ``ci`` profile's files carry a ``_ci`` suffix; other profiles' files do not.
+    """
+    bench = resolve_results_dir(results_dir) / "bench"
+    files = [p for p in bench.glob("*.json") if p.stem.endswith("_ci") == (profile == "ci")]
+    if not files:
+        return None
+    path = max(files, key=lambda p: p.stat().st_mtime)
+    out = json.loads(path.read_text())
+    out["file"] = str(path)
+    return out
+
+
+def kernel_tables(bench: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(median ratios vs torch fp32 conv2d per batch, per-layer rows at the largest batch)."""
+    summary = pd.DataFrame(bench["summary"]).T
+    summary.index.name = "batch"
+    layers = pd.DataFrame(bench["layers"])
+    big = layers[layers["batch"] == layers["batch"].max()]
+    keep = ["shape", "batch", "torch_s", "xnor_s", "xnor_ratio", "xnor_pack_ratio", "mv_ratio", "hmv_ratio",
+            "xnor_tmacs", "mv_vs_xnor"]
+    return summary, big[[c for c in keep if c in big.columns]].reset_index(drop=True)
+
+
+def hardware_tables(results_dir="results", profile="cpu") -> dict[str, pd.DataFrame]:
+    """Notebook 07's tables (``results/hw/<profile>/*.csv``), empty when it has not run."""
+    d = resolve_results_dir(results_dir) / "hw" / profile
+    return {p.stem: pd.read_csv(p) for p in sorted(d.glob("*.csv"))} if d.is_dir() else {}

@@ -170,7 +170,7 @@ def recalibrate_bn(model: nn.Module, loader, batches: int = 20) -> nn.Module:
 # Hierarchical vs exact voter on real activations
 # --------------------------------------------------------------------------
 @torch.no_grad()
-def voter_disagreement(model: nn.Module, loader, fanins: int | Sequence[int], tie: str = "pos",
+def voter_disagreement(model: nn.Module, loader, fanins: int | Sequence[int], tie: str | Sequence[str] = "pos",
                        batches: int = 2, layers: Iterable[int | str] | None = None) -> list[dict[str, Any]]:
     """Per binary convolution: how often a hierarchical voter's output differs from the exact voter's.
 
@@ -182,13 +182,15 @@ def voter_disagreement(model: nn.Module, loader, fanins: int | Sequence[int], ti
     vote ``sign(sum s_m)``, the hierarchical vote, and the outer tie mask.
     Layers whose input channels ``G1*G2*...`` does not divide are reported
     with ``None`` rates. Rates are fractions of all outputs (images x channels x positions).
+    ``tie`` may be a list of rules: one pass, one row per layer and rule.
     """
     fs = normalize_fanins(fanins)
     m_blocks = math.prod(fs)
+    ties = [tie] if isinstance(tie, str) else list(tie)
     chosen = select_layers(model, layers)
-    stats = {n: {"layer": n, "in_channels": c.in_channels, "fanin": c.in_channels * c.kernel_size ** 2,
-                 "fanins": "x".join(map(str, fs)), "tie": tie, "n": 0, "disagree": 0, "outer_tie": 0,
-                 "exact_tie": 0} for n, c in chosen}
+    stats = {(n, t): {"layer": n, "in_channels": c.in_channels, "fanin": c.in_channels * c.kernel_size ** 2,
+                      "fanins": "x".join(map(str, fs)), "tie": t, "n": 0, "disagree": 0, "outer_tie": 0,
+                      "exact_tie": 0} for n, c in chosen for t in ties}
 
     def hook(name):
         def fn(conv, inp, _out):
@@ -197,13 +199,16 @@ def voter_disagreement(model: nn.Module, loader, fanins: int | Sequence[int], ti
             a = conv.act(inp[0])
             w = sign_pm1(conv.latent_weight())
             bs = block_partial_sums(a, w, m_blocks, conv.stride, conv.padding)
-            exact = majority_vote(bs.sum(-1))
-            hier = hierarchical_vote(bs, fs, tie)
-            st = stats[name]
-            st["n"] += exact.numel()
-            st["disagree"] += (exact != hier).sum().item()
-            st["outer_tie"] += outer_tie_mask(bs, fs).sum().item()
-            st["exact_tie"] += (bs.sum(-1) == 0).sum().item()
+            total = bs.sum(-1)
+            exact = majority_vote(total)
+            outer_ties = outer_tie_mask(bs, fs).sum().item()
+            exact_ties = (total == 0).sum().item()
+            for t in ties:
+                st = stats[(name, t)]
+                st["n"] += exact.numel()
+                st["disagree"] += (exact != hierarchical_vote(bs, fs, t)).sum().item()
+                st["outer_tie"] += outer_ties
+                st["exact_tie"] += exact_ties
         return fn
 
     was_training = model.training

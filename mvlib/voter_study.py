@@ -24,7 +24,8 @@ import pandas as pd
 
 from . import records
 from .deck import deck_numbers
-from .experiment import evaluate_record, load_run_model, loaders, resolve_device, run_params, train_run
+from .experiment import (apply_threads, evaluate_record, load_run_model, loaders, resolve_device, run_params,
+                         train_run)
 from .voter_ops import calibrate_matched_scale, recalibrate_bn, set_voter, voter_disagreement
 from .voters import DEFAULT_SURROGATE_NORM, normalize_fanins
 
@@ -56,7 +57,13 @@ def naive_suffix(output_scale: str, recal: bool) -> str:
     return base + ("+recal" if recal else "")
 
 
+def study_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with ``threads`` taken from ``mv_threads`` when set (threads do not enter run hashes)."""
+    return {**cfg, "threads": cfg["mv_threads"]} if cfg.get("mv_threads", 0) > 0 else cfg
+
+
 def _sub_cfg(cfg: dict[str, Any], test_per_class: int | None) -> dict[str, Any]:
+    cfg = study_cfg(cfg)
     return cfg if test_per_class is None else {**cfg, "test_per_class": test_per_class}
 
 
@@ -85,6 +92,7 @@ def substitute(cfg: dict[str, Any], step: str, baseline: records.Run, spec: dict
     evaluating again (evaluation records have no checkpoint to check).
     """
     c = _sub_cfg(cfg, test_per_class)
+    apply_threads(c)
     model_name = baseline.params["model"]
     variant = variant or variant_name(spec, naive_suffix(spec.get("output_scale", "none"), recal))
     params = {"source_run": baseline.run_id, "model": model_name, "voter": spec,
@@ -106,6 +114,7 @@ def layer_sensitivity(cfg: dict[str, Any], step: str, baseline: records.Run, spe
     from .layers import binary_convs
     from .train import evaluate
     c = _sub_cfg(cfg, test_per_class)
+    apply_threads(c)
     dev = resolve_device(c)
     _, test_loader, _ = loaders(c)
     model = load_run_model(baseline, dev)
@@ -129,27 +138,39 @@ def layer_sensitivity(cfg: dict[str, Any], step: str, baseline: records.Run, spe
 
 def retrain(cfg: dict[str, Any], step: str, baseline: records.Run, spec: dict[str, Any],
             variant: str | None = None, log=print):
-    """Train through the voter from the baseline's weights (``cfg``'s ``mv_retrain_*`` keys); (model, run)."""
+    """Train through the voter from the baseline's weights (``cfg``'s ``mv_retrain_*`` keys); (model, run).
+
+    BN running statistics are first re-estimated under the voter
+    (:func:`mvlib.voter_ops.recalibrate_bn`, ``mv_recal_batches``): training
+    normalizes by batch statistics anyway, but a short retraining would
+    otherwise evaluate with running statistics still partly those of the
+    popcount network, whose scale (alpha * s) differs from the voter's ±1.
+    """
+    c = study_cfg(cfg)
     variant = variant or variant_name(spec, f"retrain-{ESTIMATOR_TAGS[spec['estimator']]}")
     tpc = cfg["mv_retrain_train_per_class"]
-    return train_run(cfg, step, baseline.params["model"], variant, epochs=cfg["mv_retrain_epochs"],
-                     lr=cfg["mv_retrain_lr"], init_from=baseline, voter=spec, train_per_class=tpc, log=log)
+    recal_loader = loaders(c, train_per_class=tpc)[0]
+    return train_run(c, step, baseline.params["model"], variant, epochs=cfg["mv_retrain_epochs"],
+                     lr=cfg["mv_retrain_lr"], init_from=baseline, voter=spec, train_per_class=tpc, log=log,
+                     prepare=lambda model: recalibrate_bn(model, recal_loader, cfg["mv_recal_batches"]),
+                     extra={"prepare": "recalibrate_bn", "recal_batches": cfg["mv_recal_batches"]})
 
 
 def disagreement_table(cfg: dict[str, Any], baseline: records.Run, groups: Sequence, ties: Sequence[str],
-                       batches: int) -> pd.DataFrame:
+                       batches: int, test_per_class: int | None = None) -> pd.DataFrame:
     """Per layer, fan-ins and tie rule: disagreement with the exact voter, outer and exact tie rates.
 
     Measured on the baseline (popcount) network's own activations, on test
-    images (the first ``batches`` batches).
+    images (the first ``batches`` batches of the ``test_per_class`` subset).
     """
-    _, test_loader, _ = loaders(cfg)
-    model = load_run_model(baseline, resolve_device(cfg))
+    c = _sub_cfg(cfg, test_per_class)
+    apply_threads(c)
+    _, test_loader, _ = loaders(c)
+    model = load_run_model(baseline, resolve_device(c))
     rows = []
     for g in groups:
-        for tie in ties:
-            for r in voter_disagreement(model, test_loader, g, tie, batches):
-                rows.append({"model": baseline.params["model"], **r})
+        for r in voter_disagreement(model, test_loader, g, list(ties), batches):
+            rows.append({"model": baseline.params["model"], **r})
     return pd.DataFrame(rows)
 
 

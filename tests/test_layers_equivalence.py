@@ -112,6 +112,23 @@ def test_weight_kernels_match_torch(monkeypatch):
     assert wb_k[0, 0, 0, 0] == 1.0 and gw_k[0, 0, 0, 1] == g[0, 0, 0, 1]
 
 
+@needs_kernels
+@pytest.mark.parametrize("stride, cin, cout, hw", [(1, 16, 16, 8), (2, 8, 16, 9), (1, 3, 5, 4), (2, 64, 32, 4)])
+def test_int8_convolution_is_exact(stride, cin, cout, hw):
+    if not fused.int8_conv_enabled():
+        pytest.skip("oneDNN int8 convolution unavailable or failed its probe on this machine")
+    x = rand(5, cin, hw, hw, seed=20)
+    shift = rand(cin, seed=21, scale=0.2)
+    x[0, :, 0, 0] = -shift  # ties at a border pixel
+    wb = torch.where(rand(cout, cin, 3, 3, seed=22, cl=False) >= 0, 1.0, -1.0)
+    alpha = rand(cout, seed=23).abs()
+    got = fused.int8_binary_conv(x, shift, wb, alpha, stride, 1)
+    a = torch.where(x + shift.view(1, -1, 1, 1) >= 0, 1.0, -1.0)
+    s = F.conv2d(a, wb, None, stride, 1)
+    assert torch.equal(s, s.round())  # the float convolution of +-1 is exact too
+    assert torch.equal(got, s * alpha.view(1, -1, 1, 1))
+
+
 # ------------------------------------------------------------------ layers vs definition
 def conv_pair(cin=8, cout=12, stride=1, **kw):
     torch.manual_seed(0)

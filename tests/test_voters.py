@@ -171,7 +171,7 @@ def test_voter_rejects_bad_options():
 
 # ------------------------------------------------------------- surrogate gradients
 @pytest.mark.parametrize("est", ["approxsign", "ste"])
-@pytest.mark.parametrize("norm", ["sqrt_fanin", "fanin"])
+@pytest.mark.parametrize("norm", ["sqrt_fanin", "fanin", "batch_std"])
 def test_exact_voter_gradient_closed_form(est, norm):
     cin = 16
     a = rand_pm1(64, cin, 1, 1).requires_grad_()
@@ -179,7 +179,7 @@ def test_exact_voter_gradient_closed_form(est, norm):
     out = run_voter(MajorityVoter(estimator=est, norm=norm), a, w, 1, 0)
     out.sum().backward()
     s = (a.detach() * w).sum(1, keepdim=True)
-    c = math.sqrt(cin) if norm == "sqrt_fanin" else cin
+    c = {"sqrt_fanin": math.sqrt(cin), "fanin": cin, "batch_std": s.std().clamp_min(1.0)}[norm]
     want = surrogate_grad(est, s / c) / c * w
     assert torch.allclose(a.grad, want)
 
@@ -189,7 +189,7 @@ def test_hierarchical_voter_gradient_closed_form(est):
     cin, g = 16, 4
     a = rand_pm1(64, cin, 1, 1).requires_grad_()
     w = rand_pm1(1, cin, 1, 1)
-    out = run_voter(HierarchicalVoter(g, "pos", estimator=est), a, w, 1, 0)
+    out = run_voter(HierarchicalVoter(g, "pos", estimator=est, norm="sqrt_fanin"), a, w, 1, 0)
     out.sum().backward()
     prod = (a.detach() * w)[:, :, 0, 0].view(64, g, cin // g)
     s = prod.sum(-1)                                  # inner partial sums [B, G]
@@ -207,3 +207,16 @@ def test_batch_std_norm_uses_channel_std():
     v = MajorityVoter(estimator="ste", norm="batch_std")
     v(a, w, torch.ones(2), 1, 1).sum().backward()
     assert a.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("voter", [MajorityVoter(), HierarchicalVoter(2, "pos"), HierarchicalVoter(4, "neg"),
+                                   HierarchicalVoter((2, 2), "first"), HierarchicalVoter((4, 2), "first")])
+def test_no_grad_fast_path_equals_autograd_path(voter):
+    """Evaluation (no autograd) takes a shorter path; it must give exactly the same votes."""
+    gen = torch.Generator().manual_seed(11)
+    a, w = rand_pm1(3, 16, 6, 6, gen=gen), rand_pm1(4, 16, 3, 3, gen=gen)
+    for x in (a, a.contiguous(memory_format=torch.channels_last)):
+        slow = run_voter(voter, x, w, 1, 1)
+        with torch.no_grad():
+            fast = run_voter(voter, x, w, 1, 1)
+        assert torch.equal(fast, slow.detach())

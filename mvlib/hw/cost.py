@@ -132,8 +132,8 @@ def compose_hierarchical(inner: dict, outer: dict, g: int) -> dict:
     boundary, which the flat synthesis of the same circuit measures.
     """
     cells = {k: g * inner["cells"].get(k, 0) + outer["cells"].get(k, 0)
-             for k in set(inner["cells"]) | set(outer["cells"])}
-    return {"cells": cells, "area_ge": area_ge(cells), "depth": inner["depth"] + outer["depth"],
+             for k in sorted(set(inner["cells"]) | set(outer["cells"]))}  # sorted: same float sum every run
+    return {"cells": cells, "area_ge": round(area_ge(cells), 3), "depth": inner["depth"] + outer["depth"],
             "n_cells": int(sum(cells.values()))}
 
 

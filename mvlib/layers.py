@@ -143,6 +143,9 @@ class BinaryConv2d(nn.Module):
         # small uniform init as in the ReActNet / "BNN - BN" reference code
         self.weight = nn.Parameter(torch.rand(out_channels, in_channels, kernel_size, kernel_size) * 1e-3)
         self.voter = build_voter(voter) if isinstance(voter, str) else voter
+        # two-step training (ReActNet) and real-valued teachers switch these off; see set_binarization
+        self.binary_weights = True
+        self.binary_activations = True
 
     def binary_weight(self):
         """(sign(W) with clipped STE, alpha = mean|W| per output channel, detached)."""
@@ -169,18 +172,37 @@ class BinaryConv2d(nn.Module):
         or make this return False.
         """
         act = self.act
-        return (self.voter is None and type(act) is BinaryActivation and act.binarizer in fused.KERNEL_KINDS
+        return (self.voter is None and self.binary_weights and self.binary_activations
+                and type(act) is BinaryActivation and act.binarizer in fused.KERNEL_KINDS
                 and not act._forward_hooks and not act._forward_pre_hooks)
 
     def forward(self, x):
         if self.fused_path_ok():
             return _FusedBinaryConv.apply(x, self.act.shift, self.latent_weight(), self.stride,
                                           self.padding, self.act.binarizer)
+        if not (self.binary_weights and self.binary_activations):
+            return self._partly_real_forward(x)
         a = self.act(x)
         w, alpha = self.binary_weight()
         if self.voter is None:
             return integer_conv(a, w, self.stride, self.padding) * alpha.view(1, -1, 1, 1)
         return self.voter(a, w, alpha, self.stride, self.padding)
+
+    def _partly_real_forward(self, x):
+        """Real weights and/or real activations: a plain convolution (no rounding, no alpha).
+
+        Step 1 of ReActNet's two-step recipe keeps real weights under binary
+        activations; a real-valued teacher has neither binarized (the RSign
+        shift is still applied so that the shapes of the parameters match).
+        """
+        if self.voter is not None:
+            raise RuntimeError("a voter needs binary weights and activations (set_binarization(model, True, True))")
+        if self.binary_activations:
+            a = self.act(x)
+        else:
+            a = x if self.act.shift is None else x + self.act.shift.view(1, -1, 1, 1)
+        w = self.binary_weight()[0] * self.binary_weight()[1].view(-1, 1, 1, 1) if self.binary_weights else self.latent_weight()
+        return F.conv2d(a, w, None, self.stride, self.padding)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -218,6 +240,13 @@ class RPReLU(nn.Module):
 
     def forward(self, x, residual=None):
         return _FusedRPReLU.apply(x, residual, self.shift_in, self.slope, self.shift_out)
+
+
+def set_binarization(model: nn.Module, weights: bool = True, activations: bool = True) -> nn.Module:
+    """Switch every binary convolution's weight and activation binarization on or off."""
+    for _, conv in binary_convs(model):
+        conv.binary_weights, conv.binary_activations = bool(weights), bool(activations)
+    return model
 
 
 def binary_convs(model: nn.Module) -> list[tuple[str, BinaryConv2d]]:

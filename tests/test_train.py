@@ -139,3 +139,14 @@ def test_lr_schedules():
     assert lr_factor(0, 100) == 1.0 and abs(lr_factor(100, 100)) < 1e-12
     assert abs(lr_factor(50, 100, schedule="linear") - 0.5) < 1e-12
     assert lr_factor(0, 100, warmup=10) == 0.1
+
+
+def test_two_step_and_distillation_recipe(tmp_path, data_root):
+    cfg = _cfg(tmp_path, data_root, width=4, train_per_class=10, test_per_class=5, epochs=2, batch_size=50,
+               two_step=True, distill=True, teacher_epochs=1)
+    model, run = train_baseline(cfg, "birealnet18")
+    variants = sorted(p.name.split("-")[3] for p in (tmp_path / "results" / "runs" / "01_baseline").iterdir())
+    assert variants == ["baseline", "step1", "teacher"]
+    assert run.params["init_run"] is not None and run.params["distill"] is True
+    assert all(c.binary_weights and c.binary_activations for _, c in __import__("mvlib.layers", fromlist=["x"]).binary_convs(model))
+    assert find_baseline(cfg, "birealnet18").run_id == run.run_id

@@ -11,6 +11,8 @@ from functools import partial
 
 import torch.nn as nn
 
+from ..layers import set_binarization
+
 from .norms import NORMS, variant_name  # re-exported: the norms and their run-record names
 from .reactneta import ReActNetA
 from .resnet18 import BinaryResNet18
@@ -30,7 +32,9 @@ def build_model(name: str, num_classes: int = 10, width: int | None = None, **op
     ``options`` go to the model constructor: ``norm`` (``bn``, ``none``,
     ``bnfree``; see :mod:`mvlib.models.norms`), ``alpha_res`` (bnfree residual
     factor, default 0.2), ``act_binarizer`` (estimator name, default per
-    model), ``voter`` (name or module, default ``None``).
+    model), ``voter`` (name or module, default ``None``), ``binary_weights`` /
+    ``binary_activations`` (default True; False gives step 1 of two-step
+    training, or with both False the real-valued teacher of the same shape).
     """
     try:
         ctor = MODELS[name]
@@ -40,7 +44,9 @@ def build_model(name: str, num_classes: int = 10, width: int | None = None, **op
         width = PAPER_WIDTHS[name]
     if not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be a positive int, got {width!r}")
+    bin_w, bin_a = options.pop("binary_weights", True), options.pop("binary_activations", True)
     model = ctor(num_classes=num_classes, width=width, **options)
+    set_binarization(model, bin_w, bin_a)
     model.arch_name = name
     return model
 

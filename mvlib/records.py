@@ -9,7 +9,8 @@ Layout::
     checkpoints/<step>/<run_id>/last.pt         outside git (ignored folder)
 
 ``run_id = <UTC time>-<model>-<variant>-<hash>``. A finished run of the same
-configuration (metrics and checkpoint present) is reused unless ``force``; an
+configuration (metrics and checkpoint present, or an evaluation-only record)
+is reused unless ``force``; an
 unfinished one is resumed from its checkpoint; otherwise a new folder is made.
 Nothing is ever overwritten: ``force`` makes a new folder. Every file is
 written atomically (temporary file + ``os.replace``).
@@ -171,8 +172,8 @@ def open_run(step: str, model: str, variant: str, params: dict[str, Any], result
     candidates = sorted(p for p in step_dir.glob(f"*-{h}*") if (p / "params.json").is_file()) if step_dir.is_dir() else []
     for path in reversed(candidates):  # newest first
         run = Run(step, path.name, path, ck_root / path.name, params)
-        if run.finished and run.checkpoint.is_file() and not force:
-            return run
+        if run.finished and not force and (run.checkpoint.is_file() or run.metrics.get("evaluation_only")):
+            return run  # reuse: a trained run with its checkpoint, or an evaluation-only record
         if not run.finished:
             return run  # resume an interrupted run
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())

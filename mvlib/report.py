@@ -68,6 +68,13 @@ def _uncertainty(row) -> float:
     return binomial_se(row["top1"], int(row["test_images"]))
 
 
+def main_step(variant: str) -> str:
+    """The notebook that owns a main-table variant (notebook 04 repeats some on a test subset)."""
+    if variant == "baseline":
+        return "01"
+    return "03" if variant.startswith("retrain") else "02"
+
+
 def main_table(results_dir="results", profile="cpu", extra_variants=("naive-alpha", "naive-matched", "naive+recal",
                                                                         "retrain-ste")) -> pd.DataFrame:
     """The deck's first table (6 rows) beside this project's rows, then our added rows."""
@@ -78,10 +85,11 @@ def main_table(results_dir="results", profile="cpu", extra_variants=("naive-alph
     deck = deck_numbers("main")
     rows = []
     for _, d in deck.iterrows():
-        rows.append(_row(d["model"], d["variant"], d["top1"], d["top5"], _pick(ours, d["model"], d["variant"], "cifar10")))
+        rows.append(_row(d["model"], d["variant"], d["top1"], d["top5"],
+                         _pick(ours, d["model"], d["variant"], "cifar10", main_step(d["variant"]))))
     for model in deck["model"].unique():
         for v in extra_variants:
-            r = _pick(ours, model, v, "cifar10")
+            r = _pick(ours, model, v, "cifar10", main_step(v))
             if r is not None:
                 rows.append(_row(model, v, None, None, r))
     return pd.DataFrame(rows)
@@ -104,7 +112,8 @@ def hmv_table(results_dir="results", profile="cpu") -> pd.DataFrame:
     runs = collect_runs(results_dir)
     if runs.empty:
         return pd.DataFrame()
-    ours = summarize_seeds(runs[(runs["profile"] == profile) & runs["variant"].str.startswith("hmv-")])
+    ours = summarize_seeds(runs[(runs["profile"] == profile) & runs["variant"].str.startswith("hmv-")
+                                & runs["step"].str.startswith("04")])
     if ours.empty:
         return ours
     parts = ours["variant"].str.extract(r"hmv-g(?P<G>[0-9x]+)-tie(?P<tie>[a-z]+)-(?P<mode>.+)")

@@ -15,7 +15,8 @@ def _fake_runs(results):
     for model, variant, top1 in [("reactnet18", "baseline", 60.0), ("reactnet18", "naive", 30.0),
                                  ("reactnet18", "retrain-approx", 58.0), ("birealnet18", "baseline", 55.0),
                                  ("reactnet18", "retrain-ste", 57.0), ("reactnet18", "hmv-g4-tiepos-naive", 25.0)]:
-        run = records.open_run("01_baseline", model, variant, {"profile": "ci", "seed": 0}, results)
+        step = {"baseline": "01_baseline", "retrain-approx": "03_mv_retraining", "retrain-ste": "03_mv_retraining"}.get(variant, "02_naive_majority_voter" if not variant.startswith("hmv") else "04_hierarchical_voter")
+        run = records.open_run(step, model, variant, {"profile": "ci", "seed": 0}, results)
         run.write_history([{"epoch": 1, "train_loss": 2.0, "test_top1": top1 - 5},
                            {"epoch": 2, "train_loss": 1.5, "test_top1": top1}])
         run.finish({"model": model, "variant": variant, "profile": "ci", "dataset": "cifar10", "top1": top1,

@@ -42,7 +42,7 @@ def _sign(x: torch.Tensor, quirks: bool) -> torch.Tensor:
     """+1 for x >= 0 else -1 (the project's sign); ``torch.sign`` under official quirks."""
     if quirks:
         return torch.sign(x)
-    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
 
 
 class LearnableBias(nn.Module):

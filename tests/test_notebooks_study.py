@@ -1,4 +1,4 @@
-"""Notebooks 02-04 under papermill with the ci profile (after notebook 01 in the same results folder)."""
+"""The study notebooks under papermill with the ci profile (after notebook 01 in the same results folder)."""
 import json
 
 import pytest
@@ -52,3 +52,20 @@ def test_notebooks_02_to_04_ci(ci_results, tmp_path):
     before = len(metrics(ci_results, "02_naive_majority_voter"))
     execute(NOTEBOOKS[0], ci_results, tmp_path)
     assert len(metrics(ci_results, "02_naive_majority_voter")) == before
+
+
+def test_notebooks_05_07_and_report_ci(ci_results, tmp_path):
+    """Kernels (incl. the trained-model agreement), hardware cost from the cache, then the report."""
+    import nbformat
+    for name in ("05_kernels", "07_hardware_cost", "99_report"):
+        execute(name, ci_results, tmp_path)
+    nb = nbformat.read(tmp_path / "05_kernels.ipynb", as_version=4)
+    text = "\n".join(o.get("text", "") if o.get("output_type") == "stream" else json.dumps(o.get("data", {}))
+                     for c in nb.cells for o in c.get("outputs", []))
+    assert "0 of 100 predictions differ" in text  # ci test subset: 100 images, bit kernels == float simulation
+    assert (ci_results / "hw" / "ci" / "deck_m512.csv").is_file()
+    report = nbformat.read(tmp_path / "99_report.ipynb", as_version=4)
+    shown = json.dumps([c.get("outputs", []) for c in report.cells])
+    assert "deck top1" in shown and "deck_m512" in shown and "reactnet18" in shown
+    if metrics(ci_results, "03_mv_retraining"):  # when notebooks 02-04 ran first in this session
+        assert "retrain-approx" in shown and "hmv-g4-tiepos" in shown

@@ -17,7 +17,8 @@ The kernels run on float32 CPU tensors in channels-last layout, where a
 tensor is a [rows, C] matrix with the per-channel parameters along the
 contiguous axis (:func:`as_rows`). Anything else (CUDA, other dtypes,
 NCHW, ``MVLIB_FUSED=0``, numba missing) takes the torch path, which is the
-reference definition the tests compare against.
+reference definition the tests compare against. The int8 forward convolution
+and the allocator setting are in :mod:`mvlib.cpu_fast`.
 """
 from __future__ import annotations
 
@@ -92,10 +93,6 @@ def _chan(v: torch.Tensor | None, c: int) -> np.ndarray:
     return v.detach().reshape(c).to(torch.float32).contiguous().numpy()
 
 
-def _finish_sums(part: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(part.sum(0)).to(like.dtype)
-
-
 if numba is not None:
     _jit = njit(parallel=True, cache=True, nogil=True)
 
@@ -132,25 +129,6 @@ if numba is not None:
                         v = g[r, j] * (one if abs(x[r, j] + b[j]) <= one else zero)
                         out[r, j] = v
                         acc[j] += v
-
-    @_jit
-    def _sign_rows_u8(x, b, out):
-        """out = 1 where x + b >= 0 else 0: the bit of sign(x + b), for the int8 convolution."""
-        rows, c = x.shape
-        for r in prange(rows):
-            for j in range(c):
-                out[r, j] = np.uint8(1) if x[r, j] + b[j] >= np.float32(0.0) else np.uint8(0)
-
-    @_jit
-    def _bits_to_sums_rows(t, border, alpha):
-        """t = rint(2 t - border[pixel]) * alpha in place: popcount-style sums back to s, scaled."""
-        rows, c = t.shape
-        pixels = border.shape[0]
-        two = np.float32(2.0)
-        for r in prange(rows):
-            p = r % pixels
-            for j in range(c):
-                t[r, j] = np.rint(two * t[r, j] - border[p, j]) * alpha[j]
 
     @_jit
     def _round_scale_rows(s, alpha):
@@ -193,25 +171,23 @@ if numba is not None:
 
     @_jit
     def _weight_sign(w, out):
-        """out = sign(w) (ties +1); w [O, I, kh, kw] in any layout, out in its own (channels-last)."""
-        o_n, i_n, kh, kw = w.shape
+        """out = sign(w) (ties +1); [O, I, kh*kw] views, each array in its own layout."""
+        o_n, i_n, k_n = w.shape
         one = np.float32(1.0)
         for o in prange(o_n):
             for i in range(i_n):
-                for y in range(kh):
-                    for x in range(kw):
-                        out[o, i, y, x] = one if w[o, i, y, x] >= np.float32(0.0) else -one
+                for k in range(k_n):
+                    out[o, i, k] = one if w[o, i, k] >= np.float32(0.0) else -one
 
     @_jit
-    def _weight_ste(g, w, out):
-        """out = g * (|w| <= 1), as WeightSTESign's backward; each array in its own layout."""
-        o_n, i_n, kh, kw = w.shape
+    def _weight_ste(g, w, scale, out):
+        """out = (g * scale[o]) * (|w| <= 1): WeightSTESign's backward; [O, I, kh*kw] views, any layout."""
+        o_n, i_n, k_n = w.shape
         one, zero = np.float32(1.0), np.float32(0.0)
         for o in prange(o_n):
             for i in range(i_n):
-                for y in range(kh):
-                    for x in range(kw):
-                        out[o, i, y, x] = g[o, i, y, x] * (one if abs(w[o, i, y, x]) <= one else zero)
+                for k in range(k_n):
+                    out[o, i, k] = (g[o, i, k] * scale[o]) * (one if abs(w[o, i, k]) <= one else zero)
 
 
 # ----------------------------------------------------------------------------
@@ -229,15 +205,19 @@ def shifted_sign(x: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
 
 
 def shifted_sign_backward(g: torch.Tensor, x: torch.Tensor, shift: torch.Tensor | None,
-                          name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(g * f'(x + shift), its sum per channel or None)``; ``f'`` the named surrogate derivative."""
+                          name: str, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(g * f'(x + shift), its sum per channel or None)``; ``f'`` the named surrogate derivative.
+
+    ``inplace=True`` lets the kernel write the result over ``g`` (a buffer the
+    caller owns): a 32 MiB activation gradient is not allocated afresh.
+    """
     if name in KERNEL_KINDS and _use_kernels(g, x):
-        out = _empty_rows_like(x)
+        out = g if inplace else _empty_rows_like(x)
         part = np.zeros((_CHUNKS, x.shape[1]), np.float64)
         with _launch():
             _sign_backward_rows(as_rows(g), as_rows(x), _chan(shift, x.shape[1]), KERNEL_KINDS[name],
                                 as_rows(out), part)
-        return out, (None if shift is None else _finish_sums(part, shift))
+        return out, (None if shift is None else torch.from_numpy(part.sum(0)).to(shift.dtype))
     z = x if shift is None else x + shift.view(1, -1, 1, 1)
     gx = g * surrogate_grad(name, z)
     return gx, (None if shift is None else gx.sum((0, 2, 3)))
@@ -247,103 +227,33 @@ def _cpu_f32(*ts: torch.Tensor) -> bool:
     return kernels_enabled() and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in ts)
 
 
+def _oik(t: torch.Tensor) -> np.ndarray | None:
+    """A 4-d weight (or its gradient) as a numpy [O, I, kh*kw] view in its own layout, else None."""
+    try:
+        return t.detach().view(t.shape[0], t.shape[1], -1).numpy()
+    except RuntimeError:  # a layout whose kernel dimensions do not merge
+        return None
+
+
 def weight_sign(w: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """``sign(w)`` (ties +1); in channels-last layout when ``channels_last`` (what oneDNN wants)."""
-    if _cpu_f32(w) and w.dim() == 4:
+    if _cpu_f32(w) and w.dim() == 4 and _oik(w) is not None:
         out = torch.empty_like(w, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         with _launch():
-            _weight_sign(w.detach().numpy(), out.numpy())
+            _weight_sign(_oik(w), _oik(out))
         return out
     out = sign_pm1(w)
     return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
 
-def weight_ste_grad(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``g * (|w| <= 1)`` in ``w``'s layout (so AccumulateGrad need not copy it)."""
-    if _cpu_f32(g, w) and w.dim() == 4 and all(st >= 0 for st in g.stride()):
+def weight_ste_grad(g: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``(g * scale[o]) * (|w| <= 1)`` in ``w``'s layout (so AccumulateGrad need not copy it)."""
+    if _cpu_f32(g, w, scale) and w.dim() == 4 and _oik(g) is not None:
         out = torch.empty_like(w)
         with _launch():
-            _weight_ste(g.numpy(), w.detach().numpy(), out.numpy())
+            _weight_ste(_oik(g), _oik(w), _chan(scale, w.shape[0]), _oik(out))
         return out
-    return g * (w.abs() <= 1).to(g.dtype)
-
-
-def _int8_conv_raw(x: torch.Tensor, shift: torch.Tensor | None, wb: torch.Tensor, alpha: torch.Tensor,
-                   stride: int, padding: int) -> torch.Tensor | None:
-    """``alpha * conv(sign(x + b), wb)`` through oneDNN's u8 x s8 convolution, or None if not applicable.
-
-    With bits ``u = (a + 1) / 2`` in {0, 1} and zero padding, ``t = conv(u, wb)``
-    is an int32 sum, and ``s = conv(a, wb) = 2 t - conv(1, wb)``, where
-    ``conv(1, wb)`` (an all-ones image, zero padded) is the sum of the
-    weights over each position's valid taps, so padded taps count for nothing,
-    as STUDY.md requires. Every quantity is an integer far
-    below 2^24, so ``s`` is exact -- the value the float convolution gives.
-    """
-    if not (_use_kernels(x) and _cpu_f32(wb, alpha)):
-        return None
-    n, c, h, w = x.shape
-    o = wb.shape[0]
-    u = torch.empty((n, c, h, w), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
-    with _launch():
-        _sign_rows_u8(as_rows(x), _chan(shift, c), u.permute(0, 2, 3, 1).view(-1, c).numpy())
-    wq = wb.detach().contiguous(memory_format=torch.channels_last).to(torch.int8)
-    ones_o, zeros_o = torch.ones(o), torch.zeros(o, dtype=torch.int64)
-    st, pad = [stride, stride], [padding, padding]
-    packed = torch.ops.onednn.qconv_prepack(wq, ones_o, 1.0, 0, st, pad, [1, 1], 1, None)
-    t = torch.ops.onednn.qconv2d_pointwise(u, 1.0, 0, packed, ones_o, zeros_o, None, st, pad, [1, 1], 1,
-                                           1.0, 0, torch.float32, "none", [], "")
-    # conv(1, wb) = conv of one all-ones channel with the weights summed over input
-    # channels (integer sums, exact): 1/C of the work of convolving a ones image.
-    wsum = wb.detach().sum(1, keepdim=True).contiguous()
-    border = torch.nn.functional.conv2d(torch.ones(1, 1, h, w), wsum, None, stride, padding)
-    rows = as_rows(t)
-    if rows is None:  # oneDNN chose another layout: finish with torch ops
-        return torch.round(2 * t - border).mul_(alpha.view(1, -1, 1, 1))
-    border_rows = border[0].permute(1, 2, 0).reshape(-1, o).contiguous().numpy()
-    with _launch():
-        _bits_to_sums_rows(rows, border_rows, _chan(alpha, o))
-    return t
-
-
-_INT8_STATE: dict[str, bool] = {}
-
-
-def int8_conv_enabled() -> bool:
-    """Whether the int8 forward convolution is used: oneDNN's op exists and passed an exactness probe.
-
-    The probe (once per process) compares it bit for bit with the float
-    convolution on odd channel counts, stride 1 and 2, zero padding at the
-    borders; any difference or error turns the int8 path off for good.
-    ``MVLIB_INT8_CONV=0`` turns it off too.
-    """
-    if os.environ.get("MVLIB_INT8_CONV", "1") == "0" or not kernels_enabled():
-        return False
-    if "ok" not in _INT8_STATE:
-        _INT8_STATE["ok"] = False
-        try:
-            g = torch.Generator().manual_seed(0)
-            for stride, (c, o, hw) in ((1, (5, 7, 7)), (2, (12, 8, 9)), (1, (64, 16, 4))):
-                x = torch.randn(3, c, hw, hw, generator=g).contiguous(memory_format=torch.channels_last)
-                b = torch.randn(c, generator=g) * 0.1
-                wb = sign_pm1(torch.randn(o, c, 3, 3, generator=g))
-                alpha = torch.rand(o, generator=g)
-                got = _int8_conv_raw(x, b, wb, alpha, stride, 1)
-                a = sign_pm1(x + b.view(1, -1, 1, 1))
-                want = torch.round(torch.nn.functional.conv2d(a, wb, None, stride, 1)) * alpha.view(1, -1, 1, 1)
-                if got is None or not torch.equal(got, want):
-                    return False
-            _INT8_STATE["ok"] = True
-        except Exception:  # op missing in this torch build, no VNNI kernel, ...
-            return False
-    return _INT8_STATE["ok"]
-
-
-def int8_binary_conv(x: torch.Tensor, shift: torch.Tensor | None, wb: torch.Tensor, alpha: torch.Tensor,
-                     stride: int, padding: int) -> torch.Tensor | None:
-    """Exact ``alpha * round(conv(sign(x + b), wb))`` by the int8 convolution, or None where it does not apply."""
-    if not int8_conv_enabled():
-        return None
-    return _int8_conv_raw(x, shift, wb, alpha, stride, padding)
+    return (g * scale.view(-1, 1, 1, 1)) * (w.abs() <= 1).to(g.dtype)
 
 
 def round_scale_(s: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import fused
+from . import cpu_fast, fused
 from .binarizers import WeightSTESign, get_binarizer, surrogate_grad
 from .voters import build_voter, integer_conv
 
@@ -83,7 +83,7 @@ class _FusedBinaryConv(torch.autograd.Function):
     ``round(s) * alpha`` is done in place, and ``x`` itself is saved (the
     surrogate's ``x + b`` is recomputed bit for bit in the backward). On CPU
     the forward convolution runs on the bits in int8 (exact, see
-    :func:`mvlib.fused.int8_binary_conv`); the backward stays float32.
+    :func:`mvlib.cpu_fast.int8_binary_conv`); the backward stays float32.
     """
 
     @staticmethod
@@ -94,7 +94,7 @@ class _FusedBinaryConv(torch.autograd.Function):
         wb = fused.weight_sign(w, cl)
         # Exact int8 convolution of the bits where available (CPU); sign(x + b) is then
         # recomputed in the backward instead of being stored.
-        y = fused.int8_binary_conv(x, shift, wb, alpha, stride, padding)
+        y = cpu_fast.int8_binary_conv(x, shift, wb, alpha, stride, padding)
         a = None
         if y is None:
             a = fused.shifted_sign(x, shift)
@@ -110,15 +110,22 @@ class _FusedBinaryConv(torch.autograd.Function):
         if a is None:
             a = fused.shifted_sign(x, shift)
         need_x, need_shift, need_w = ctx.needs_input_grad[:3]
-        gs = g * alpha.view(1, -1, 1, 1)  # round() passes the gradient unchanged
         st, pad = [ctx.stride] * 2, [ctx.padding] * 2
-        ga, gwb, _ = torch.ops.aten.convolution_backward(
-            gs, a, wb, None, st, pad, [1, 1], False, [0, 0], 1, [need_x or need_shift, need_w, False])
+
+        def conv_backward(weight, mask):
+            return torch.ops.aten.convolution_backward(g, a, weight, None, st, pad, [1, 1], False, [0, 0], 1, mask)
+
+        # The gradient of s is g * alpha (round() passes it unchanged). To the input,
+        # conv_T(g * alpha, wb) == conv_T(g, alpha * wb) bit for bit, as alpha * (+-1) is
+        # exact: folding alpha into the small weight saves a pass over the activation
+        # gradient. To the weight, alpha scales the sum afterwards (float reassociation).
         gx = gshift = gw = None
         if need_x or need_shift:
-            gx, gshift = fused.shifted_sign_backward(ga, x, shift, ctx.name)
+            ga = conv_backward(wb * alpha.view(-1, 1, 1, 1), [True, False, False])[0]
+            # ga is this function's own buffer: the surrogate gradient overwrites it.
+            gx, gshift = fused.shifted_sign_backward(ga, x, shift, ctx.name, inplace=True)
         if need_w:  # WeightSTESign's clipped STE
-            gw = fused.weight_ste_grad(gwb, w)
+            gw = fused.weight_ste_grad(conv_backward(wb, [False, True, False])[1], w, alpha)
         return gx, gshift, gw, None, None, None
 
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mvlib import fused
+from mvlib import cpu_fast, fused
 from mvlib.bench.reference_unfused import reference_from, reference_grads
 from mvlib.layers import BinaryConv2d, RPReLU
 from mvlib.models import build_model
@@ -41,8 +41,14 @@ def torch_path(monkeypatch):
     monkeypatch.setenv("MVLIB_FUSED", "0")
 
 
-def assert_sums_close(a, b):
-    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()) + 1e-7)
+def assert_sums_close(a, b, floor: float = 0.0):
+    """Equal up to float32 reassociation: a few ulps of the largest entry.
+
+    ``floor`` is an absolute tolerance from the whole model's gradient scale:
+    a BN bias feeding another BN gets an almost fully cancelling sum (~1e-6
+    of the other gradients), which no summation order computes better.
+    """
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=max(1e-5 * float(b.abs().max()), floor) + 1e-7)
 
 
 # ------------------------------------------------------------------ kernels vs torch
@@ -104,25 +110,26 @@ def test_weight_kernels_match_torch(monkeypatch):
     w = rand(6, 5, 3, 3, seed=11, scale=0.8, cl=False)
     w[0, 0, 0, 0], w[0, 0, 0, 1] = 0.0, 1.0  # tie -> +1; |w| == 1 passes the STE
     g = rand(6, 5, 3, 3, seed=12)  # channels-last, as oneDNN returns it
-    wb_k, gw_k = fused.weight_sign(w, True), fused.weight_ste_grad(g, w)
+    alpha = rand(6, seed=13).abs()
+    wb_k, gw_k = fused.weight_sign(w, True), fused.weight_ste_grad(g, w, alpha)
     assert wb_k.is_contiguous(memory_format=CL) and gw_k.is_contiguous()
     torch_path(monkeypatch)
     assert torch.equal(wb_k, fused.weight_sign(w, True))
-    assert torch.equal(gw_k, fused.weight_ste_grad(g, w))
-    assert wb_k[0, 0, 0, 0] == 1.0 and gw_k[0, 0, 0, 1] == g[0, 0, 0, 1]
+    assert torch.equal(gw_k, fused.weight_ste_grad(g, w, alpha))
+    assert wb_k[0, 0, 0, 0] == 1.0 and gw_k[0, 0, 0, 1] == g[0, 0, 0, 1] * alpha[0]
 
 
 @needs_kernels
 @pytest.mark.parametrize("stride, cin, cout, hw", [(1, 16, 16, 8), (2, 8, 16, 9), (1, 3, 5, 4), (2, 64, 32, 4)])
 def test_int8_convolution_is_exact(stride, cin, cout, hw):
-    if not fused.int8_conv_enabled():
+    if not cpu_fast.int8_conv_enabled():
         pytest.skip("oneDNN int8 convolution unavailable or failed its probe on this machine")
     x = rand(5, cin, hw, hw, seed=20)
     shift = rand(cin, seed=21, scale=0.2)
     x[0, :, 0, 0] = -shift  # ties at a border pixel
     wb = torch.where(rand(cout, cin, 3, 3, seed=22, cl=False) >= 0, 1.0, -1.0)
     alpha = rand(cout, seed=23).abs()
-    got = fused.int8_binary_conv(x, shift, wb, alpha, stride, 1)
+    got = cpu_fast.int8_binary_conv(x, shift, wb, alpha, stride, 1)
     a = torch.where(x + shift.view(1, -1, 1, 1) >= 0, 1.0, -1.0)
     s = F.conv2d(a, wb, None, stride, 1)
     assert torch.equal(s, s.round())  # the float convolution of +-1 is exact too
@@ -223,10 +230,10 @@ def test_model_equals_unfused_reference(name):
     F.cross_entropy(out_r, y).backward()
     pairs = reference_grads(model, ref)
     assert len(pairs) == len(list(model.parameters()))  # every parameter is compared
+    floor = 1e-5 * max(float(b.abs().max()) for _, _, b in pairs)
     for pname, a, b in pairs:
-        scale = float(b.abs().max()) + 1e-12
-        err = float((a - b).abs().max()) / scale
-        assert err < 1e-4, f"{pname}: relative gradient difference {err:.2e}"
+        err = float((a - b).abs().max())
+        assert err < max(1e-4 * float(b.abs().max()), floor), f"{pname}: gradient difference {err:.2e}"
 
 
 @pytest.mark.parametrize("name", ["xnornet18", "reactnet18"])
@@ -243,5 +250,6 @@ def test_model_fast_path_equals_plain_path(name, monkeypatch):
     plain_out = model(x)
     plain_out.square().sum().backward()
     torch.testing.assert_close(fast_out, plain_out, rtol=1e-5, atol=1e-5)
+    floor = 1e-5 * max(float(p.grad.abs().max()) for p in model.parameters())
     for n, p in model.named_parameters():
-        assert_sums_close(fast[n], p.grad)
+        assert_sums_close(fast[n], p.grad, floor)

@@ -23,8 +23,10 @@ setup: $(STAMP)
 study: $(STAMP)
 	$(PY) -m mvlib.pipeline --profile $(PROFILE)
 
+# Tests start several processes (papermill kernels, torchrun ranks): passive OpenMP waiting keeps
+# their idle threads from spinning against each other on 2 cores.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) -m mvlib.bench.train_throughput

@@ -9,7 +9,7 @@
   (inputs hidden) atomically: a failed run leaves ``<step>.failed.ipynb`` and
   never replaces the last good copy.
 * A finished step is recorded in ``<step>.done.json`` with the hash of its
-  notebook and parameters; a rerun skips it (unless ``--force``) and continues
+  notebook and resolved configuration; a rerun skips it (unless ``--force``) and continues
   from the step that failed. Training inside a notebook is itself resumable
   and reuses finished runs (see :mod:`mvlib.records`).
 * The report step also renders ``results/report.html`` (self-contained).
@@ -73,7 +73,8 @@ def run_step(step: str, profile: str, overrides: dict, out_dir: Path, force: boo
     if not src.is_file():
         raise FileNotFoundError(f"no notebook {src}")
     params = {"profile": profile, "progress": False, **overrides}
-    key = _hash(src, params)
+    # the resolved configuration (profile file included) decides whether a finished step is still current
+    key = _hash(src, load_profile(profile, {k: v for k, v in params.items() if k != "profile"}))
     done = out_dir / f"{step}.done.json"
     if done.is_file() and not force and json.loads(done.read_text()).get("hash") == key:
         log(f"[{step}] already done with these parameters: skipped")

@@ -89,6 +89,25 @@ def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _hooked_eval_passes(model: nn.Module, hooks, loader, batches: int) -> None:
+    """Forward ``batches`` batches in eval mode with ``hooks`` ((module, fn) pairs) attached.
+
+    The hooks are removed and the model's train/eval mode restored afterwards,
+    also when a pass raises.
+    """
+    was_training = model.training
+    handles = [m.register_forward_hook(fn) for m, fn in hooks]
+    try:
+        model.eval()
+        dev = _model_device(model)
+        for x in _batches(loader, batches):
+            model(x.to(dev))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
 @torch.no_grad()
 def calibrate_matched_scale(model: nn.Module, loader, batches: int = 4) -> dict[str, torch.Tensor]:
     """Set ``matched_scale`` of every voter with ``output_scale="matched"``; return the scales by layer name.
@@ -116,21 +135,13 @@ def calibrate_matched_scale(model: nn.Module, loader, batches: int = 4) -> dict[
             counts[name] = counts.get(name, 0) + out.shape[0] * out.shape[2] * out.shape[3]
         return fn
 
-    was_training = model.training
-    handles = [m.register_forward_hook(hook(n)) for n, m in convs]
     try:
         for _, m in binary_convs(model):
             m.voter = None
-        model.eval()
-        dev = _model_device(model)
-        for x in _batches(loader, batches):
-            model(x.to(dev))
+        _hooked_eval_passes(model, [(m, hook(n)) for n, m in convs], loader, batches)
     finally:
-        for h in handles:
-            h.remove()
         for n, m in binary_convs(model):
             m.voter = voters[n]
-        model.train(was_training)
     scales = {}
     for n, m in convs:
         scale = (sums[n] / counts[n]).float().to(m.weight.device)
@@ -211,17 +222,7 @@ def voter_disagreement(model: nn.Module, loader, fanins: int | Sequence[int], ti
                 st["exact_tie"] += exact_ties
         return fn
 
-    was_training = model.training
-    handles = [c.register_forward_hook(hook(n)) for n, c in chosen]
-    try:
-        model.eval()
-        dev = _model_device(model)
-        for x in _batches(loader, batches):
-            model(x.to(dev))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    _hooked_eval_passes(model, [(c, hook(n)) for n, c in chosen], loader, batches)
     rows = []
     for st in stats.values():
         n = st.pop("n")

@@ -11,6 +11,10 @@ HEADER_IMPORTS = """import mvlib
 from mvlib.config import notebook_config
 _names_before_parameters = set(globals())"""
 
+# the `parameters` cell every study notebook shares (papermill injects its overrides after it)
+PARAMS_CELL = ("params", """
+profile = "cpu"  # ci | cpu | paper; any configuration key may be set here too (see mvlib/config.py)""")
+
 
 def write(path: str, cells: list[tuple[str, str]]) -> None:
     nb = new_notebook()

@@ -1,5 +1,5 @@
 import sys; sys.path.insert(0, "tools")
-from nb import HEADER_IMPORTS, write
+from nb import HEADER_IMPORTS, PARAMS_CELL, write
 
 write("notebooks/01_baseline.ipynb", [
 ("md", """
@@ -21,8 +21,7 @@ import pandas as pd
 from mvlib.experiment import train_baseline
 from mvlib.plots import plot_histories
 from mvlib.deck import deck_numbers, binomial_se"""),
-("params", """
-profile = "cpu"  # ci | cpu | paper; any configuration key may be set here too (see mvlib/config.py)"""),
+PARAMS_CELL,
 ("code", """
 cfg = notebook_config(globals(), _names_before_parameters)
 {k: cfg[k] for k in ("profile", "models", "width", "train_per_class", "epochs", "batch_size", "lr", "two_step", "distill")}"""),

@@ -1,5 +1,5 @@
 import sys; sys.path.insert(0, "tools")
-from nb import HEADER_IMPORTS, write
+from nb import HEADER_IMPORTS, PARAMS_CELL, write
 
 write("notebooks/02_naive_majority_voter.ipynb", [
 ("md", """
@@ -25,8 +25,7 @@ from mvlib import records
 from mvlib.deck import binomial_se, deck_numbers
 from mvlib.experiment import find_baseline
 from mvlib.voter_study import layer_sensitivity, runs_table, substitute, voter_spec"""),
-("params", """
-profile = "cpu"  # ci | cpu | paper; any configuration key may be set here too (see mvlib/config.py)"""),
+PARAMS_CELL,
 ("code", """
 cfg = notebook_config(globals(), _names_before_parameters)
 STEP = "02_naive_majority_voter"

@@ -1,5 +1,5 @@
 import sys; sys.path.insert(0, "tools")
-from nb import HEADER_IMPORTS, write
+from nb import HEADER_IMPORTS, PARAMS_CELL, write
 
 write("notebooks/03_mv_retraining.ipynb", [
 ("md", """
@@ -23,8 +23,7 @@ from mvlib.deck import binomial_se
 from mvlib.experiment import find_baseline
 from mvlib.plots import plot_histories
 from mvlib.voter_study import deck_pattern, retrain, runs_table, substitute, voter_spec"""),
-("params", """
-profile = "cpu"  # ci | cpu | paper; any configuration key may be set here too (see mvlib/config.py)"""),
+PARAMS_CELL,
 ("code", """
 cfg = notebook_config(globals(), _names_before_parameters)
 STEP = "03_mv_retraining"

@@ -1,5 +1,5 @@
 import sys; sys.path.insert(0, "tools")
-from nb import HEADER_IMPORTS, write
+from nb import HEADER_IMPORTS, PARAMS_CELL, write
 
 write("notebooks/04_hierarchical_voter.ipynb", [
 ("md", """
@@ -28,8 +28,7 @@ import pandas as pd
 from mvlib import records
 from mvlib.experiment import find_baseline
 from mvlib.voter_study import disagreement_table, retrain, runs_table, substitute, voter_spec"""),
-("params", """
-profile = "cpu"  # ci | cpu | paper; any configuration key may be set here too (see mvlib/config.py)"""),
+PARAMS_CELL,
 ("code", """
 cfg = notebook_config(globals(), _names_before_parameters)
 STEP = "04_hierarchical_voter"

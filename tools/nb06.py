@@ -1,5 +1,5 @@
 import sys; sys.path.insert(0, "tools")
-from nb import HEADER_IMPORTS, write
+from nb import HEADER_IMPORTS, PARAMS_CELL, write
 
 write("notebooks/06_bn_free.ipynb", [
 ("md", """
@@ -36,8 +36,7 @@ import time
 import pandas as pd
 from mvlib import appendix
 from mvlib.models import relative_width, variant_name"""),
-("params", """
-profile = "cpu"  # ci | cpu | paper; any configuration key may be set here too (see mvlib/config.py)"""),
+PARAMS_CELL,
 ("code", """
 cfg = notebook_config(globals(), _names_before_parameters)
 settings = {}

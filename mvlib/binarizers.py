@@ -94,10 +94,14 @@ def get_binarizer(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         ) from None
 
 
-def surrogate_grad(name: str, x: torch.Tensor) -> torch.Tensor:
-    """Closed-form surrogate derivative of a named binarizer (for tests)."""
+def surrogate_grad(name: str, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """Closed-form surrogate derivative of a named binarizer at ``x`` (``inplace``: overwrite ``x``)."""
     if name == "ste":
+        if inplace:
+            return x.abs_().le_(1.0)  # le_ keeps x's float dtype: 1.0 / 0.0
         return (x.abs() <= 1).to(x.dtype)
     if name == "approxsign":
+        if inplace:
+            return x.abs_().mul_(-2.0).add_(2.0).clamp_(min=0.0)
         return torch.clamp(2.0 - 2.0 * x.abs(), min=0.0)
     raise ValueError(f"unknown binarizer {name!r}; choose one of {sorted(BINARIZERS)}")

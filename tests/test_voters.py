@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from mvlib.binarizers import surrogate_grad
-from mvlib.voters import (HierarchicalVoter, MajorityVoter, block_partial_sums, build_voter, hierarchical_vote,
-                          outer_tie_mask)
+from mvlib.binarizers import get_binarizer, surrogate_grad
+from mvlib.voters import (HierarchicalVoter, MajorityVoter, _channel_std, _grouped_conv, _VoteSign, block_partial_sums,
+                          build_voter, hierarchical_vote, outer_tie_mask)
 
 
 def rand_pm1(*shape, gen=None):
@@ -199,6 +199,31 @@ def test_hierarchical_voter_gradient_closed_form(est):
     inner = surrogate_grad(est, s / cm) / cm
     want = (outer * inner).repeat_interleave(cin // g, 1) * w[:, :, 0, 0]
     assert torch.allclose(a.grad[:, :, 0, 0], want)
+
+
+def test_channel_std_equals_torch_std():
+    s = torch.randint(-40, 41, (16, 5, 7, 3)).float()
+    want = s.transpose(0, 1).reshape(5, -1).std(1).view(1, 5, 1, 1)
+    assert torch.allclose(_channel_std(s), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cin,blocks", [(16, 4), (8, 2), (64, 4)])  # narrow blocks take the channels-last path
+def test_grouped_conv_layouts_agree(cin, blocks):
+    a, w = rand_pm1(3, cin, 9, 7), rand_pm1(cin * blocks, cin // blocks, 3, 3)
+    got = _grouped_conv(a, w, 2, 1, blocks)
+    assert got.is_contiguous() and torch.equal(got, torch.nn.functional.conv2d(a, w, None, 2, 1, 1, blocks))
+
+
+@pytest.mark.parametrize("est", ["approxsign", "ste"])
+def test_vote_sign_equals_unfused_binarizer(est):
+    """The fused sign node gives the values and gradients of ``binarizer(round(s) / c)``."""
+    s = (torch.randint(-30, 31, (64, 3)).float() + 1e-4 * torch.randn(64, 3)).requires_grad_()
+    c = torch.tensor([[1.0, 7.0, 30.0]])
+    g = torch.randn(64, 3)
+    (_VoteSign.apply(s, c, est) * g).sum().backward()
+    u = torch.round(s.detach()) / c
+    assert torch.equal(_VoteSign.apply(s.detach(), c, est), get_binarizer(est)(u))
+    assert torch.allclose(s.grad, surrogate_grad(est, u) / c * g)
 
 
 def test_batch_std_norm_uses_channel_std():

@@ -13,6 +13,12 @@ kernels, images/s and a per-layer time table. Results go to
 Timing: torch and Numba use the same number of threads; every figure is the
 best of ``reps`` calls after a warm-up call (the machine may be shared: the
 minimum is the least disturbed run); medians over the calls are recorded too.
+The calls of all the variants of a layer (and of the two networks) are
+interleaved, so a burst of foreign load cannot fall on one side of a ratio only.
+A roofline opens the run (:func:`peak_rates`): the micro-kernel's peak binary
+MAC/s on L1-resident data and torch's fp32 matmul peak, whose ratio bounds
+what any XOR-popcount kernel can show against a torch convolution that runs
+at its peak; every layer row carries each side's fraction of its peak.
 ``--clock process`` (with ``--threads 1``) measures the process's CPU time
 instead of wall time: on a machine shared with other jobs, wall time counts
 the time slices given to them, and multi-threaded wall times include waits
@@ -36,6 +42,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from numba import njit, prange
+
+from mvlib.bench.timing import best_and_median, interleaved_times
+
+from .bitops import TILE_P, TILE_V, xor_popcount_tile
 from .cpu_kernels import conv_hmv_cpu, conv_mv_cpu, conv_popcount_cpu, prepare_cpu_weights
 from .layout import pack_activations
 
@@ -91,17 +102,56 @@ def set_clock(name: str, threads: int) -> None:
 
 def timed(fn, reps: int) -> tuple[float, float]:
     """(best, median) seconds of ``reps`` calls after one warm-up call."""
-    fn()
-    ts = []
-    for _ in range(reps):
-        t0 = _clock()
-        fn()
-        ts.append(_clock() - t0)
-    return min(ts), statistics.median(ts)
+    return best_and_median(interleaved_times({"fn": fn}, reps, clock=_clock)["fn"])
+
+
+# --------------------------------------------------------------------------
+# Roofline: what each side can reach on this machine, measured in the same run
+# --------------------------------------------------------------------------
+PEAK_K = 128  # words per row in the peak loop: rows (4 KB) and panel (16 KB) stay in L1
+
+
+@njit(parallel=True, cache=True)
+def _peak_loop(A, W, C, iters, items):
+    """``items`` independent streams of ``iters`` micro-kernel calls on L1-resident data."""
+    for it in prange(items):
+        roff = np.zeros(TILE_P, np.int64)
+        for i in range(iters):
+            for p in range(TILE_P):  # alternate two copies so that no call is loop-invariant
+                roff[p] = ((i & 1) * TILE_P + p) * PEAK_K
+            xor_popcount_tile(A, roff, 1, 0, PEAK_K, W, (i & 1) * PEAK_K * TILE_V, C, it * TILE_P * TILE_V)
+
+
+def peak_rates(threads: int, reps: int = 3) -> dict:
+    """Peak binary MAC/s of the XOR-popcount micro-kernel and fp32 MAC/s of torch's matmul, and their ratio.
+
+    The micro-kernel runs on data resident in L1 (no memory traffic, no
+    epilogue): the most the convolution kernels can reach, set by the
+    instruction mix (XOR, VPOPCNTQ, add per 512 binary MACs). torch's
+    ``mm`` of two 2048x2048 fp32 matrices stands for the FMA peak its
+    convolutions approach. ``ceiling`` = their ratio: the speed-up over a
+    torch convolution running at its own peak that a kernel at its peak
+    would show.
+    """
+    rng = np.random.default_rng(0)
+    A = rng.integers(0, 2**63, 2 * TILE_P * PEAK_K, dtype=np.uint64)
+    W = rng.integers(0, 2**63, 2 * PEAK_K * TILE_V, dtype=np.uint64)
+    items, iters = 8 * threads, 2000
+    C = np.zeros(items * TILE_P * TILE_V, np.uint64)
+    macs = items * iters * TILE_P * TILE_V * PEAK_K * 64
+    bin_s, _ = timed(lambda: _peak_loop(A, W, C, iters, items), reps)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    mm_s, _ = timed(lambda: torch.mm(a, b), reps)
+    peak_bin, peak_fp32 = macs / bin_s, 2048 ** 3 / mm_s
+    return {"binary_tmacs": peak_bin / 1e12, "fp32_gmacs": peak_fp32 / 1e9, "ceiling": peak_bin / peak_fp32}
 
 
 def bench_layer(cin, cout, h, stride, batch, reps, seed=0) -> dict:
-    """One layer shape and batch: torch fp32 conv2d vs the three kernels, kernel only and with packing."""
+    """One layer shape and batch: torch fp32 conv2d vs the three kernels, kernel only and with packing.
+
+    All the variants' calls are interleaved (:func:`mvlib.bench.timing.interleaved_times`): every ratio
+    compares times taken in the same stretches of the run.
+    """
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, cin, h, h, generator=g)
     w = torch.randn(cout, cin, 3, 3, generator=g)
@@ -114,22 +164,23 @@ def bench_layer(cin, cout, h, stride, batch, reps, seed=0) -> dict:
     row = {"shape": f"{cin}->{cout}@{h}s{stride}", "cin": cin, "cout": cout, "size": h, "stride": stride,
            "batch": batch, "binary_macs": batch * ho * ho * cout * cin * 9}
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():  # NCHW (the stated baseline) and channels-last (what the converted network sees)
-        row["torch_s"], row["torch_median_s"] = timed(lambda: F.conv2d(x, w, None, stride, 1), reps)
-        row["torch_cl_s"], _ = timed(lambda: F.conv2d(x_cl, w, None, stride, 1), reps)
-    best_torch = min(row["torch_s"], row["torch_cl_s"])
-    row["pack_s"], _ = timed(lambda: pack_activations(xn, shift, pad=1), reps)
-    runs = {
-        "xnor": (lambda: conv_popcount_cpu(xb_pad, w1, stride, 1, in_pad=1),
-                 lambda: conv_popcount_cpu(pack_activations(xn, shift, pad=1), w1, stride, 1, in_pad=1)),
-        "mv": (lambda: conv_mv_cpu(xb_pad, w1, stride, 1, in_pad=1),
-               lambda: conv_mv_cpu(pack_activations(xn, shift, pad=1), w1, stride, 1, in_pad=1)),
-        "hmv": (lambda: conv_hmv_cpu(xb, w4, stride, 1, HMV_FANINS, "pos"),
-                lambda: conv_hmv_cpu(pack_activations(xn, shift), w4, stride, 1, HMV_FANINS, "pos")),
+    fns = {  # torch on NCHW (the stated baseline) and channels-last (what the converted network sees)
+        "torch": lambda: F.conv2d(x, w, None, stride, 1),
+        "torch_cl": lambda: F.conv2d(x_cl, w, None, stride, 1),
+        "pack": lambda: pack_activations(xn, shift, pad=1),
+        "xnor": lambda: conv_popcount_cpu(xb_pad, w1, stride, 1, in_pad=1),
+        "xnor_pack": lambda: conv_popcount_cpu(pack_activations(xn, shift, pad=1), w1, stride, 1, in_pad=1),
+        "mv": lambda: conv_mv_cpu(xb_pad, w1, stride, 1, in_pad=1),
+        "mv_pack": lambda: conv_mv_cpu(pack_activations(xn, shift, pad=1), w1, stride, 1, in_pad=1),
+        "hmv": lambda: conv_hmv_cpu(xb, w4, stride, 1, HMV_FANINS, "pos"),
+        "hmv_pack": lambda: conv_hmv_cpu(pack_activations(xn, shift), w4, stride, 1, HMV_FANINS, "pos"),
     }
-    for name, (kernel_only, with_pack) in runs.items():
-        row[f"{name}_s"], row[f"{name}_median_s"] = timed(kernel_only, reps)
-        row[f"{name}_pack_s"], _ = timed(with_pack, reps)
+    with torch.no_grad():
+        times = interleaved_times(fns, reps, clock=_clock)
+    for name, ts in times.items():
+        row[f"{name}_s"], row[f"{name}_median_s"] = best_and_median(ts)
+    best_torch = min(row["torch_s"], row["torch_cl_s"])
+    for name in KERNELS:
         row[f"{name}_ratio"] = row["torch_s"] / row[f"{name}_s"]
         row[f"{name}_pack_ratio"] = row["torch_s"] / row[f"{name}_pack_s"]
         row[f"{name}_ratio_best_torch"] = best_torch / row[f"{name}_s"]
@@ -184,24 +235,31 @@ def summarize(rows: list[dict]) -> dict:
     for batch in sorted({r["batch"] for r in rows}):
         sel = [r for r in rows if r["batch"] == batch]
         keys = [f"{k}_{m}" for k in KERNELS for m in ("ratio", "pack_ratio", "ratio_best_torch", "tmacs")]
-        keys.append("mv_vs_xnor")
+        keys += ["mv_vs_xnor"] + [k for k in ("torch_frac_peak", "xnor_frac_peak") if k in sel[0]]
         out[str(batch)] = {k: statistics.median(r[k] for r in sel) for k in keys}
     return out
 
 
-def _time_modules(model, x, modules, reps):
-    """Whole forward (best of reps) and, per module, its best time inside those forwards."""
-    per = {name: [] for name, _ in modules}
+def _time_models(models: dict, x, reps):
+    """Whole forwards of each model, interleaved: (best, median, {module: best time}) per model name.
+
+    ``models[name] = (model, [(module name, module), ...])``; each listed
+    module's time inside those forwards comes from forward hooks.
+    """
+    per = {key: {mname: [] for mname, _ in mods} for key, (_, mods) in models.items()}
     starts = {}
     handles = []
-    for name, mod in modules:
-        handles.append(mod.register_forward_pre_hook(lambda m, i, n=name: starts.__setitem__(n, _clock())))
-        handles.append(mod.register_forward_hook(lambda m, i, o, n=name: per[n].append(_clock() - starts[n])))
+    for key, (_, mods) in models.items():
+        for mname, mod in mods:
+            handles.append(mod.register_forward_pre_hook(lambda m, i, n=(key, mname): starts.__setitem__(n, _clock())))
+            handles.append(mod.register_forward_hook(
+                lambda m, i, o, k=key, n=mname: per[k][n].append(_clock() - starts[(k, n)])))
     with torch.no_grad():
-        best, median = timed(lambda: model(x), reps)
+        times = interleaved_times({key: (lambda m=model: m(x)) for key, (model, _) in models.items()}, reps,
+                                  clock=_clock)
     for h in handles:
         h.remove()
-    return best, median, {n: min(ts) for n, ts in per.items()}
+    return {key: (*best_and_median(times[key]), {n: min(ts) for n, ts in per[key].items()}) for key in models}
 
 
 def run_network_bench(width=64, batch=128, reps=3, model_name="reactnet18", voter=None, seed=0, log=print) -> dict:
@@ -224,8 +282,8 @@ def run_network_bench(width=64, batch=128, reps=3, model_name="reactnet18", vote
     x = torch.randn(batch, 3, 32, 32)
     with torch.no_grad():
         same = torch.equal(model(x), bit_model(x))
-    f_best, f_med, f_layers = _time_modules(model, x, binary_convs(model), reps)
-    b_best, b_med, b_layers = _time_modules(bit_model, x, bit_convs(bit_model), reps)
+    timing = _time_models({"float": (model, binary_convs(model)), "bit": (bit_model, bit_convs(bit_model))}, x, reps)
+    (f_best, f_med, f_layers), (b_best, b_med, b_layers) = timing["float"], timing["bit"]
     layers = [{"layer": n, "float_ms": f_layers[n] * 1e3, "bit_ms": b_layers[n] * 1e3,
                "ratio": f_layers[n] / b_layers[n]} for n in f_layers]
     f_conv, b_conv = sum(r["float_ms"] for r in layers), sum(r["bit_ms"] for r in layers)
@@ -242,8 +300,8 @@ def run_network_bench(width=64, batch=128, reps=3, model_name="reactnet18", vote
     return res
 
 
-def plot_layers(rows: list[dict], path, title: str = "") -> None:
-    """Speed-up over torch fp32 conv2d per layer shape, one panel per batch."""
+def plot_layers(rows: list[dict], path, title: str = "", ceiling: float | None = None) -> None:
+    """Speed-up over torch fp32 conv2d per layer shape, one panel per batch (``ceiling``: the peak ratio, dotted)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -260,6 +318,8 @@ def plot_layers(rows: list[dict], path, title: str = "") -> None:
             ax.bar(xs + (i - 1.5) * 0.2, [r[key] for r in sel], 0.2, label=label)
         for goal in (10, 20):
             ax.axhline(goal, color="gray", lw=0.8, ls="--")
+        if ceiling:
+            ax.axhline(ceiling, color="black", lw=1.0, ls=":", label="peak / peak")
         ax.set_xticks(xs, [r["shape"] for r in sel], rotation=45, ha="right", fontsize=8)
         ax.set_title(f"batch {batch}")
         ax.set_ylabel("speed-up over torch fp32 conv2d")
@@ -282,7 +342,8 @@ def save_results(result: dict, out_dir, slug: str) -> dict:
         writer.writeheader()
         writer.writerows(rows)
     m = result["machine"]
-    plot_layers(rows, paths["png"], f"{m['cpu']}, {m['threads']} threads, {m['clock']} time, best of {result['reps']}")
+    plot_layers(rows, paths["png"], f"{m['cpu']}, {m['threads']} threads, {m['clock']} time, best of {result['reps']}",
+                result.get("peak", {}).get("ceiling"))
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -295,12 +356,21 @@ def run(batches=(1, 16, 128), reps=5, threads=0, network=True, net_width=64, net
     info["clock"] = clock
     log(f"{info['cpu']} | {threads} threads | {clock} clock | torch {info['torch']} | numba {info['numba']} | "
         f"load average {info['loadavg_start']}")
+    peak = peak_rates(threads)
+    log(f"peaks: XOR-popcount micro-kernel {peak['binary_tmacs']:.2f} T binary MAC/s (L1-resident), torch fp32 "
+        f"matmul {peak['fp32_gmacs']:.0f} GMAC/s: a kernel at its peak is {peak['ceiling']:.1f}x a torch "
+        f"convolution at its peak")
     rows = run_layer_bench(batches, reps, log=log)
-    result = {"machine": info, "reps": reps, "layers": rows, "summary": summarize(rows)}
+    for r in rows:  # how close each side runs to its own peak
+        r["torch_frac_peak"] = r["torch_gmacs"] / peak["fp32_gmacs"]
+        for k in KERNELS:
+            r[f"{k}_frac_peak"] = r[f"{k}_tmacs"] / peak["binary_tmacs"]
+    result = {"machine": info, "reps": reps, "peak": peak, "layers": rows, "summary": summarize(rows)}
     for batch, s in result["summary"].items():
         log(f"median over shapes, batch {batch}: XNOR {s['xnor_ratio']:.1f}x (incl. packing "
             f"{s['xnor_pack_ratio']:.1f}x; vs the faster torch layout {s['xnor_ratio_best_torch']:.1f}x), "
-            f"MV {s['mv_ratio']:.1f}x, HMV {s['hmv_ratio']:.1f}x, MV vs XNOR {s['mv_vs_xnor']:.2f}x")
+            f"MV {s['mv_ratio']:.1f}x, HMV {s['hmv_ratio']:.1f}x, MV vs XNOR {s['mv_vs_xnor']:.2f}x; "
+            f"fraction of peak: torch {s['torch_frac_peak']:.2f}, XNOR {s['xnor_frac_peak']:.2f}")
     if network:
         result["network"] = run_network_bench(net_width, net_batch, net_reps, log=log)
     result["machine"]["loadavg_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None

@@ -283,6 +283,55 @@ def sign_word_f32(typingctx, x, x_off, shift, s_off):
     return sig, codegen
 
 
+@intrinsic
+def sign_bits16_f32(typingctx, x, x_off, sh):
+    """16 sign bits from 16 contiguous float32 and one shift: bit ``i`` = ``x[x_off+i] + sh >= 0`` (uint64).
+
+    One 16-lane ``fadd`` + ordered ``fcmp oge`` (NaN -> 0, as torch's
+    ``z >= 0``): a channel plane of the NCHW packer, 16 pixels at a time.
+    """
+    f32_1d = types.Array(types.float32, 1, "C")
+    if not (x == f32_1d and isinstance(sh, types.Float)):
+        return None
+    sig = types.uint64(x, _I64, types.float32)
+
+    def codegen(context, builder, sig, args):
+        px = builder.gep(_data_ptr(context, builder, sig.args[0], args[0]), [args[1]])
+        xv = builder.load(builder.bitcast(px, _F32x16.as_pointer()), align=4)
+        shv = builder.shuffle_vector(
+            builder.insert_element(ir.Constant(_F32x16, ir.Undefined), args[2], ir.Constant(ir.IntType(32), 0)),
+            ir.Constant(_F32x16, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16))
+        ge = builder.fcmp_ordered(">=", builder.fadd(xv, shv), ir.Constant(_F32x16, [0.0] * 16))
+        return builder.zext(builder.bitcast(ge, ir.IntType(16)), _I64_IR)
+
+    return sig, codegen
+
+
+@njit(inline="always", cache=True)
+def transpose64(m):
+    """In place: the 64x64 bit matrix ``m`` (bit ``c`` of word ``r`` = entry (r, c)) becomes its transpose.
+
+    Six rounds of block swaps (32, 16, ..., 1 bits), each exchanging the
+    upper-right and lower-left blocks of every 2j x 2j diagonal block: 6 x 32
+    word pairs instead of 4096 single-bit moves.
+    """
+    j = 32
+    mask = np.uint64(0x00000000FFFFFFFF)
+    while j != 0:
+        sj = np.uint64(j)
+        k = 0
+        while k < 64:
+            for r in range(k, k + j):
+                t = ((m[r] >> sj) ^ m[r + j]) & mask
+                m[r] ^= t << sj
+                m[r + j] ^= t
+            k += 2 * j
+        j >>= 1
+        if j:
+            mask ^= mask << np.uint64(j)
+    return m
+
+
 # --------------------------------------------------------------------------
 # Bit fields inside rows of words (LSB-first: bit i of a row is bit i % 64 of word i // 64)
 # --------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from .bitops import (TILE_P, TILE_V, get_bits, or_bits, tree_vote_masks, vote_pl
 from .layout import n_words
 
 MODE_POPCOUNT, MODE_MV, MODE_HMV = 0, 1, 2
-MAX_CHUNK = 64  # pixels per parallel work item: the weight panel is reused over 16 tiles
+MAX_CHUNK = 64  # pixels per chunk: each weight slice is reused over 16 pixel tiles
 
 
 class CpuWeights:
@@ -166,7 +166,7 @@ def _im2col_row(A, row, xflat, b, ho, wo, H, W, NW, c, G, Kg, kh, kw, stride, pa
 
 @njit(parallel=True, cache=True)
 def _conv_kernel(xflat, B, H, W, NW, in_pad, panel, base, pix_u, C, Co, G, kh, kw, stride, pad, Ho, Wo,
-                 chunk, mode, fanins, tie, wide, out16, out32, out_b):
+                 chunk, n_items, mode, fanins, tie, wide, out16, out32, out_b):
     T = kh * kw
     c = C // G
     Kg = (T * c + 63) // 64
@@ -176,15 +176,17 @@ def _conv_kernel(xflat, B, H, W, NW, in_pad, panel, base, pix_u, C, Co, G, kh, k
     M = B * Ho * Wo
     HoWo = Ho * Wo
     n_chunks = (M + chunk - 1) // chunk
+    per_item = (n_chunks + n_items - 1) // n_items
     # direct: the input carries its zero border, taps are read in place (kh segments of kw*NW words)
     direct = in_pad == pad and G == 1 and C % 64 == 0
     Hp = H + 2 * in_pad
     Wp = W + 2 * in_pad
     l16 = out16.ravel()
     l32 = out32.ravel()
-    for ch in prange(n_chunks):
-        m0 = ch * chunk
-        rows = min(chunk, M - m0)
+    src_nseg = kh if direct else 1
+    sstride = Wp * NW if direct else 0
+    slen = kw * NW if direct else Kg
+    for item in prange(n_items):  # one work item per thread: its buffers are allocated once
         A = np.zeros(1 if direct else chunk * K, np.uint64)  # im2col rows; rows past M stay 0
         pix_off = np.zeros(chunk, np.int64)  # where each row starts (padded input or A)
         urow = np.zeros(chunk, np.int64)     # border pattern of each row (row index into base)
@@ -193,72 +195,75 @@ def _conv_kernel(xflat, B, H, W, NW, in_pad, panel, base, pix_u, C, Co, G, kh, k
         D = np.empty(TILE_P * TILE_V, np.uint64)
         V = np.empty(G, np.uint64)
         planes = np.empty(8, np.uint64)
-        # pixel counters instead of divisions per row
-        b = m0 // HoWo
-        ho = (m0 - b * HoWo) // Wo
-        wo = m0 - b * HoWo - ho * Wo
-        for i in range(rows):
-            urow[i] = pix_u[ho * Wo + wo]
-            if direct:
-                pix_off[i] = ((b * Hp + ho * stride) * Wp + wo * stride) * NW
-            else:
-                pix_off[i] = i * K
-                _im2col_row(A, i * K, xflat, b, ho, wo, H, W, NW, c, G, Kg, kh, kw, stride, pad)
-            wo += 1
-            if wo == Wo:
-                wo = 0
-                ho += 1
-                if ho == Ho:
-                    ho = 0
-                    b += 1
         src = xflat if direct else A
-        nseg = kh if direct else 1
-        sstride = Wp * NW if direct else 0
-        slen = kw * NW if direct else Kg
-        # ---- tiles: 4 pixels x 16 output channels
-        for i0 in range(0, rows, TILE_P):
-            np_ = min(TILE_P, rows - i0)
-            for p in range(TILE_P):
-                roff[p] = pix_off[i0 + p] if p < np_ else pix_off[i0]  # ragged tile: repeat a valid row
+        for ch in range(item * per_item, min(n_chunks, (item + 1) * per_item)):
+            m0 = ch * chunk
+            rows = min(chunk, M - m0)
+            if not direct:
+                A[:] = 0
+            # pixel counters instead of divisions per row
+            b = m0 // HoWo
+            ho = (m0 - b * HoWo) // Wo
+            wo = m0 - b * HoWo - ho * Wo
+            for i in range(rows):
+                urow[i] = pix_u[ho * Wo + wo]
+                if direct:
+                    pix_off[i] = ((b * Hp + ho * stride) * Wp + wo * stride) * NW
+                else:
+                    pix_off[i] = i * K
+                    _im2col_row(A, i * K, xflat, b, ho, wo, H, W, NW, c, G, Kg, kh, kw, stride, pad)
+                wo += 1
+                if wo == Wo:
+                    wo = 0
+                    ho += 1
+                    if ho == Ho:
+                        ho = 0
+                        b += 1
+            # ---- tiles of 4 pixels x 16 output channels; output channels outer: one weight slice
+            # (K x 16 words) stays in L1 while every pixel tile of the chunk meets it
             for ot in range(n_ot):
                 o0 = ot * TILE_V
                 nl = min(TILE_V, Co - o0)
                 w_off = ot * K * TILE_V
-                if mode == 0:
-                    for p in range(TILE_P):
-                        toff[p] = urow[i0 + p] * co_pad + o0 if p < np_ else 0
-                    if np_ == TILE_P and nl == TILE_V:
-                        if wide:
-                            xor_popcount_tile_s(src, roff, nseg, sstride, slen, panel, w_off, base, toff,
-                                                l32, (m0 + i0) * Co + o0, Co)
-                        else:
-                            xor_popcount_tile_s(src, roff, nseg, sstride, slen, panel, w_off, base, toff,
-                                                l16, (m0 + i0) * Co + o0, Co)
-                    else:  # ragged edge of the output: raw counts, scalar epilogue
-                        xor_popcount_tile(src, roff, nseg, sstride, slen, panel, w_off, D, 0)
-                        for p in range(np_):
-                            for l in range(nl):
-                                v = base[toff[p] + l] - 2 * np.int64(D[p * TILE_V + l])
-                                if wide:
-                                    out32[m0 + i0 + p, o0 + l] = v
-                                else:
-                                    out16[m0 + i0 + p, o0 + l] = v
-                    continue
-                for p in range(TILE_P):
-                    toff[p] = urow[i0 + p] * G * co_pad + o0 if p < np_ else 0
-                if mode == 1:
-                    V[0] = xor_popcount_tile_mv(src, roff, nseg, sstride, slen, panel, w_off, base, toff)
-                else:  # one segment per block: its stream of Kg words, its thresholds co_pad further on
-                    xor_popcount_tile_hmv(src, roff, G, Kg, Kg, panel, w_off, base, toff, co_pad, V)
-                votes = V[0] if mode == 1 else tree_vote_masks(V, G, fanins, tie, planes)
                 lane_mask = (np.uint64(1) << np.uint64(nl)) - np.uint64(1)
-                for p in range(np_):
-                    bits = (votes >> np.uint64(p * TILE_V)) & lane_mask
-                    out_b[m0 + i0 + p, o0 >> 6] |= bits << np.uint64(o0 & 63)
+                for i0 in range(0, rows, TILE_P):
+                    np_ = min(TILE_P, rows - i0)
+                    for p in range(TILE_P):
+                        roff[p] = pix_off[i0 + p] if p < np_ else pix_off[i0]  # ragged tile: repeat a valid row
+                    if mode == 0:
+                        for p in range(TILE_P):
+                            toff[p] = urow[i0 + p] * co_pad + o0 if p < np_ else 0
+                        if np_ == TILE_P and nl == TILE_V:
+                            if wide:
+                                xor_popcount_tile_s(src, roff, src_nseg, sstride, slen, panel, w_off, base, toff,
+                                                    l32, (m0 + i0) * Co + o0, Co)
+                            else:
+                                xor_popcount_tile_s(src, roff, src_nseg, sstride, slen, panel, w_off, base, toff,
+                                                    l16, (m0 + i0) * Co + o0, Co)
+                        else:  # ragged edge of the output: raw counts, scalar epilogue
+                            xor_popcount_tile(src, roff, src_nseg, sstride, slen, panel, w_off, D, 0)
+                            for p in range(np_):
+                                for l in range(nl):
+                                    v = base[toff[p] + l] - 2 * np.int64(D[p * TILE_V + l])
+                                    if wide:
+                                        out32[m0 + i0 + p, o0 + l] = v
+                                    else:
+                                        out16[m0 + i0 + p, o0 + l] = v
+                        continue
+                    for p in range(TILE_P):
+                        toff[p] = urow[i0 + p] * G * co_pad + o0 if p < np_ else 0
+                    if mode == 1:
+                        V[0] = xor_popcount_tile_mv(src, roff, src_nseg, sstride, slen, panel, w_off, base, toff)
+                    else:  # one segment per block: its stream of Kg words, its thresholds co_pad further on
+                        xor_popcount_tile_hmv(src, roff, G, Kg, Kg, panel, w_off, base, toff, co_pad, V)
+                    votes = V[0] if mode == 1 else tree_vote_masks(V, G, fanins, tie, planes)
+                    for p in range(np_):
+                        bits = (votes >> np.uint64(p * TILE_V)) & lane_mask
+                        out_b[m0 + i0 + p, o0 >> 6] |= bits << np.uint64(o0 & 63)
 
 
 def _chunk_size(m: int) -> int:
-    """Pixels per work item: up to MAX_CHUNK, but at least ~4 items per thread."""
+    """Pixels per chunk: up to MAX_CHUNK, but at least ~4 chunks per thread."""
     per = -(-m // (4 * numba.get_num_threads()))
     return int(min(MAX_CHUNK, max(TILE_P, -(-per // TILE_P) * TILE_P)))
 
@@ -316,7 +321,8 @@ def _run(xb, wts: CpuWeights, stride, padding, mode, fanins=None, tie=0, in_pad=
     fan = np.ones(1, np.int64) if fanins is None else fanins
     base, pix_u = wts.border_table(H, W, stride, padding)
     _conv_kernel(xb.ravel(), B, H, W, NW, in_pad, wts.panel, base, pix_u, wts.ci, wts.co, wts.blocks,
-                 wts.kh, wts.kw, int(stride), int(padding), ho, wo, _chunk_size(m), mode, fan, int(tie),
+                 wts.kh, wts.kw, int(stride), int(padding), ho, wo, _chunk_size(m), numba.get_num_threads(), mode,
+                 fan, int(tie),
                  wide, out16, out32, out_b)
     if mode == MODE_POPCOUNT:
         return (out32 if wide else out16).reshape(B, ho, wo, wts.co)

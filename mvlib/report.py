@@ -95,6 +95,26 @@ def main_table(results_dir="results", profile="cpu", extra_variants=("naive-alph
     return pd.DataFrame(rows)
 
 
+def pattern_inputs(main: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """From :func:`main_table`: per model, our top-1 of ``baseline``, ``naive``, ``retrain-approx`` (complete models only).
+
+    The input of :func:`mvlib.voter_study.deck_pattern`.
+    """
+    if main.empty:
+        return {}
+    ours = {m: {v: r["ours top1"] for v, r in g.set_index("variant").iterrows()} for m, g in main.groupby("model")}
+    return {m: d for m, d in ours.items() if all(pd.notna(d.get(v)) for v in ("baseline", "naive", "retrain-approx"))}
+
+
+def step_seconds(results_dir="results", profile="cpu") -> dict[str, float]:
+    """Wall seconds of each executed notebook of a profile (``results/notebooks/<profile>/*.done.json``)."""
+    out = {}
+    for f in sorted((Path(results_dir) / "notebooks" / profile).glob("*.done.json")):
+        rec = json.loads(f.read_text())
+        out[rec["step"]] = float(rec["seconds"])
+    return out
+
+
 def _row(model, variant, deck1, deck5, r) -> dict:
     row = {"model": model, "variant": variant, "deck top1": deck1, "ours top1": None, "± (s.e. or std)": None,
            "Δ top1": None, "deck top5": deck5, "ours top5": None, "seeds": None, "runs of config": None, "run": None}

@@ -71,6 +71,27 @@ def test_layout_bit_order_and_packing():
     assert torch.equal(unpack(pack(x.contiguous(memory_format=torch.channels_last), sh), 70), a)
 
 
+@pytest.mark.parametrize("c,h,w", [(70, 9, 11), (128, 4, 4), (64, 32, 32), (3, 1, 17), (130, 8, 8)])
+def test_nchw_packer_blocks_and_tails(c, h, w):
+    """The NCHW packer works 64 pixels at a time (16-lane compares + a bit transpose): tails and ties included."""
+    g = torch.Generator().manual_seed(c * h * w)
+    x = torch.randint(-3, 4, (3, c, h, w), generator=g).float()  # many exact zeros: x + 0 >= 0 -> bit 1
+    sh = torch.where(torch.rand(c, generator=g) < 0.5, 0.0, 0.5)
+    ref = pack_reference(torch.where(x + sh.view(1, -1, 1, 1) >= 0, 1.0, -1.0).numpy())
+    assert np.array_equal(pack_activations(x.numpy(), sh.numpy()), ref)
+    assert np.array_equal(pack_activations(x.numpy(), sh.numpy(), pad=1)[:, 1:-1, 1:-1], ref)
+
+
+def test_transpose64_against_numpy():
+    from cuda_numba.bitops import transpose64
+    from numba import njit
+
+    m = np.random.default_rng(0).integers(0, 2**63, 64, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    bits = (m[:, None] >> np.arange(64, dtype=np.uint64)[None, :]) & np.uint64(1)  # [row, col]
+    t = njit(lambda a: transpose64(a))(m.copy())
+    assert np.array_equal((t[:, None] >> np.arange(64, dtype=np.uint64)[None, :]) & np.uint64(1), bits.T)
+
+
 def test_llvm_popcount_intrinsic():
     from numba import njit
 

@@ -55,8 +55,7 @@ if not main.empty:
     plt.show()"""),
 ("code", """
 from mvlib.voter_study import deck_pattern
-ours = {m: {v: r["ours top1"] for v, r in g.set_index("variant").iterrows()} for m, g in main.groupby("model")} if not main.empty else {}
-ours = {m: d for m, d in ours.items() if all(pd.notna(d.get(v)) for v in ("baseline", "naive", "retrain-approx"))}
+ours = report.pattern_inputs(main)
 if ours:
     pattern, lines = deck_pattern(ours)
     display(pattern)

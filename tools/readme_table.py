@@ -1,12 +1,64 @@
-"""Print the report's main table (cpu profile) as Markdown for the README: python tools/readme_table.py"""
+"""Regenerate the README's generated blocks from the results: ``python tools/readme_table.py [profile]``.
+
+Each block sits between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->`` and is replaced
+whole (the README is rewritten atomically; text outside the blocks is kept):
+
+* ``results`` - the report's main table (:func:`mvlib.report.main_table`),
+* ``pattern`` - the deck-pattern sentences (:func:`mvlib.voter_study.deck_pattern`),
+* ``timings`` - wall seconds per executed notebook (``results/notebooks/<profile>/*.done.json``).
+
+Every number comes from a run record or a pipeline record: nothing is typed in.
+"""
+import re
 import sys
+from pathlib import Path
 
-from mvlib import report
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-profile = sys.argv[1] if len(sys.argv) > 1 else "cpu"
-t = report.main_table("results", profile).drop(columns=["run", "seeds", "runs of config"])
-cols = list(t.columns)
-print("| " + " | ".join(cols) + " |")
-print("| " + " | ".join("---" for _ in cols) + " |")
-for _, r in t.iterrows():
-    print("| " + " | ".join("" if v is None or v != v else (f"{v:.2f}" if isinstance(v, float) else str(v)) for v in r) + " |")
+from mvlib import report  # noqa: E402
+from mvlib.records import write_atomic  # noqa: E402
+from mvlib.voter_study import deck_pattern  # noqa: E402
+
+STEP_NAMES = {"01": "baselines", "02": "naive voter", "03": "retraining", "04": "hierarchical voter",
+              "05": "kernels", "06": "BN-Free appendix", "07": "hardware cost", "99": "report"}
+
+
+def results_block(main) -> str:
+    t = main.drop(columns=["run", "seeds", "runs of config"])
+    cols = list(t.columns)
+    lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
+    for _, r in t.iterrows():
+        lines.append("| " + " | ".join("" if v is None or v != v else (f"{v:.2f}" if isinstance(v, float) else str(v))
+                                       for v in r) + " |")
+    return "\n".join(lines)
+
+
+def timings_block(seconds: dict[str, float]) -> str:
+    def total(prefixes):
+        return sum(s for k, s in seconds.items() if k[:2] in prefixes)
+
+    per = ", ".join(f"{k[:2]} {STEP_NAMES.get(k[:2], k)} {s:.0f} s" for k, s in seconds.items())
+    return (f"Wall time per notebook: {per}. Notebooks 01–04: **{total({'01', '02', '03', '04'}) / 60:.1f} min**; "
+            f"the whole study: {sum(seconds.values()) / 60:.1f} min (environment setup not counted).")
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    pat = re.compile(rf"(<!-- generated:{name} -->\n).*?(<!-- /generated:{name} -->)", re.S)
+    if not pat.search(text):
+        raise SystemExit(f"README.md has no <!-- generated:{name} --> block")
+    return pat.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), text)
+
+
+def main(profile: str = "cpu", readme: Path = Path("README.md")) -> None:
+    main_t = report.main_table("results", profile)
+    _, sentences = deck_pattern(report.pattern_inputs(main_t))
+    text = readme.read_text()
+    text = replace_block(text, "results", results_block(main_t))
+    text = replace_block(text, "pattern", "\n".join(f"- {s}" for s in sentences))
+    text = replace_block(text, "timings", timings_block(report.step_seconds("results", profile)))
+    write_atomic(readme, text)
+    print(f"updated {readme} from the {profile} results")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "cpu")

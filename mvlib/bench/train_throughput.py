@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import statistics
-import time
 
 import torch
 import torch.nn as nn
@@ -46,6 +45,7 @@ import torch.nn.functional as F
 from ..cpu_fast import tune_cpu_allocator
 from ..models import build_model
 from .reference_unfused import reference_from
+from .timing import interleaved_times
 
 
 def _sync(device: torch.device) -> None:
@@ -70,19 +70,7 @@ def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 1e
 
 def time_variants(steps_by_name: dict, device: torch.device, steps: int, warmup: int) -> dict[str, list[float]]:
     """Seconds per step of each variant, warm-up excluded, timed steps interleaved."""
-    for step in steps_by_name.values():
-        for _ in range(warmup):
-            step()
-        _sync(device)
-    times = {name: [] for name in steps_by_name}
-    for _ in range(steps):
-        for name, step in steps_by_name.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            step()
-            _sync(device)
-            times[name].append(time.perf_counter() - t0)
-    return times
+    return interleaved_times(steps_by_name, steps, warmup, sync=lambda: _sync(device))
 
 
 def bench_one(model_name: str, width: int, batch: int, device: torch.device, steps: int, warmup: int,

@@ -19,11 +19,18 @@ Modules:
 * :mod:`cuda_numba.gpu_check` - bit-exactness and benchmark on a real GPU
   (``--simulate`` runs it under the CUDA simulator).
 """
-from .convert import BitConv2d, bit_convs, convert_model, prediction_agreement
-from .cpu_kernels import (CpuWeights, conv_hmv_cpu, conv_mv_cpu, conv_popcount_cpu, pad_packed,
+from ._cache_guard import drop_stale_kernel_cache
+
+drop_stale_kernel_cache()  # before any njit(cache=True) function of this package is loaded
+
+# isort: off
+from .convert import BitConv2d, bit_convs, convert_model, prediction_agreement  # noqa: E402
+from .cpu_kernels import (CpuWeights, conv_hmv_cpu, conv_mv_cpu, conv_popcount_cpu, pad_packed,  # noqa: E402
                           prepare_cpu_weights)
-from .layout import WORD_BITS, n_words, pack_activations, pack_reference, unpack_activations, unpack_reference
-from .ops import BitConvWeights, conv_hmv, conv_mv, conv_popcount, pack, unpack
+from .layout import (WORD_BITS, n_words, pack_activations, pack_reference, unpack_activations,  # noqa: E402
+                     unpack_reference)
+from .ops import BitConvWeights, conv_hmv, conv_mv, conv_popcount, pack, unpack  # noqa: E402
+# isort: on
 
 __all__ = [
     "BitConv2d", "BitConvWeights", "CpuWeights", "WORD_BITS", "bit_convs", "conv_hmv", "conv_hmv_cpu",

@@ -94,8 +94,7 @@ def _tile_loop(context, builder, sig, args, seg_end=None):
         q = seg_loop.index
         seg_rows = [builder.gep(r, [builder.mul(q, sstride)]) for r in rows]
         wseg = builder.gep(wbase, [builder.mul(builder.mul(q, slen), ir.Constant(_I64_IR, TILE_V))])
-        with cgutils.for_range(builder, slen) as loop:
-            j = loop.index
+        def step(j):  # one k: TILE_NV weight vectors against TILE_P broadcast activation words
             wk = builder.gep(wseg, [builder.mul(j, ir.Constant(_I64_IR, TILE_V))])
             wv = [builder.load(_vec_at(builder, wk, ir.Constant(_I64_IR, v * LANES), _VEC), align=8)
                   for v in range(TILE_NV)]
@@ -107,6 +106,16 @@ def _tile_loop(context, builder, sig, args, seg_end=None):
                 for v in range(TILE_NV):
                     cnt = builder.call(ctpop, [builder.xor(av, wv[v])])
                     builder.store(builder.add(builder.load(acc[p][v]), cnt), acc[p][v])
+
+        # two k per iteration: halves the loop's counter and branch ops, which compete with the
+        # vector ops for the two ports that run 512-bit instructions (short rows: K = 9..72 words)
+        one = ir.Constant(_I64_IR, 1)
+        with cgutils.for_range(builder, builder.ashr(slen, one)) as loop:
+            j0 = builder.shl(loop.index, one)
+            step(j0)
+            step(builder.add(j0, one))
+        with builder.if_then(builder.icmp_signed("!=", builder.and_(slen, one), ir.Constant(_I64_IR, 0))):
+            step(builder.sub(slen, one))
         if seg_end is not None:
             seg_end(builder, q, [[builder.load(acc[p][v]) for v in range(TILE_NV)] for p in range(TILE_P)])
             for p in range(TILE_P):

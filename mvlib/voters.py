@@ -20,18 +20,19 @@ Surrogate normalization (``norm``; the backward pass only, forward values never
 depend on it). The surrogate sees ``u = s / c``: ``sqrt_fanin`` (c = sqrt(N), the
 std of s for random ±1 inputs), ``fanin`` (c = N, u in [-1, 1]) or ``batch_std``
 (c = the batch's std of s per output channel, detached, at least 1). Default
-``batch_std``, by a measurement on trained width-16 ReActNet-18 / Bi-RealNet-18
-(``tools/probe_surrogate_norm.py``, ``results/probes/surrogate_norm.json``): at
-the start of retraining through the exact voter, ApproxSign's window |u| < 1 held
-60% of pre-activations with ``batch_std`` against 22% / 21% with ``sqrt_fanin`` (the
-trained networks' sums are far wider than sqrt(N)) and 100% with ``fanin``; the
-weight-gradient norm relative to the popcount network was 0.87 / 0.92 (median
-over layers, ReActNet / Bi-Real) with ``batch_std``, 1.27 / 1.33 with
-``sqrt_fanin`` and 0.08 / 0.10 with ``fanin`` (vanishing); one short retraining
-epoch reached 21.8 / 27.5% top-1 (1,000 test images) against 20.7 / 26.9 and
-19.5 / 25.2 (dev baselines of 3,000 images x 2 epochs at 30-31% top-1; these top-1
-differences are within one binomial s.e., ~1.4 points: the window and gradient
-measurements are the evidence). Why it fits: the BN after the convolution divides the popcount's
+``batch_std``, by measurements on the committed ``cpu`` baselines (width-16
+ReActNet-18 / Bi-RealNet-18, 55.2 / 49.1 % top-1; ``tools/probe_surrogate_norm.py``):
+at the start of retraining through the exact voter, ApproxSign's window |u| < 1
+held 59 / 62 % of pre-activations with ``batch_std`` against 29 / 21 % with
+``sqrt_fanin`` (the trained networks' sums are far wider than sqrt(N)) and 100 %
+with ``fanin``; the weight-gradient norm relative to the popcount network was
+1.36 / 1.23 (median over layers) with ``batch_std``, 2.09 / 1.80 with
+``sqrt_fanin`` and 0.10 / 0.09 with ``fanin`` (vanishing)
+(``results/probes/surrogate_norm.json``). The profile's own retraining (15,000
+images, one epoch, full test set; ``--retrain-per-class 1500 --test-per-class 0``
+→ ``results/probes/surrogate_norm_full.json``) ended at 50.96 / 45.50 % top-1 with
+``batch_std``, 49.44 / 45.32 with ``sqrt_fanin`` and 45.03 / 36.17 with ``fanin``
+(s.e. ~0.5 points). Why it fits: the BN after the convolution divides the popcount's
 gradient by std(s); dividing u by the same std gives the voter the step size the
 baseline was trained with.
 """

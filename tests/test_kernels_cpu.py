@@ -208,3 +208,15 @@ def test_torch_operators():
         assert y.is_contiguous(memory_format=fmt) and torch.equal(y, s_ref * alpha.view(1, -1, 1, 1))
         v = scaled_bits(bits, alpha, cl)
         assert v.is_contiguous(memory_format=fmt) and torch.equal(v, majority_vote(s_ref) * alpha.view(1, -1, 1, 1))
+
+
+def test_stale_numba_cache_is_dropped_when_a_source_changes(tmp_path):
+    from cuda_numba._cache_guard import STAMP, drop_stale_kernel_cache, sources_hash
+
+    (tmp_path / "cpu_kernels._conv_kernel-1.py311.nbi").write_text("old index")
+    (tmp_path / "cpu_kernels._conv_kernel-1.py311.1.nbc").write_text("old code")
+    (tmp_path / STAMP).write_text("hash of older sources\n")
+    assert drop_stale_kernel_cache(tmp_path)                    # stamp differs: cache files go
+    assert not list(tmp_path.glob("*.nb?")) and (tmp_path / STAMP).read_text().strip() == sources_hash()
+    (tmp_path / "kept.nbi").write_text("index")
+    assert not drop_stale_kernel_cache(tmp_path) and (tmp_path / "kept.nbi").is_file()  # same sources: kept

@@ -5,7 +5,8 @@ whole (the README is rewritten atomically; text outside the blocks is kept):
 
 * ``results`` - the report's main table (:func:`mvlib.report.main_table`),
 * ``pattern`` - the deck-pattern sentences (:func:`mvlib.voter_study.deck_pattern`),
-* ``timings`` - wall seconds per executed notebook (``results/notebooks/<profile>/*.done.json``).
+* ``timings`` - wall seconds per executed notebook (``results/notebooks/<profile>/*.done.json``),
+* ``kernels`` - the kernel benchmark's headline (``results/bench/``, as the report reads it).
 
 Every number comes from a run record or a pipeline record: nothing is typed in.
 """
@@ -42,6 +43,29 @@ def timings_block(seconds: dict[str, float]) -> str:
             f"the whole study: {sum(seconds.values()) / 60:.1f} min (environment setup not counted).")
 
 
+def kernels_block(bench: dict) -> str:
+    """The kernel benchmark's headline: batch-128 medians, per-shape range, roofline, network, small batches."""
+    s, peak, net = bench["summary"]["128"], bench["peak"], bench["network"]
+    rows = [r for r in bench["layers"] if r["batch"] == 128]
+    lo, hi = min(r["xnor_ratio"] for r in rows), max(r["xnor_ratio"] for r in rows)
+    big = [r for r in rows if r["cin"] >= 128]
+    t_lo, t_hi = min(r["torch_frac_peak"] for r in big), max(r["torch_frac_peak"] for r in big)
+    m = bench["machine"]
+    small = ", ".join(f"{bench['summary'][b]['xnor_ratio']:.1f}× at batch {b}" for b in ("16", "1") if b in bench["summary"])
+    return (f"  {m['threads']} threads, {m['clock']} time, best of {bench['reps']} interleaved calls, batch 128, median over "
+            f"the seven 3×3 shapes: XNOR + popcount **{s['xnor_ratio']:.1f}×** torch fp32 `conv2d` kernel-only "
+            f"({lo:.1f}–{hi:.1f}× per shape), **{s['xnor_pack_ratio']:.1f}×** including the packing of the fp32 "
+            f"activations, MV {s['mv_ratio']:.1f}× (XNOR/MV time {s['mv_vs_xnor']:.2f}), HMV G=4 {s['hmv_ratio']:.1f}×; "
+            f"a converted ReActNet-18 (width {net['width']}, batch {net['batch']}) runs at {net['speedup']:.2f}× the float "
+            f"model's images/s (identical logits: {net['identical_logits']}). The same run measures the roofline: "
+            f"the micro-kernel peaks at {peak['binary_tmacs']:.2f} T binary MAC/s on L1-resident data (XOR + VPOPCNTQ + "
+            f"add: three 512-bit operations per 512 binary MACs on two vector ports), torch's fp32 matmul at "
+            f"{peak['fp32_gmacs']:.0f} GMAC/s, a ratio of **{peak['ceiling']:.1f}×**: the issue's 20× (kernel-only) and "
+            f"10× (with packing) goals lie above what an XOR-popcount kernel can show on this CPU wherever torch's "
+            f"convolution runs near its FMA peak (the 128–512-channel layers: {100 * t_lo:.0f}–{100 * t_hi:.0f} % of the "
+            f"matmul peak). Small batches are overhead-bound: {small}.")
+
+
 def replace_block(text: str, name: str, body: str) -> str:
     pat = re.compile(rf"(<!-- generated:{name} -->\n).*?(<!-- /generated:{name} -->)", re.S)
     if not pat.search(text):
@@ -56,6 +80,9 @@ def main(profile: str = "cpu", readme: Path = Path("README.md")) -> None:
     text = replace_block(text, "results", results_block(main_t))
     text = replace_block(text, "pattern", "\n".join(f"- {s}" for s in sentences))
     text = replace_block(text, "timings", timings_block(report.step_seconds("results", profile)))
+    bench = report.kernel_results("results", profile)
+    if bench is not None:
+        text = replace_block(text, "kernels", kernels_block(bench))
     write_atomic(readme, text)
     print(f"updated {readme} from the {profile} results")
 

@@ -150,3 +150,12 @@ def test_two_step_and_distillation_recipe(tmp_path, data_root):
     assert run.params["init_run"] is not None and run.params["distill"] is True
     assert all(c.binary_weights and c.binary_activations for _, c in __import__("mvlib.layers", fromlist=["x"]).binary_convs(model))
     assert find_baseline(cfg, "birealnet18").run_id == run.run_id
+
+
+def test_training_step_benchmark_through_voters():
+    from mvlib.bench.train_throughput import bench_one
+
+    for voter in ("none", "mv", "hmv4"):
+        row = bench_one("reactnet18", 8, 4, torch.device("cpu"), steps=1, warmup=0, reference=True, voter=voter)
+        assert row["voter"] == voter and row["mvlib_img_s"] > 0
+        assert ("unfused_img_s" in row) == (voter == "none")  # the references exist for the popcount network only

@@ -6,10 +6,12 @@ whole (the README is rewritten atomically; text outside the blocks is kept):
 * ``results`` - the report's main table (:func:`mvlib.report.main_table`),
 * ``pattern`` - the deck-pattern sentences (:func:`mvlib.voter_study.deck_pattern`),
 * ``timings`` - wall seconds per executed notebook (``results/notebooks/<profile>/*.done.json``),
-* ``kernels`` - the kernel benchmark's headline (``results/bench/``, as the report reads it).
+* ``kernels`` - the kernel benchmark's headline (``results/bench/``, as the report reads it),
+* ``train_voters`` - training-step images/s through each voter (``results/bench/train_voters_cpu.json``).
 
 Every number comes from a run record or a pipeline record: nothing is typed in.
 """
+import json
 import re
 import sys
 from pathlib import Path
@@ -53,7 +55,7 @@ def kernels_block(bench: dict) -> str:
     m = bench["machine"]
     small = ", ".join(f"{bench['summary'][b]['xnor_ratio']:.1f}× at batch {b}" for b in ("16", "1") if b in bench["summary"])
     return (f"  {m['threads']} threads, {m['clock']} time, best of {bench['reps']} interleaved calls, batch 128, median over "
-            f"the seven 3×3 shapes: XNOR + popcount **{s['xnor_ratio']:.1f}×** torch fp32 `conv2d` kernel-only "
+            f"the seven 3×3 shapes: XNOR + popcount **{s['xnor_ratio']:.2f}×** torch fp32 `conv2d` kernel-only "
             f"({lo:.1f}–{hi:.1f}× per shape), **{s['xnor_pack_ratio']:.1f}×** including the packing of the fp32 "
             f"activations, MV {s['mv_ratio']:.1f}× (XNOR/MV time {s['mv_vs_xnor']:.2f}), HMV G=4 {s['hmv_ratio']:.1f}×; "
             f"a converted ReActNet-18 (width {net['width']}, batch {net['batch']}) runs at {net['speedup']:.2f}× the float "
@@ -64,6 +66,19 @@ def kernels_block(bench: dict) -> str:
             f"10× (with packing) goals lie above what an XOR-popcount kernel can show on this CPU wherever torch's "
             f"convolution runs near its FMA peak (the 128–512-channel layers: {100 * t_lo:.0f}–{100 * t_hi:.0f} % of the "
             f"matmul peak). Small batches are overhead-bound: {small}.")
+
+
+def train_voters_block(path: Path) -> str:
+    """Training-step images/s through each voter (``python -m mvlib.bench.train_throughput --voters ...``)."""
+    d = json.loads(path.read_text())
+    env = d["environment"]
+    per_model: dict[str, list[str]] = {}
+    for r in d["rows"]:
+        per_model.setdefault(f"{r['model']} (width {r['width']}, batch {r['batch']})", []).append(
+            f"{r.get('voter', 'none')} {r['mvlib_img_s']:.0f}")
+    parts = "; ".join(f"{m}: " + ", ".join(v) for m, v in per_model.items())
+    return (f"  Training through the voters (retraining's step; `{path}`, {env['threads']} threads, img/s by voter): "
+            f"{parts}.")
 
 
 def replace_block(text: str, name: str, body: str) -> str:
@@ -80,6 +95,9 @@ def main(profile: str = "cpu", readme: Path = Path("README.md")) -> None:
     text = replace_block(text, "results", results_block(main_t))
     text = replace_block(text, "pattern", "\n".join(f"- {s}" for s in sentences))
     text = replace_block(text, "timings", timings_block(report.step_seconds("results", profile)))
+    voters_json = Path("results/bench/train_voters_cpu.json")
+    if profile == "cpu" and voters_json.is_file():
+        text = replace_block(text, "train_voters", train_voters_block(voters_json))
     bench = report.kernel_results("results", profile)
     if bench is not None:
         text = replace_block(text, "kernels", kernels_block(bench))

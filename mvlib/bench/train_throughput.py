@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from ..cpu_fast import tune_cpu_allocator
 from ..models import build_model
+from ..voter_ops import set_voter
 from .reference_unfused import reference_from
 from .timing import interleaved_times
 
@@ -73,11 +74,21 @@ def time_variants(steps_by_name: dict, device: torch.device, steps: int, warmup:
     return interleaved_times(steps_by_name, steps, warmup, sync=lambda: _sync(device))
 
 
+VOTERS = {"none": None, "mv": {"name": "mv"}, "hmv4": {"name": "hmv", "fanins": 4, "tie": "pos"}}
+
+
 def bench_one(model_name: str, width: int, batch: int, device: torch.device, steps: int, warmup: int,
-              reference: bool = True, official: bool = False, seed: int = 0) -> dict:
-    """Images/s of mvlib (and the references) for one configuration."""
+              reference: bool = True, official: bool = False, seed: int = 0, voter: str = "none") -> dict:
+    """Images/s of mvlib (and the references) for one configuration.
+
+    ``voter`` (``none``, ``mv``, ``hmv4``): training through a voter in every binary
+    convolution (retraining's step); the references exist for the popcount network only.
+    """
     torch.manual_seed(seed)
     model = build_model(model_name, num_classes=10, width=width).to(device)
+    if VOTERS[voter] is not None:
+        set_voter(model, VOTERS[voter])
+        reference = official = False
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 3, 32, 32, generator=g).to(device)
     y = torch.randint(0, 10, (batch,), generator=g).to(device)
@@ -89,7 +100,7 @@ def bench_one(model_name: str, width: int, batch: int, device: torch.device, ste
         variants["official"] = make_step(reference_from(model, official_quirks=True), x, y)
     variants = {"mvlib": make_step(model, x, y), **variants}
     times = time_variants(variants, device, steps, warmup)
-    row = {"model": model_name, "width": width, "batch": batch}
+    row = {"model": model_name, "width": width, "batch": batch, "voter": voter}
     for name, ts in times.items():
         med = statistics.median(ts)
         row[f"{name}_img_s"] = batch / med
@@ -115,7 +126,7 @@ def environment(device: torch.device) -> dict:
 
 
 def format_row(row: dict) -> str:
-    parts = [f"{row['model']:<12} w={row['width']:<3} b={row['batch']:<4}",
+    parts = [f"{row['model']:<12} w={row['width']:<3} b={row['batch']:<4} voter={row.get('voter', 'none'):<5}",
              f"mvlib {row['mvlib_img_s']:8.1f} img/s"]
     for name in ("unfused", "official"):
         if f"{name}_img_s" in row:
@@ -129,6 +140,8 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--models", nargs="+", default=["reactnet18", "birealnet18"])
     ap.add_argument("--widths", nargs="+", type=int, default=[16, 64])
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[128])
+    ap.add_argument("--voters", nargs="+", default=["none"], choices=sorted(VOTERS),
+                    help="train through a voter: none (popcount), mv, hmv4 (G=4, tie +1)")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per variant (median)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps per variant")
     ap.add_argument("--device", default="cpu")
@@ -156,10 +169,11 @@ def main(argv=None) -> list[dict]:
     for model_name in args.models:
         for width in args.widths:
             for batch in args.batch_sizes:
-                row = bench_one(model_name, width, batch, device, args.steps, args.warmup,
-                                reference=not args.no_reference, official=args.official)
-                rows.append(row)
-                print(format_row(row), flush=True)
+                for voter in args.voters:
+                    row = bench_one(model_name, width, batch, device, args.steps, args.warmup,
+                                    reference=not args.no_reference, official=args.official, voter=voter)
+                    rows.append(row)
+                    print(format_row(row), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"environment": env, "rows": rows}, f, indent=1)

@@ -181,7 +181,7 @@ def kernel_tables(bench: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     layers = pd.DataFrame(bench["layers"])
     big = layers[layers["batch"] == layers["batch"].max()]
     keep = ["shape", "batch", "torch_s", "xnor_s", "xnor_ratio", "xnor_pack_ratio", "mv_ratio", "hmv_ratio",
-            "xnor_tmacs", "mv_vs_xnor"]
+            "xnor_tmacs", "mv_vs_xnor", "torch_frac_peak", "xnor_frac_peak"]
     return summary, big[[c for c in keep if c in big.columns]].reset_index(drop=True)
 
 

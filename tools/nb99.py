@@ -92,7 +92,8 @@ else:
 
 Median over the ResNet-18 CIFAR 3×3 layer shapes of the speed-up against torch fp32 `conv2d`, kernel only
 and including the packing of fp32 activations, on the machine named; then the per-layer rows at the
-largest batch.
+largest batch. The roofline, measured in the same benchmark run, bounds these ratios: the XOR-popcount
+micro-kernel's peak (L1-resident data) over torch's fp32 matmul peak (dotted line in the plot).
 """),
 ("code", """
 bench = report.kernel_results(cfg["results_dir"], cfg["profile"])
@@ -100,6 +101,10 @@ if bench is None:
     print("no kernel benchmark for this profile (notebook 05)")
 else:
     print("machine:", bench["machine"].get("cpu", bench["machine"]), "| file:", bench["file"])
+    peak = bench.get("peak")
+    if peak:
+        print(f"roofline: micro-kernel {peak['binary_tmacs']:.2f} T binary MAC/s, torch fp32 matmul {peak['fp32_gmacs']:.0f} GMAC/s "
+              f"-> at most {peak['ceiling']:.1f}x against a torch convolution at its peak")
     summary, layers = report.kernel_tables(bench)
     display(summary[[c for c in ("xnor_ratio", "xnor_pack_ratio", "mv_ratio", "mv_pack_ratio", "hmv_ratio", "mv_vs_xnor", "xnor_tmacs") if c in summary]])
     display(layers)
@@ -108,6 +113,8 @@ else:
     for col in ("xnor_ratio", "xnor_pack_ratio", "mv_ratio", "hmv_ratio"):
         if col in layers:
             ax.plot(list(x), layers[col], marker="o", label=col)
+    if peak:
+        ax.axhline(peak["ceiling"], color="black", ls=":", lw=1, label="peak / peak")
     ax.set_xticks(list(x), layers["shape"], rotation=30, ha="right"); ax.set_ylabel("× faster than torch fp32")
     ax.grid(alpha=0.3); ax.legend(fontsize=8); plt.tight_layout(); plt.show()
     net = bench.get("network") or {}

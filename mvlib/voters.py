@@ -148,11 +148,16 @@ def block_partial_sums(a_bin, w_bin, blocks: int, stride: int, padding: int) -> 
     cout, cin = w_bin.shape[:2]
     if cin % blocks:
         raise ValueError(f"{blocks} blocks must divide the {cin} input channels")
-    c = cin // blocks
-    w = w_bin.reshape(cout, blocks, c, *w_bin.shape[2:]).transpose(0, 1).reshape(blocks * cout, c, *w_bin.shape[2:])
-    s = _RoundSTE.apply(_grouped_conv(a_bin, w, stride, padding, blocks))
+    s = _RoundSTE.apply(_grouped_conv(a_bin, _block_weights(w_bin, blocks), stride, padding, blocks))
     b, _, h, wd = s.shape
     return s.reshape(b, blocks, cout, h, wd).permute(0, 2, 3, 4, 1)
+
+
+def _block_weights(w_bin: torch.Tensor, blocks: int) -> torch.Tensor:
+    """``[Cout, Cin, kh, kw]`` -> ``[blocks*Cout, Cin/blocks, kh, kw]``: group m holds every output's block-m weights."""
+    cout, cin = w_bin.shape[:2]
+    c = cin // blocks
+    return w_bin.reshape(cout, blocks, c, *w_bin.shape[2:]).transpose(0, 1).reshape(blocks * cout, c, *w_bin.shape[2:])
 
 
 CHANNELS_LAST_BELOW = 16  # channels per block under which the grouped convolution runs channels-last
@@ -336,8 +341,7 @@ class HierarchicalVoter(_Voter):
         # Block partial sums as [B, m*Cout, H, W] (channel = block*Cout + o): one grouped convolution, and
         # every later step is a view on the block axis (no permuted copies of this m-times-larger tensor).
         c = cin // m
-        w = w_bin.reshape(cout, m, c, *w_bin.shape[2:]).transpose(0, 1).reshape(m * cout, c, *w_bin.shape[2:])
-        s = _grouped_conv(a_bin, w, stride, padding, m)
+        s = _grouped_conv(a_bin, _block_weights(w_bin, m), stride, padding, m)
         if not torch.is_grad_enabled():
             return self.scale(self._fast_forward(s, m, cout), alpha)
         votes = self._surrogate_sign(s, c * w_bin.shape[2] * w_bin.shape[3])

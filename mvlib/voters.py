@@ -168,9 +168,9 @@ def _grouped_conv(a_bin: torch.Tensor, w: torch.Tensor, stride: int, padding: in
 
     oneDNN's NCHW grouped convolution is slow for a few channels per group:
     forward+backward at width 16 (16 channels in 4 blocks of 4, 32x32, batch
-    128) took 192 ms NCHW against 37 ms channels-last (16.7 ms for the
-    ungrouped convolution) on a 2-core Xeon; from 16 channels per block on
-    the two were equal. The copy back to NCHW is included in those times.
+    128) took 142 ms NCHW against 60 ms channels-last on the 2-core Xeon; from
+    8 channels per block on the two were about equal. The copy back to NCHW is
+    included (``python tools/probe_voter_speed.py`` → results/probes/voter_speed_cpu.txt).
     """
     if a_bin.shape[1] // groups < CHANNELS_LAST_BELOW:
         out = F.conv2d(a_bin.contiguous(memory_format=torch.channels_last), w, None, stride, padding, 1, groups)
@@ -181,9 +181,9 @@ def _grouped_conv(a_bin: torch.Tensor, w: torch.Tensor, stride: int, padding: in
 def _channel_std(s: torch.Tensor) -> torch.Tensor:
     """Per-channel (axis 1) standard deviation of ``s`` as ``[1, C, 1, ...]``, unbiased.
 
-    From the sum and the sum of squares in one view: 3-5x faster than
-    ``torch.std`` over axes (0, 2, 3) on CPU, which was 8 % of a retraining
-    step; ``s`` holds integer dot products of mean near 0, so the
+    From the sum and the sum of squares in one view: 2-5x faster than
+    ``torch.std`` over axes (0, 2, 3) on CPU (``python tools/probe_voter_speed.py``),
+    which was 8 % of a retraining step; ``s`` holds integer dot products of mean near 0, so the
     cancellation in ``sum(s^2) - sum(s)^2 / n`` costs no accuracy that matters here.
     """
     c = s.shape[1]

@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 study: $(STAMP)
-	$(PY) -m mvlib.pipeline --profile $(PROFILE)
+	$(PY) -m mvlib.study.pipeline --profile $(PROFILE)
 
 # Tests start several processes (papermill kernels, torchrun ranks): passive OpenMP waiting keeps
 # their idle threads from spinning against each other on 2 cores.

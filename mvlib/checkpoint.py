@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .records import write_atomic
+from .files import write_atomic
 
 
 class CheckpointError(ValueError):

@@ -10,13 +10,11 @@ Multi-GPU / multi-node: launch with ``torchrun`` (never a home-made launcher);
 CPU), wraps the model in DistributedDataParallel and gives each rank its slice
 of every global batch. Only rank 0 writes checkpoints and records.
 
-Command line (baseline training with run records)::
-
-    python -m mvlib.train --profile cpu --model reactnet18 epochs=2 lr=0.002
+The study's recorded runs (run folders, reuse, the command line) are built on
+``fit`` in :mod:`mvlib.study.experiment` and :mod:`mvlib.study.train`.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import signal
@@ -182,21 +180,3 @@ def fit(model: nn.Module, train_loader, test_loader, *, epochs: int, optimizer: 
             if os.environ.get("MVLIB_KILL_AFTER_EPOCH") == str(epoch + 1):
                 os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the kill -9 / resume tests
     return history
-
-
-def main(argv=None):
-    from .config import load_profile, parse_cli_overrides
-    from .experiment import train_baseline
-    ap = argparse.ArgumentParser(description="Train a binary network with run records (baseline step).")
-    ap.add_argument("--profile", default="cpu", help="configs/<profile>.yaml")
-    ap.add_argument("--model", required=True, help="reactnet18, birealnet18, xnornet18, reactneta")
-    ap.add_argument("--force", action="store_true", help="train again even if a finished run of this configuration exists")
-    ap.add_argument("overrides", nargs="*", help="key=value configuration overrides (YAML literals)")
-    args = ap.parse_args(argv)
-    cfg = load_profile(args.profile, parse_cli_overrides(args.overrides))
-    model, run = train_baseline(cfg, args.model, force=args.force)
-    print(f"{run.dir}: top1 {run.metrics['top1']:.2f}%  top5 {run.metrics['top5']:.2f}%")
-
-
-if __name__ == "__main__":
-    main()

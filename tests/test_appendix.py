@@ -1,13 +1,13 @@
-"""Notebook 06's comparison (mvlib.appendix) on synthetic run records, and notebook 06 under papermill."""
+"""Notebook 06's comparison (mvlib.study.appendix) on synthetic run records, and notebook 06 under papermill."""
 import json
 import math
 
 import pytest
 
-from mvlib import appendix
-from mvlib.config import load_profile
-from mvlib.deck import deck_numbers
-from mvlib.records import write_json
+from mvlib.study import appendix
+from mvlib.study.config import load_profile
+from mvlib.study.deck import deck_numbers
+from mvlib.study.records import write_json
 
 MODELS = ["xnornet18", "birealnet18", "reactnet18", "reactneta"]
 VARIANTS = ["bn", "nobn", "bnfree"]
@@ -115,7 +115,7 @@ def test_cell_settings_and_missing_data(tmp_path):
 def test_notebook06_ci(tmp_path, data_root, monkeypatch):
     """Notebook 06 end to end under papermill at the ci profile: 24 records, the table, the statement."""
     import papermill as pm
-    from mvlib import pipeline
+    from mvlib.study import pipeline
     monkeypatch.setenv("MVLIB_DATA", str(data_root))
     results = tmp_path / "results"
     out = tmp_path / "06.ipynb"

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mvlib.agc import adaptive_grad_clip_, unitwise_norm
-from mvlib.config import SCHEMA
+from mvlib.study.config import SCHEMA
 from mvlib.layers import BinaryConv2d, binary_convs
 from mvlib.models import MODELS, PAPER_WIDTHS, build_model, count_parameters, relative_width
 from mvlib.models.norms import (NORMS, ScaledStdBinaryConv2d, ScaledStdConv2d, SignalPropagation,

@@ -1,6 +1,6 @@
 import pytest
 
-from mvlib.config import load_profile, notebook_config, parse_cli_overrides
+from mvlib.study.config import load_profile, notebook_config, parse_cli_overrides
 
 
 @pytest.mark.parametrize("profile", ["ci", "cpu", "paper"])

@@ -8,7 +8,7 @@ NOTEBOOKS = ["02_naive_majority_voter", "03_mv_retraining", "04_hierarchical_vot
 
 def execute(name, results, out_dir):
     import papermill as pm
-    from mvlib import pipeline
+    from mvlib.study import pipeline
     pm.execute_notebook(str(pipeline.NOTEBOOK_DIR / f"{name}.ipynb"), str(out_dir / f"{name}.ipynb"),
                         parameters={"profile": "ci", "results_dir": str(results), "progress": False},
                         kernel_name=pipeline.KERNEL_NAME, progress_bar=False, cwd=str(pipeline.REPO_ROOT))

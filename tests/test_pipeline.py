@@ -5,7 +5,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from mvlib import pipeline
+from mvlib.study import pipeline
 
 
 def test_notebook01_ci_via_pipeline(tmp_path, data_root, monkeypatch):

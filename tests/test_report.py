@@ -4,8 +4,8 @@ import subprocess
 
 import pytest
 
-from mvlib import pipeline, records, report
-from mvlib.config import REPO_ROOT
+from mvlib.study import pipeline, records, report
+from mvlib.study.config import REPO_ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

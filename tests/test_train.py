@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mvlib.checkpoint import CheckpointError, IncompatibleCheckpoint, load_checkpoint, load_model_weights
-from mvlib.config import load_profile
-from mvlib.experiment import train_baseline, find_baseline
+from mvlib.study.config import load_profile
+from mvlib.study.experiment import train_baseline, find_baseline
 from mvlib.train import lr_factor, param_groups
 from mvlib.models import build_model
 

@@ -7,7 +7,7 @@ from mvlib.layers import binary_convs
 from mvlib.models import build_model
 from mvlib.voter_ops import (calibrate_matched_scale, recalibrate_bn, select_layers, set_voter, voter_disagreement,
                              voter_from_spec)
-from mvlib.voter_study import naive_suffix, variant_name, voter_spec
+from mvlib.study.voter_study import naive_suffix, variant_name, voter_spec
 from mvlib.voters import HierarchicalVoter, MajorityVoter
 
 

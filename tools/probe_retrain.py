@@ -17,11 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from mvlib.config import load_profile  # noqa: E402
-from mvlib.experiment import apply_threads, find_baseline, load_run_model, loaders  # noqa: E402
+from mvlib.study.config import load_profile  # noqa: E402
+from mvlib.study.experiment import apply_threads, find_baseline, load_run_model, loaders  # noqa: E402
 from mvlib.train import fit  # noqa: E402
 from mvlib.voter_ops import recalibrate_bn, set_voter  # noqa: E402
-from mvlib.voter_study import study_cfg, voter_spec  # noqa: E402
+from mvlib.study.voter_study import study_cfg, voter_spec  # noqa: E402
 
 KEYS = {"tpc": int, "lr": float, "ep": int, "bs": int, "kd": int, "est": str, "norm": str}
 

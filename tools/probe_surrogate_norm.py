@@ -4,7 +4,7 @@
 
 Needs notebook 01's baselines for the profile (``results_dir`` may point elsewhere). Two measurements per model and
 normalization: (1) the backward pass at the start of retraining (fraction of pre-activations inside the surrogate's
-window, gradient norm of each binary weight relative to the popcount network; mvlib.voter_study.surrogate_norm_probe),
+window, gradient norm of each binary weight relative to the popcount network; mvlib.study.voter_study.surrogate_norm_probe),
 (2) a short retraining through the exact voter (ApproxSign) from the baseline, top-1 on a test subset.
 """
 import argparse
@@ -15,10 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mvlib.config import load_profile, parse_cli_overrides  # noqa: E402
-from mvlib.experiment import find_baseline, load_run_model, loaders, train_run  # noqa: E402
-from mvlib.records import write_json  # noqa: E402
-from mvlib.voter_study import surrogate_norm_probe, voter_spec  # noqa: E402
+from mvlib.study.config import load_profile, parse_cli_overrides  # noqa: E402
+from mvlib.study.experiment import find_baseline, load_run_model, loaders, train_run  # noqa: E402
+from mvlib.study.records import write_json  # noqa: E402
+from mvlib.study.voter_study import surrogate_norm_probe, voter_spec  # noqa: E402
 from mvlib.voters import SURROGATE_NORMS  # noqa: E402
 
 ap = argparse.ArgumentParser()

@@ -3,8 +3,8 @@
 Each block sits between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->`` and is replaced
 whole (the README is rewritten atomically; text outside the blocks is kept):
 
-* ``results`` - the report's main table (:func:`mvlib.report.main_table`),
-* ``pattern`` - the deck-pattern sentences (:func:`mvlib.voter_study.deck_pattern`),
+* ``results`` - the report's main table (:func:`mvlib.study.report.main_table`),
+* ``pattern`` - the deck-pattern sentences (:func:`mvlib.study.voter_study.deck_pattern`),
 * ``timings`` - wall seconds per executed notebook (``results/notebooks/<profile>/*.done.json``),
 * ``kernels`` - the kernel benchmark's headline (``results/bench/``, as the report reads it),
 * ``train_voters`` - training-step images/s through each voter (``results/bench/train_voters_cpu.json``).
@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mvlib import report  # noqa: E402
-from mvlib.records import write_atomic  # noqa: E402
-from mvlib.voter_study import deck_pattern  # noqa: E402
+from mvlib.study import report  # noqa: E402
+from mvlib.study.records import write_atomic  # noqa: E402
+from mvlib.study.voter_study import deck_pattern  # noqa: E402
 
 STEP_NAMES = {"01": "baselines", "02": "naive voter", "03": "retraining", "04": "hierarchical voter",
               "05": "kernels", "06": "BN-Free appendix", "07": "hardware cost", "99": "report"}

@@ -21,7 +21,8 @@ import torch
 
 from ..data import BatchLoader, load_split
 from ..models import build_model
-from ..records import environment_info, write_json
+from ..environment import environment_info
+from ..files import write_json
 from ..train import evaluate, fit
 
 

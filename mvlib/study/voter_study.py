@@ -26,8 +26,8 @@ from . import records
 from .deck import deck_numbers
 from .experiment import (apply_threads, evaluate_record, load_run_model, loaders, resolve_device, run_params,
                          train_run)
-from .voter_ops import calibrate_matched_scale, recalibrate_bn, set_voter, voter_disagreement
-from .voters import DEFAULT_SURROGATE_NORM, normalize_fanins
+from ..voter_ops import calibrate_matched_scale, recalibrate_bn, set_voter, voter_disagreement
+from ..voters import DEFAULT_SURROGATE_NORM, normalize_fanins
 
 ESTIMATOR_TAGS = {"approxsign": "approx", "ste": "ste"}
 
@@ -111,8 +111,8 @@ def substitute(cfg: dict[str, Any], step: str, baseline: records.Run, spec: dict
 def layer_sensitivity(cfg: dict[str, Any], step: str, baseline: records.Run, spec: dict[str, Any],
                       test_per_class: int, log=print) -> pd.DataFrame:
     """Top-1/top-5 with the voter in one binary convolution at a time (plus none and all), on a test subset."""
-    from .layers import binary_convs
-    from .train import evaluate
+    from ..layers import binary_convs
+    from ..train import evaluate
     c = _sub_cfg(cfg, test_per_class)
     apply_threads(c)
     dev = resolve_device(c)
@@ -236,7 +236,7 @@ def surrogate_norm_probe(model, loader, norms: Sequence[str], batches: int = 2, 
     import torch
     import torch.nn.functional as F
 
-    from .layers import binary_convs
+    from ..layers import binary_convs
 
     data = [(x.to(device), y.to(device)) for i, (x, y) in zip(range(batches), loader)]
 

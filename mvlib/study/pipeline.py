@@ -1,6 +1,6 @@
 """Run the study's notebooks in order with papermill, keep executed copies and HTML.
 
-    python -m mvlib.pipeline --profile cpu [--only 01_baseline 02_naive_majority_voter] [--force]
+    python -m mvlib.study.pipeline --profile cpu [--only 01_baseline 02_naive_majority_voter] [--force]
                              [--set key=value ...]
 
 * Parameters are checked against the configuration schema *before* any
@@ -11,7 +11,7 @@
 * A finished step is recorded in ``<step>.done.json`` with the hash of its
   notebook and resolved configuration; a rerun skips it (unless ``--force``) and continues
   from the step that failed. Training inside a notebook is itself resumable
-  and reuses finished runs (see :mod:`mvlib.records`).
+  and reuses finished runs (see :mod:`mvlib.study.records`).
 * The report step also renders ``results/report.html`` (self-contained).
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Tables for the report, built only from run records and the deck's data file.
 
 No number is typed here: every "ours" value comes from a ``metrics.json``
-written by a run, every "deck" value from :mod:`mvlib.deck`. Where one
+written by a run, every "deck" value from :mod:`mvlib.study.deck`. Where one
 configuration ran more than once, the latest run is taken and the table says
 how many there were; where the same configuration ran with several seeds, the
 table gives mean ± std over seeds.
@@ -98,7 +98,7 @@ def main_table(results_dir="results", profile="cpu", extra_variants=("naive-alph
 def pattern_inputs(main: pd.DataFrame) -> dict[str, dict[str, float]]:
     """From :func:`main_table`: per model, our top-1 of ``baseline``, ``naive``, ``retrain-approx`` (complete models only).
 
-    The input of :func:`mvlib.voter_study.deck_pattern`.
+    The input of :func:`mvlib.study.voter_study.deck_pattern`.
     """
     if main.empty:
         return {}

@@ -29,25 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..environment import environment_info
+from ..files import write_atomic, write_json
 from .config import REPO_ROOT
 
 SUMMARY_COLUMNS = ["step", "run_id", "model", "variant", "profile", "dataset", "top1", "top5", "seconds"]
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def config_hash(params: dict[str, Any]) -> str:
@@ -59,48 +45,6 @@ def config_hash(params: dict[str, Any]) -> str:
 def resolve_results_dir(results_dir: str | Path) -> Path:
     p = Path(results_dir)
     return p if p.is_absolute() else REPO_ROOT / p
-
-
-def _git(*args) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def environment_info(device: str = "cpu") -> dict[str, Any]:
-    """Git commit and dirty flag, package versions, machine and device names."""
-    import numpy
-    import torch
-    info = {
-        "git_commit": _git("rev-parse", "HEAD") or None,
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-        "cpu": cpu_name(),
-        "cpu_threads": torch.get_num_threads(),
-        "device": device,
-    }
-    try:
-        import torchvision
-        info["torchvision"] = torchvision.__version__
-    except ImportError:
-        pass
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return info
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 @dataclass

@@ -22,9 +22,9 @@ from typing import Any
 
 import pandas as pd
 
-from .data import DataError, resolve_data_dir
+from ..data import DataError, resolve_data_dir
 from .deck import binomial_se, deck_numbers
-from .models import relative_width, variant_name
+from ..models import relative_width, variant_name
 from .records import resolve_results_dir
 
 STEP = "06_bn_free"
@@ -41,7 +41,7 @@ def cell_settings(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
     """Configuration and data of notebook 06's cells on ``dataset``.
 
     Returns ``cfg`` (a copy with the appendix batch size, test subset and
-    threads in the keys that :func:`mvlib.experiment.train_run` reads, so the
+    threads in the keys that :func:`mvlib.study.experiment.train_run` reads, so the
     first two enter the run's hash), ``train_file`` and ``train_per_class``. CIFAR-100 trains on
     ``cifar100_train_file`` (here the 100-per-class subset) with its own
     per-class counts, since one per-class number cannot fit both datasets.

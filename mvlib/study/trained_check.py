@@ -13,11 +13,11 @@ from typing import Any
 
 import pandas as pd
 
-from mvlib.experiment import find_baseline, load_run_model, loaders
-from mvlib.records import latest_run_of
-from mvlib.voter_ops import set_voter
+from .experiment import find_baseline, load_run_model, loaders
+from .records import latest_run_of
+from ..voter_ops import set_voter
 
-from .convert import convert_model, prediction_agreement
+from cuda_numba.convert import convert_model, prediction_agreement
 
 SUBSTITUTED = (("popcount", None), ("mv (substituted)", "mv"),
                ("hmv G=4 tie pos (substituted)", {"name": "hmv", "fanins": [4], "tie": "pos"}))

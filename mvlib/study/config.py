@@ -10,7 +10,7 @@ Notebooks follow one convention so that papermill's injected parameters are
 checked too (papermill itself only warns about unknown ones)::
 
     # cell "imports"
-    from mvlib.config import notebook_config
+    from mvlib.study.config import notebook_config
     _names_before_parameters = set(globals())
     # cell tagged "parameters"
     profile = "cpu"

@@ -17,11 +17,11 @@ import torch
 import torch.nn as nn
 
 from . import records
-from .checkpoint import CheckpointError, load_model_weights
-from .data import BatchLoader, dataset_num_classes, load_split
-from .models import build_model
-from .train import evaluate, fit
-from .voter_ops import set_voter
+from ..checkpoint import CheckpointError, load_model_weights
+from ..data import BatchLoader, dataset_num_classes, load_split
+from ..models import build_model
+from ..train import evaluate, fit
+from ..voter_ops import set_voter
 
 # configuration keys that change what a training run computes
 TRAIN_KEYS = ("dataset", "train_per_class", "test_per_class", "train_file", "augment", "width", "batch_size",

@@ -1,0 +1,174 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: mvlib (.venv)
+#     language: python
+#     name: mvlib
+# ---
+
+# %% [markdown]
+# # mvlib report — the deck's tables beside this project's numbers
+#
+# **Reproduces** every table of the deck *Lightweight DNN with Majority Voter*: the CIFAR-10 results
+# (baselines, naive majority-voter substitution, retraining through the voter), its plan 3
+# (hierarchical voter), its plans 1–2 (real XNOR + popcount and majority kernels) and its appendix
+# (BN / without BN / BN-Free, from "BNN − BN = ?"), plus the hardware cost of the voters by synthesis.
+#
+# **How to read it.** Every "ours" number comes from a run record under `results/runs/` (or a
+# benchmark / synthesis result file) written by the notebooks 01–07 of the same profile; every "deck"
+# number from `mvlib/deck_numbers.csv`. Nothing is typed in. The `cpu` profile runs the whole study
+# on a 2-core CPU in about half an hour at reduced width, data and epochs: its accuracies are far below
+# the deck's, and what it can show is whether the deck's *pattern* appears at small scale. The `paper`
+# profile (GPU) is the one that reproduces the numbers.
+
+# %%
+import mvlib
+from mvlib.config import notebook_config
+_names_before_parameters = set(globals())
+import json
+import pandas as pd
+import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
+from mvlib import report, appendix
+from mvlib.plots import bar_compare, plot_histories
+pd.options.display.float_format = "{:,.2f}".format
+
+# %% tags=["parameters"]
+profile = "cpu"  # the profile whose results are reported
+
+# %%
+cfg = notebook_config(globals(), _names_before_parameters)
+runs = report.collect_runs(cfg["results_dir"])
+mine = runs[runs["profile"] == cfg["profile"]] if not runs.empty else runs
+envs = {json.loads(open(f"{d}/env.json").read()).get("gpu") or json.loads(open(f"{d}/env.json").read())["cpu"]
+        for d in mine["dir"]} if not mine.empty else set()
+display(Markdown(f"**Profile** `{cfg['profile']}` · **{len(mine)} run records** · **hardware:** {', '.join(sorted(envs)) or 'none'}"))
+
+# %% [markdown]
+# ## 1 · CIFAR-10: baselines, naive voter, retraining (the deck's first table)
+#
+# Deck rows first (Δ = ours − deck), then this project's added rows: other output scales of the substituted
+# voter (`naive-alpha`, `naive-matched`), BN recalibration (`naive+recal`) and retraining with the plain
+# clipped STE (`retrain-ste`). "±" is the binomial standard error of our accuracy on the test images used
+# (or the std over seeds where several seeds ran); "runs of config" > 1 means the configuration ran
+# more than once and the latest run is shown.
+
+# %%
+main = report.main_table(cfg["results_dir"], cfg["profile"])
+display(main if not main.empty else Markdown("_no run records for this profile yet_"))
+
+# %%
+if not main.empty:
+    deck_rows = main.dropna(subset=["deck top1"])
+    labels = [f"{m}\n{v}" for m, v in zip(deck_rows["model"], deck_rows["variant"])]
+    fig = bar_compare(labels, {"deck": list(deck_rows["deck top1"]), f"ours ({cfg['profile']})": list(deck_rows["ours top1"])},
+                      title="top-1, deck vs ours")
+    plt.show()
+
+# %%
+from mvlib.voter_study import deck_pattern
+ours = report.pattern_inputs(main)
+if ours:
+    pattern, lines = deck_pattern(ours)
+    display(pattern)
+    display(Markdown("\n".join(f"- {l}" for l in lines)))
+
+# %% [markdown]
+# ### Training curves of the runs in this table
+
+# %%
+hist = report.run_histories(main, cfg["results_dir"]) if not main.empty else {}
+if hist:
+    fig = plot_histories(hist, metrics=("train_loss", "test_top1")); plt.show()
+else:
+    print("no training curves for this profile")
+
+# %% [markdown]
+# ## 2 · Hierarchical majority voter (the deck's plan 3)
+#
+# Accuracy of the hierarchical voter with outer fan-in G substituted into the trained baselines (and
+# retrained where the profile retrains it), per tie rule. The deck's M512 ≈ M4(M128 × 4) corresponds
+# to G = 4 on a 64-channel layer (M576 ≈ M4(M144 × 4)). Disagreement and tie rates per layer are in
+# notebook 04.
+
+# %%
+hmv = report.hmv_table(cfg["results_dir"], cfg["profile"])
+if hmv.empty:
+    print("no hierarchical-voter records for this profile")
+else:
+    display(hmv)
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for (model, mode, tie), g in hmv.groupby(["model", "mode", "tie"]):
+        g = g[~g["G"].str.contains("x")].assign(Gi=lambda d: d["G"].astype(int)).sort_values("Gi")
+        ax.plot(g["Gi"], g["top1"], marker="o", label=f"{model} {mode} tie {tie}")
+    ax.set_xscale("log", base=2); ax.set_xlabel("outer fan-in G"); ax.set_ylabel("top-1 (%)")
+    ax.grid(alpha=0.3); ax.legend(fontsize=7); plt.show()
+
+# %% [markdown]
+# ## 3 · Bit kernels (the deck's plans 1–2)
+#
+# Median over the ResNet-18 CIFAR 3×3 layer shapes of the speed-up against torch fp32 `conv2d`, kernel only
+# and including the packing of fp32 activations, on the machine named; then the per-layer rows at the
+# largest batch. The roofline, measured in the same benchmark run, bounds these ratios: the XOR-popcount
+# micro-kernel's peak (L1-resident data) over torch's fp32 matmul peak (dotted line in the plot).
+
+# %%
+bench = report.kernel_results(cfg["results_dir"], cfg["profile"])
+if bench is None:
+    print("no kernel benchmark for this profile (notebook 05)")
+else:
+    print("machine:", bench["machine"].get("cpu", bench["machine"]), "| file:", bench["file"])
+    peak = bench.get("peak")
+    if peak:
+        print(f"roofline: micro-kernel {peak['binary_tmacs']:.2f} T binary MAC/s, torch fp32 matmul {peak['fp32_gmacs']:.0f} GMAC/s "
+              f"-> at most {peak['ceiling']:.1f}x against a torch convolution at its peak")
+    summary, layers = report.kernel_tables(bench)
+    display(summary[[c for c in ("xnor_ratio", "xnor_pack_ratio", "mv_ratio", "mv_pack_ratio", "hmv_ratio", "mv_vs_xnor", "xnor_tmacs") if c in summary]])
+    display(layers)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    x = range(len(layers))
+    for col in ("xnor_ratio", "xnor_pack_ratio", "mv_ratio", "hmv_ratio"):
+        if col in layers:
+            ax.plot(list(x), layers[col], marker="o", label=col)
+    if peak:
+        ax.axhline(peak["ceiling"], color="black", ls=":", lw=1, label="peak / peak")
+    ax.set_xticks(list(x), layers["shape"], rotation=30, ha="right"); ax.set_ylabel("× faster than torch fp32")
+    ax.grid(alpha=0.3); ax.legend(fontsize=8); plt.tight_layout(); plt.show()
+    net = bench.get("network") or {}
+    if net:
+        print(f"whole ReActNet-18 (width {net.get('width')}, batch {net.get('batch')}): float {net['float_images_per_s']:.0f} img/s, "
+              f"bit kernels {net['bit_images_per_s']:.0f} img/s ({net['speedup']:.2f}x), identical logits: {net['identical_logits']}")
+
+# %% [markdown]
+# ## 4 · Appendix: BN, without BN and BN-Free (from "BNN − BN = ?")
+
+# %%
+tab = appendix.appendix_table(cfg["results_dir"], cfg["profile"])
+if tab is None or len(tab) == 0:
+    print("no appendix records for this profile (notebook 06)")
+else:
+    display(tab)
+    res = appendix.appendix_results(cfg["results_dir"], cfg["profile"])
+    fig = appendix.plot_appendix(res, title=f"appendix, profile {cfg['profile']}"); plt.show()
+    display(Markdown(appendix.pattern_statement(res)))
+
+# %% [markdown]
+# ## 5 · Hardware cost of the voters (Yosys synthesis, notebook 07)
+#
+# Area in NAND2 equivalents of XNOR + popcount + comparison, the majority voter and the hierarchical
+# voters, and the per-image logic work of a whole ReActNet-18.
+
+# %%
+hw = report.hardware_tables(cfg["results_dir"], cfg["profile"])
+if not hw:
+    print("no synthesis results for this profile (notebook 07)")
+for name in ("deck_m512", "network_totals"):
+    if name in hw:
+        print(name); display(hw[name])

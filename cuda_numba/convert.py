@@ -10,9 +10,21 @@ same forward pass on packed bits (inference only):
 * no voter: ``y = alpha * s`` with ``s`` from the XNOR + popcount kernel;
 * a majority voter: the MV kernel's packed ±1, unpacked, times the voter's
   output scale (``voter.scale``: none, alpha or the calibrated magnitude);
-* a hierarchical voter: the HMV kernel with the voter's fan-ins and tie rule.
+* a hierarchical voter: the HMV kernel with the voter's fan-ins and tie rule;
+* a BN-Free layer (:class:`mvlib.models.norms.ScaledStdBinaryConv2d`): its
+  weights are the standardized ``W_hat`` (through ``binary_weight``, as in the
+  simulation), and its learned per-channel gain ``g`` multiplies the result of
+  either of the above afterwards, ``y = (alpha * s) * g`` or
+  ``y = voter(...) * g``, in that order as in the layer's own forward.
 
-``s`` is exact and the scale is applied by the same float32 multiply as in
+Kernel size, stride and zero padding are the layer's own (1x1 shortcut
+convolutions with padding 0 included). A layer whose forward is not one of
+those two definitions, or that runs with real weights or activations (step 1
+of two-step training, a real-valued teacher), has no bit twin:
+:func:`convert_model` refuses it with an error naming the layer rather than
+computing something else.
+
+``s`` is exact and every scale is applied by the same float32 multiply as in
 the simulation, so every layer output is bit-identical to the float model's.
 By default outputs are returned in the memory format the float model's layer
 would produce, so the real-valued layers between (BN, shortcuts, RPReLU) run
@@ -29,6 +41,7 @@ import torch
 import torch.nn as nn
 
 from mvlib.layers import BinaryConv2d
+from mvlib.models.norms import ScaledStdBinaryConv2d
 
 from .cpu_kernels import sum_dtype
 from .layout import n_words
@@ -45,11 +58,31 @@ def voter_kind(voter: nn.Module | None) -> str:
     raise TypeError(f"no bit kernel for voter {type(voter).__name__}; supported: MajorityVoter, HierarchicalVoter")
 
 
+def output_gain(conv: BinaryConv2d) -> torch.Tensor | None:
+    """The per-output-channel factor ``conv``'s forward applies after the sum or the voter (None: none).
+
+    Decided by which forward the layer runs, not by its attributes: a
+    subclass that changes the forward in any other way is an error, since its
+    bit twin would silently compute the plain binary convolution.
+    """
+    forward = type(conv).forward
+    if forward is BinaryConv2d.forward:
+        return None
+    if forward is ScaledStdBinaryConv2d.forward:  # y = BinaryConv2d.forward(x) * g
+        return conv.gain.detach().reshape(-1).clone()
+    raise TypeError(f"no bit kernel for {type(conv).__name__}: its forward is neither BinaryConv2d's "
+                    "nor ScaledStdBinaryConv2d's")
+
+
 class BitConv2d(nn.Module):
     """Inference twin of a :class:`mvlib.layers.BinaryConv2d` running on the bit kernels."""
 
     def __init__(self, conv: BinaryConv2d, channels_last: bool = False):
         super().__init__()
+        if not (conv.binary_weights and conv.binary_activations):
+            raise ValueError("no bit kernel for a convolution with real weights or activations "
+                             f"(binary_weights={conv.binary_weights}, binary_activations={conv.binary_activations})")
+        gain = output_gain(conv)
         with torch.no_grad():
             w_sign, alpha = conv.binary_weight()
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
@@ -60,6 +93,7 @@ class BitConv2d(nn.Module):
         self.register_buffer("alpha", alpha.detach().clone())
         shift = conv.act.shift
         self.register_buffer("shift", None if shift is None else shift.detach().clone())
+        self.register_buffer("gain", gain)  # BN-Free's learned gain, None for the plain layer
         self.fanins = tuple(self.voter.fanins) if self.kind == "hmv" else None
         self.tie = self.voter.tie if self.kind == "hmv" else None
         blocks = 1
@@ -88,14 +122,20 @@ class BitConv2d(nn.Module):
                                     and x.is_contiguous(memory_format=torch.channels_last))
         if self.kind == "popcount":
             s = conv_popcount(bits, self.weights, self.stride, self.padding, pad, out=out)
-            return scaled_sums(s, self.alpha, cl)
-        if self.kind == "mv":
-            out_bits = conv_mv(bits, self.weights, self.stride, self.padding, pad, out=out)
+            y = scaled_sums(s, self.alpha, cl)
         else:
-            out_bits = conv_hmv(bits, self.weights, self.stride, self.padding, self.fanins, self.tie, out=out)
-        # the voter's own scale rule (none / alpha / matched) applied to ones: its per-channel factor
-        scale = self.voter.scale(torch.ones(1, self.out_channels, 1, 1, device=x.device), self.alpha).reshape(-1)
-        return scaled_bits(out_bits, scale, cl)
+            if self.kind == "mv":
+                out_bits = conv_mv(bits, self.weights, self.stride, self.padding, pad, out=out)
+            else:
+                out_bits = conv_hmv(bits, self.weights, self.stride, self.padding, self.fanins, self.tie, out=out)
+            # the voter's own scale rule (none / alpha / matched) applied to ones: its per-channel factor
+            scale = self.voter.scale(torch.ones(1, self.out_channels, 1, 1, device=x.device), self.alpha).reshape(-1)
+            y = scaled_bits(out_bits, scale, cl)
+        if self.gain is not None:
+            # a second float32 multiply, not folded into alpha or the voter's scale: the simulation
+            # rounds (alpha * s) first and then multiplies by g, and (alpha * g) * s can differ in the last bit
+            y = y * self.gain.view(1, -1, 1, 1)
+        return y
 
     def _scratch(self, name, shape, x, np_dtype=None):
         """Internal CPU buffers reused across calls (fresh 10-30 MB allocations cost page faults).
@@ -114,18 +154,30 @@ class BitConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         extra = f", fanins={self.fanins}, tie={self.tie}" if self.kind == "hmv" else ""
+        extra += ", gain" if self.gain is not None else ""
         return (f"{self.in_channels}, {self.out_channels}, stride={self.stride}, padding={self.padding}, "
                 f"kernel={self.kind}{extra}")
 
 
 def convert_model(model: nn.Module, channels_last: bool = False) -> nn.Module:
-    """A copy of ``model`` (in eval mode) whose binary convolutions run on the bit kernels."""
+    """A copy of ``model`` (in eval mode) whose binary convolutions run on the bit kernels.
+
+    A binary convolution without a bit twin (see :class:`BitConv2d`) raises
+    the error of :class:`BitConv2d` prefixed with the layer's name; ``model``
+    itself is never modified.
+    """
     out = copy.deepcopy(model).eval()
     targets = [(name, m) for name, m in out.named_modules() if isinstance(m, BinaryConv2d)]
     for name, conv in targets:
         parent_name, _, attr = name.rpartition(".")
         parent = out.get_submodule(parent_name) if parent_name else out
-        setattr(parent, attr, BitConv2d(conv, channels_last))
+        try:
+            bit = BitConv2d(conv, channels_last).eval()
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"cannot convert binary convolution {name or '(the model itself)'!r}: {err}") from err
+        if not name:  # the model is a single binary convolution: its twin is the whole result
+            return bit
+        setattr(parent, attr, bit)
     return out
 
 

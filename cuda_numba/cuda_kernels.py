@@ -12,6 +12,11 @@ over 32 consecutive output channels so that a warp reads one activation word
 ``[taps, NW, Co]``). MV/HMV outputs are packed per warp: each lane ORs its bit
 into a shared 32-bit word, and lane 0 stores it into the uint32 view of the
 uint64 output (little-endian: uint32 ``2j`` is the low half of word ``j``).
+The voter kernels launch one block column per uint32 half, ``2 * ceil(Co/64)``,
+not ``ceil(Co/32)``: when ``Co % 64`` is in 1..32 the last word's upper half
+has no output channel, and its block (all lanes ``o >= Co``, voting 0) still
+stores the zero half that :mod:`cuda_numba.layout` requires above ``Co``; an
+unlaunched half would keep whatever the output buffer held.
 Shared-memory atomics rather than ``ballot_sync`` because the CUDA simulator
 (``NUMBA_ENABLE_CUDASIM=1``, used by the tests) implements only the former.
 Words stay unsigned throughout: the simulator's ``popc`` is wrong on negative
@@ -70,7 +75,10 @@ def _block_count(x, w, b, ho, wo, o, lo, hi_bit, H, W, kh, kw, stride, pad):
 
 @cuda.jit
 def _conv_kernel(x, w, C, Co, kh, kw, stride, pad, Ho, Wo, mode, G, fanins, tie, out_s, out32):
-    """mode 0: int32 ``out_s[m, o] = s``; 1: MV bits; 2: HMV bits (``out32``: uint32 view of the words)."""
+    """mode 0: int32 ``out_s[m, o] = s``; 1: MV bits; 2: HMV bits (``out32``: uint32 view of the words).
+
+    Voter modes write ``out32[m, blockIdx.x]`` whole, channels ``o >= Co`` as 0 bits.
+    """
     B, H, W, NW = x.shape
     M = B * Ho * Wo
     tx = cuda.threadIdx.x
@@ -176,7 +184,8 @@ def _launch(xb, wt, ci, kh, kw, stride, padding, mode, fanins=None, tie="pos", o
         out_b = cuda.device_array((m, n_words(co)), np.uint64) if out is None else out.reshape(m, n_words(co))
         out_s = cuda.device_array((1, 1), np.int32)
         out32 = out_b.view(np.uint32)  # uint32 2j / 2j+1 = low / high half of word j
-    grid, block = _grid(co, m)
+    # popcount: one thread per output channel; voters: every uint32 half of every output word
+    grid, block = _grid(co if mode == 0 else 64 * n_words(co), m)
     _conv_kernel[grid, block](xb, wt, ci, co, kh, kw, stride, padding, ho, wo, mode, g, d_fan, tie_code,
                               out_s, out32)
     if mode == 0:

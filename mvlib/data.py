@@ -23,8 +23,10 @@ CPU and GPU and a resumed run sees exactly the batches it would have seen.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +35,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "DataError", "DATASETS", "CIFAR_MEAN_STD", "dataset_num_classes", "resolve_data_dir",
-    "inspect_npz", "load_split", "class_balanced_indices", "BatchLoader",
+    "inspect_npz", "load_split", "split_identity", "class_balanced_indices", "train_val_indices", "BatchLoader",
 ]
 
 DATASETS = {"cifar10": 10, "cifar100": 100}
@@ -179,39 +181,141 @@ def class_balanced_indices(labels: torch.Tensor | np.ndarray, per_class: int, nu
     return np.sort(np.concatenate(keep))
 
 
-def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = None,
-               train_file: str = "train.npz", per_class: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load one split as ``(images uint8 [N, 3, 32, 32], labels int64 [N])`` CPU tensors.
+def train_val_indices(labels: torch.Tensor | np.ndarray, val_per_class: int, num_classes: int,
+                      where: str = "train split") -> tuple[np.ndarray, np.ndarray]:
+    """``(train, validation)`` indices of a train file: validation = the *last* ``val_per_class`` images of each class.
 
-    ``split`` is "train" (file ``train_file``) or "test" (``test.npz``).
-    ``per_class > 0`` keeps the first ``per_class`` images of each class in
-    their original relative order. With no folder (argument or
-    ``$MVLIB_DATA``) the split comes from torchvision, cached under
-    ``$MVLIB_CACHE`` (default ``~/.cache/mvlib``).
+    The rule depends on the file alone (its order and labels), so every run of
+    every profile holds out the same images; the train subsets
+    (``per_class``) then take the *first* images of each class among the
+    rest, so a larger subset never reaches into the validation split. CIFAR's
+    train files are in random order, so the last images of a class are a
+    random sample of it. Raises DataError when a class has no image left for
+    training.
     """
-    num_classes = dataset_num_classes(dataset)
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if per_class < 0:
-        raise ValueError(f"per_class must be >= 0, got {per_class}")
-    folder = resolve_data_dir(dataset, data_dir)
+    labels = np.asarray(labels)
+    if val_per_class < 0:
+        raise ValueError(f"val_per_class must be >= 0, got {val_per_class}")
+    val = []
+    for c in range(num_classes):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) <= val_per_class:
+            raise DataError(f"{where}: class {c} has {len(idx)} images, too few to hold out "
+                            f"val_per_class={val_per_class} and train on the rest")
+        val.append(idx[len(idx) - val_per_class:])
+    val_idx = np.sort(np.concatenate(val)) if val_per_class else np.zeros(0, dtype=np.int64)
+    mask = np.ones(len(labels), dtype=bool)
+    mask[val_idx] = False
+    return np.flatnonzero(mask), val_idx
+
+
+def _sha256(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
+
+
+def _read_source(dataset: str, file_name: str, folder: str | None) -> tuple[np.ndarray, np.ndarray, str, str]:
+    """``(images, labels, where, sha256)`` of one split file (or torchvision split), checked; cached per process.
+
+    The cache key includes the file's size and modification time, so a file
+    replaced in place (a fixed download, another copy) is read again.
+    """
     if folder is None:
-        if split == "train" and train_file != "train.npz":
-            raise DataError(f"train_file={train_file!r} needs a data folder; torchvision only has the full "
-                            f"train split (use per_class for a subset)")
+        return _read_cached(dataset, file_name, None, None)
+    path = Path(folder) / file_name
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    return _read_cached(dataset, file_name, str(folder), (st.st_size, st.st_mtime_ns))
+
+
+@lru_cache(maxsize=4)
+def _read_cached(dataset: str, file_name: str, folder: str | None, stamp) -> tuple[np.ndarray, np.ndarray, str, str]:
+    num_classes = dataset_num_classes(dataset)
+    if folder is None:
+        split = "test" if file_name == "test.npz" else "train"
         where = f"torchvision {dataset} {split}"
         images, labels = _read_torchvision(dataset, split)
     else:
-        path = folder / (train_file if split == "train" else "test.npz")
+        path = Path(folder) / file_name
         where = str(path)
         images, labels = _read_npz(path)
     _check_arrays(images, labels, num_classes, where)
-    if per_class:
-        keep = class_balanced_indices(labels, per_class, num_classes, where)
-        images, labels = images[keep], labels[keep]
+    # the identity of the data is its content, whatever file or download it came from
+    return images, labels, where, _sha256(images, labels)
+
+
+def _select(dataset: str, split: str, data_dir, train_file: str, per_class: int, val_per_class: int):
+    """Resolve a split to ``(images, labels, indices or None, where, file sha256)`` (arguments checked)."""
+    num_classes = dataset_num_classes(dataset)
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    if per_class < 0:
+        raise ValueError(f"per_class must be >= 0, got {per_class}")
+    folder = resolve_data_dir(dataset, data_dir)
+    file_name = "test.npz" if split == "test" else train_file
+    if folder is None and file_name not in ("train.npz", "test.npz"):
+        raise DataError(f"train_file={train_file!r} needs a data folder; torchvision only has the full "
+                        f"train split (use per_class for a subset)")
+    images, labels, where, sha = _read_source(dataset, file_name, None if folder is None else str(folder))
+    if split == "test":
+        idx = class_balanced_indices(labels, per_class, num_classes, where) if per_class else None
+    else:
+        train_idx, val_idx = train_val_indices(labels, val_per_class, num_classes, where)
+        if split == "val":
+            if not val_per_class:
+                raise ValueError("the validation split needs val_per_class >= 1")
+            idx = val_idx if not per_class else val_idx[class_balanced_indices(labels[val_idx], per_class,
+                                                                                 num_classes, where)]
+        else:
+            idx = train_idx if not per_class else train_idx[class_balanced_indices(labels[train_idx], per_class,
+                                                                                     num_classes, where)]
+            if not val_per_class and not per_class:
+                idx = None
+    return images, labels, idx, where, sha
+
+
+def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = None,
+               train_file: str = "train.npz", per_class: int = 0,
+               val_per_class: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load one split as ``(images uint8 [N, 3, 32, 32], labels int64 [N])`` CPU tensors.
+
+    ``split`` is "train" or "val" (both from ``train_file``) or "test"
+    (``test.npz``). ``val_per_class`` holds out the validation split
+    (:func:`train_val_indices`: the last images of each class): "train" never
+    contains it, "val" is exactly it. ``per_class > 0`` keeps the first
+    ``per_class`` images of each class of the split, in their original
+    relative order. With no folder (argument or ``$MVLIB_DATA``) the split
+    comes from torchvision, cached under ``$MVLIB_CACHE`` (default
+    ``~/.cache/mvlib``).
+    """
+    images, labels, idx, _, _ = _select(dataset, split, data_dir, train_file, per_class, val_per_class)
+    if idx is not None:
+        images, labels = images[idx], labels[idx]
     # HWC -> CHW once here, so batches need no layout work later.
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     return x, torch.from_numpy(np.ascontiguousarray(labels))
+
+
+def split_identity(dataset: str, split: str, data_dir: str | os.PathLike | None = None,
+                   train_file: str = "train.npz", per_class: int = 0, val_per_class: int = 0) -> dict:
+    """What a split *is*, for run identities and records: source file, content hash, membership.
+
+    ``file_sha256`` hashes the file's arrays (the same for an npz copy and the
+    torchvision download of the same data); ``indices_sha256`` hashes the
+    member indices (all of the file when None), so a run trained on other
+    data or another split is never taken for this one.
+    """
+    images, labels, idx, where, sha = _select(dataset, split, data_dir, train_file, per_class, val_per_class)
+    members = np.arange(len(labels)) if idx is None else np.asarray(idx, dtype=np.int64)
+    return {"dataset": dataset, "split": split, "file": Path(where).name if not where.startswith("torchvision")
+            else where, "file_sha256": sha, "images": int(len(members)),
+            "per_class": per_class, "val_per_class": val_per_class,
+            "indices_sha256": hashlib.sha256(members.astype(np.int64).tobytes()).hexdigest()}
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

@@ -4,6 +4,10 @@
 epoch (atomically); called again with the same checkpoint path it resumes from
 the last finished epoch and reaches exactly the parameters an uninterrupted run
 reaches (the data order and augmentation are functions of (seed, epoch)).
+After each epoch it evaluates on the *validation* loader it is given (never
+the test split: nothing is chosen on test). A loss that is not finite stops
+training with :class:`NonFiniteLoss` before the optimizer step, so a diverged
+run is never checkpointed past its last good epoch.
 
 Multi-GPU / multi-node: launch with ``torchrun`` (never a home-made launcher);
 ``fit`` sees ``WORLD_SIZE > 1``, joins the process group (nccl on GPU, gloo on
@@ -25,10 +29,14 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto needs ipywidgets in a kernel and warns without them
 
 from .checkpoint import check_arch, load_checkpoint, save_checkpoint
 from .layers import BinaryConv2d
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or infinite: the run diverged."""
 
 
 # ----------------------------------------------------------------- optimizer
@@ -91,6 +99,17 @@ def evaluate(model: nn.Module, loader, device="cpu", max_batches: int = 0) -> di
     return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n, "n": n}
 
 
+def _fault_point(where: str, epoch: int) -> None:
+    """kill -9 this process after ``epoch`` when ``MVLIB_KILL_AFTER_<where>`` names it (the resume tests' faults)."""
+    if os.environ.get(f"MVLIB_KILL_AFTER_{where}") == str(epoch):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}" if m < 60 else f"{m // 60}h{m % 60:02d}m"
+
+
 # ----------------------------------------------------------------- distributed
 def init_distributed(device: str) -> tuple[int, int]:
     """(rank, world) and a process group when launched by torchrun with WORLD_SIZE > 1."""
@@ -103,15 +122,21 @@ def init_distributed(device: str) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------- fit
-def fit(model: nn.Module, train_loader, test_loader, *, epochs: int, optimizer: str = "adam", lr: float = 1e-3,
+def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: str = "adam", lr: float = 1e-3,
         schedule: str = "cosine", warmup_steps: int = 0, weight_decay: float = 0.0, momentum: float = 0.9,
         label_smoothing: float = 0.0, teacher: nn.Module | None = None, agc_clip: float = 0.0,
         checkpoint_path=None, arch: dict[str, Any] | None = None, device="cpu", progress: bool = True,
         on_epoch: Callable[[list[dict]], None] | None = None, log: Callable[[str], None] = print) -> list[dict]:
     """Train for ``epochs``; checkpoint each epoch; resume from ``checkpoint_path`` if present.
 
-    Returns the per-epoch history (epoch, lr, train_loss, train_top1, test_loss, test_top1, test_top5, seconds).
+    Returns the per-epoch history (epoch, lr, train_loss, train_top1, val_loss, val_top1, val_top5,
+    seconds, elapsed). ``log`` gets one line per epoch with the elapsed time and an estimate of the
+    time left. Raises :class:`NonFiniteLoss` when the loss is not finite.
     """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
     rank, world = init_distributed(device)
     model.to(device)
     net = model
@@ -141,7 +166,7 @@ def fit(model: nn.Module, train_loader, test_loader, *, epochs: int, optimizer: 
         train_loader.set_epoch(epoch)
         tot_loss, tot_correct, tot_n = 0.0, 0, 0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress or rank != 0, leave=False)
-        for x, y in bar:
+        for step_i, (x, y) in enumerate(bar, 1):
             if world > 1:
                 x, y = x.chunk(world)[rank], y.chunk(world)[rank]
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -152,6 +177,10 @@ def fit(model: nn.Module, train_loader, test_loader, *, epochs: int, optimizer: 
                 loss = distillation_loss(out, t_out)
             else:
                 loss = crit(out, y)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"training loss is {loss.item()} at epoch {epoch + 1}, step {step_i} "
+                                    f"(lr {opt.param_groups[0]['lr']:.3g}): the run diverged; its last good "
+                                    f"checkpoint is of epoch {epoch}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if agc_clip > 0:
@@ -163,20 +192,23 @@ def fit(model: nn.Module, train_loader, test_loader, *, epochs: int, optimizer: 
             tot_correct += (out.argmax(1) == y).sum().item()
             tot_n += y.numel()
             bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{100 * tot_correct / tot_n:.1f}")
-        ev = evaluate(model, test_loader, device)
+        ev = evaluate(model, val_loader, device)
         row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": tot_loss / max(tot_n, 1),
-               "train_top1": 100.0 * tot_correct / max(tot_n, 1), "test_loss": ev["loss"],
-               "test_top1": ev["top1"], "test_top5": ev["top5"], "seconds": time.time() - t0}
+               "train_top1": 100.0 * tot_correct / max(tot_n, 1), "val_loss": ev["loss"],
+               "val_top1": ev["top1"], "val_top5": ev["top5"], "seconds": time.time() - t0}
         history.append(row)
         if rank == 0:
+            done_s = sum(r["seconds"] for r in history)
+            left_s = done_s / len(history) * (epochs - epoch - 1)
             log(f"epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.3f} top1 {row['train_top1']:.1f}% | "
-                f"test top1 {row['test_top1']:.2f}% top5 {row['test_top5']:.2f}% | {row['seconds']:.0f}s")
+                f"val top1 {row['val_top1']:.2f}% | {row['seconds']:.0f}s, elapsed {_clock(done_s)}, "
+                f"left ~{_clock(left_s)}")
             if checkpoint_path is not None:
                 save_checkpoint(checkpoint_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                                   "scheduler": sched.state_dict(), "epoch": epoch + 1,
                                                   "history": history, "arch": arch or {}})
+                _fault_point("CHECKPOINT", epoch + 1)
             if on_epoch is not None:
                 on_epoch(history)
-            if os.environ.get("MVLIB_KILL_AFTER_EPOCH") == str(epoch + 1):
-                os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the kill -9 / resume tests
+            _fault_point("EPOCH", epoch + 1)
     return history

@@ -38,11 +38,41 @@ def voter_from_spec(spec: VoterSpec) -> nn.Module | None:
     return build_voter(spec["name"], **opts)
 
 
-def select_layers(model: nn.Module, layers: Iterable[int | str] | None = None):
-    """Binary convolutions chosen by forward-order index or module name (all when None)."""
+LAYER_SETS = ("3x3", "1x1", "all")
+# STUDY.md §2: the MV replaces each binary 3x3 convolution of the residual stages (the
+# stem, the shortcut 1x1 convolutions and the classifier stay as they are).
+DEFAULT_LAYERS = "3x3"
+
+LayerSpec = Iterable[int | str] | str | None
+
+
+def select_layers(model: nn.Module, layers: LayerSpec = None):
+    """Binary convolutions chosen by a named set, by forward-order index or by module name.
+
+    ``layers``:
+
+    * ``None``: the default set, :data:`DEFAULT_LAYERS` = ``"3x3"``;
+    * ``"3x3"`` / ``"1x1"``: every binary convolution with that kernel size
+      (``"3x3"`` is the residual stages' convolutions of the ResNet-18s; a
+      binary 1x1 shortcut convolution, ``build_model(..., binary_downsample=True)``,
+      or ReActNet-A's pointwise convolutions are ``"1x1"``);
+    * ``"all"``: every binary convolution (:func:`mvlib.layers.binary_convs`);
+    * any other string: one module name;
+    * an iterable of ints (indices into ``binary_convs(model)``, all binary
+      convolutions in forward order) and/or module names.
+
+    The result is in forward order for the named sets, in the given order otherwise.
+    """
     convs = binary_convs(model)
     if layers is None:
-        return convs
+        layers = DEFAULT_LAYERS
+    if isinstance(layers, str):
+        if layers == "all":
+            return convs
+        if layers in LAYER_SETS:
+            k = int(layers[0])
+            return [(n, m) for n, m in convs if m.kernel_size == k]
+        layers = [layers]
     names = {n: (n, m) for n, m in convs}
     out = []
     for key in layers:
@@ -53,16 +83,23 @@ def select_layers(model: nn.Module, layers: Iterable[int | str] | None = None):
         elif key in names:
             out.append(names[key])
         else:
-            raise KeyError(f"no binary convolution named {key!r}; names: {list(names)}")
+            raise KeyError(f"no binary convolution named {key!r}; names: {list(names)}; sets: {LAYER_SETS}")
     return out
 
 
-def set_voter(model: nn.Module, spec: VoterSpec, layers: Iterable[int | str] | None = None) -> nn.Module:
+def set_voter(model: nn.Module, spec: VoterSpec, layers: LayerSpec = None) -> nn.Module:
     """Put a voter (a fresh module per layer) on the chosen binary convolutions; ``None`` removes it.
+
+    ``layers`` as in :func:`select_layers`: by default the binary 3x3
+    convolutions, ``"all"`` adds binary 1x1 ones. ``set_voter(model, None)``
+    (no layers given) removes the voters of *every* binary convolution, so that
+    no voter put on a 1x1 layer survives a reset.
 
     Parameters, buffers and BN statistics of the model are not touched; the
     new voters are placed on the device of the layer's weight.
     """
+    if spec is None and layers is None:
+        layers = "all"
     for _, conv in select_layers(model, layers):
         voter = voter_from_spec(spec)
         conv.voter = voter.to(conv.weight.device) if voter is not None else None
@@ -190,7 +227,9 @@ def voter_disagreement(model: nn.Module, loader, fanins: int | Sequence[int], ti
     trained network's own activations), binarize it with the layer's own
     activation function and weights, and compute the contiguous-block partial
     sums once (:func:`mvlib.voters.block_partial_sums`). From them: the exact
-    vote ``sign(sum s_m)``, the hierarchical vote, and the outer tie mask.
+    vote ``sign(sum s_m)``, and per tie rule the hierarchical vote and the
+    outer tie mask (for nested fan-ins the outer level's children are resolved
+    with that rule, so a row's ``outer_tie_rate`` is its own rule's).
     Layers whose input channels ``G1*G2*...`` does not divide are reported
     with ``None`` rates. Rates are fractions of all outputs (images x channels x positions).
     ``tie`` may be a list of rules: one pass, one row per layer and rule.
@@ -212,13 +251,12 @@ def voter_disagreement(model: nn.Module, loader, fanins: int | Sequence[int], ti
             bs = block_partial_sums(a, w, m_blocks, conv.stride, conv.padding)
             total = bs.sum(-1)
             exact = majority_vote(total)
-            outer_ties = outer_tie_mask(bs, fs).sum().item()
             exact_ties = (total == 0).sum().item()
             for t in ties:
                 st = stats[(name, t)]
                 st["n"] += exact.numel()
                 st["disagree"] += (exact != hierarchical_vote(bs, fs, t)).sum().item()
-                st["outer_tie"] += outer_ties
+                st["outer_tie"] += outer_tie_mask(bs, fs, t).sum().item()
                 st["exact_tie"] += exact_ties
         return fn
 

@@ -108,13 +108,25 @@ def hierarchical_vote(block_sums: torch.Tensor, fanins: int | Sequence[int], tie
     return votes.reshape(lead)
 
 
-def outer_tie_mask(block_sums: torch.Tensor, fanins: int | Sequence[int]) -> torch.Tensor:
-    """True where the outermost vote of the hierarchy is a tie."""
+def outer_tie_mask(block_sums: torch.Tensor, fanins: int | Sequence[int], tie: str) -> torch.Tensor:
+    """True where the outermost vote of the hierarchy is a tie (its ``G1`` children split evenly).
+
+    The children are computed exactly as in :func:`hierarchical_vote`: innermost
+    votes ``sign(s_m)`` (tie +1), every level between them and the outer one
+    with ``tie``. So for nested fan-ins the mask depends on the tie rule (an
+    inner tie resolved to -1 instead of +1 changes the outer count); for a
+    single level it does not, but the rule is still required so that no
+    caller can get the ``pos`` mask for another rule by omission.
+    """
     fs = normalize_fanins(fanins)
+    _check_tie(tie)
+    m = math.prod(fs)
+    if block_sums.shape[-1] != m:
+        raise ValueError(f"expected {m} block sums for fan-ins {fs}, got {block_sums.shape[-1]}")
     votes = sign_pm1(block_sums)
     lead = block_sums.shape[:-1]
-    for g in reversed(fs[1:]):
-        votes = _tie_vote(votes.reshape(*lead, -1, g), "pos")
+    for g in reversed(fs[1:]):  # innermost level first, as in hierarchical_vote
+        votes = _tie_vote(votes.reshape(*lead, -1, g), tie)
     return votes.reshape(*lead, fs[0]).sum(-1) == 0
 
 
@@ -375,11 +387,67 @@ class HierarchicalVoter(_Voter):
         return f"fanins={self.fanins}, tie={self.tie}, " + super().extra_repr()
 
 
-VOTERS = {"mv": MajorityVoter, "hmv": HierarchicalVoter}
+def threshold_vote(s: torch.Tensor, polarity: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Per-channel threshold vote on integer sums ``s`` [B, C, ...]: ``sign(p_c * s - theta_c)``, ties +1.
+
+    ``p_c = +1`` votes +1 for ``s >= theta_c``; ``p_c = -1`` votes +1 for
+    ``s <= -theta_c``. ``p = 1, theta = 0`` is the exact MV. ``theta`` holds
+    integers, so the comparison is exact in float32.
+    """
+    view = (1, -1) + (1,) * (s.dim() - 2)
+    return sign_pm1(torch.round(s) * polarity.view(view) - theta.view(view))
+
+
+class _NoGradient(torch.autograd.Function):
+    """Identity on ``out`` in the forward; a backward through it is an error (no surrogate is defined)."""
+
+    @staticmethod
+    def forward(ctx, s, out):
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("the threshold voter has no gradient (evaluation only); retrain through 'mv' or 'hmv'")
+
+
+class ThresholdVoter(nn.Module):
+    """A majority voter whose threshold has the following BatchNorm folded in; evaluation only.
+
+    ``vote_c = threshold_vote(s, polarity, theta)`` (:func:`threshold_vote`) and
+    the output is one of two per-channel values, ``level_pos_c`` where the
+    vote is +1 and ``level_neg_c`` where it is -1, in the convolution's output
+    space (the BN after it is kept and sees them). Buffers are empty until
+    :func:`mvlib.voter_analysis.calibrate_threshold_voters` sets them from the
+    BN that consumes the layer's output: ``polarity`` and ``theta`` such that
+    the vote equals ``sign(BN(alpha * s))`` for every integer ``s`` the layer
+    can produce, and the levels (see there). Forward values only: a backward
+    pass through it raises.
+    """
+
+    name = "threshold"
+
+    def __init__(self):
+        super().__init__()
+        for buf in ("polarity", "theta", "level_pos", "level_neg"):
+            self.register_buffer(buf, torch.empty(0))
+
+    def forward(self, a_bin, w_bin, alpha, stride: int, padding: int) -> torch.Tensor:
+        if self.theta.numel() == 0:
+            raise RuntimeError("the threshold voter needs calibration first "
+                               "(mvlib.voter_analysis.calibrate_threshold_voters)")
+        s = F.conv2d(a_bin, w_bin, None, stride, padding)
+        up = threshold_vote(s.detach(), self.polarity, self.theta) > 0
+        out = torch.where(up, self.level_pos.view(1, -1, 1, 1), self.level_neg.view(1, -1, 1, 1))
+        if torch.is_grad_enabled() and s.requires_grad:
+            out = _NoGradient.apply(s, out)
+        return out
+
+
+VOTERS = {"mv": MajorityVoter, "hmv": HierarchicalVoter, "threshold": ThresholdVoter}
 
 
 def build_voter(name: str | None, **options) -> nn.Module | None:
-    """Build a voter by name (``"mv"``, ``"hmv"``); ``None`` means no voter."""
+    """Build a voter by name (``"mv"``, ``"hmv"``, ``"threshold"``); ``None`` means no voter."""
     if name is None or name == "none":
         return None
     try:

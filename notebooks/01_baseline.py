@@ -19,54 +19,65 @@
 # **Reproduces** the deck's baseline rows (*Results with CIFAR-10*): ReActNet-18 **93.38 / 99.80** and
 # Bi-RealNet-18 **88.77 / 98.25** top-1 / top-5 (%).
 #
-# **Hardware and scale.** Profile `cpu`: a 2-core CPU, width 16, 20,000 training images, 3 epochs,
-# evaluated on the full 10,000-image test set (about 5 minutes per model). Profile `paper`: width 64,
-# all 50,000 images, 256 epochs with two-step training and distillation, on a GPU.
+# **Hardware and scale.** Profile `cpu`: a 2-core CPU, width 16, 20,000 training images (2,000 per class, taken
+# outside the 5,000-image validation split), 4 epochs, one run per seed of `seeds` (3), evaluated on the
+# validation split after every epoch and on the full 10,000-image test set once at the end. Profile `paper`:
+# width 64, all 45,000 training images, 256 epochs with two-step training and distillation, on a GPU.
 #
-# **Result.** The table below is built from the run records this notebook writes
-# (`results/runs/01_baseline/…`); the `cpu` profile lands far below the deck (small model, few epochs):
-# it is the starting point for the voter experiments of notebooks 02–04, not a reproduction of 93.38.
+# **Result.** The table below is built from the run records this notebook writes (`results/runs/01_baseline/…`):
+# mean over seeds with a 95 % interval. The `cpu` profile lands far below the deck (small model, few epochs): it is
+# the starting point for the voter experiments of notebooks 02–04, not a reproduction of 93.38.
 
 # %%
-import mvlib
-from mvlib.config import notebook_config
+from mvlib.study.config import notebook_config
 _names_before_parameters = set(globals())
-import pandas as pd
-from mvlib.experiment import train_baseline
-from mvlib.plots import plot_histories
-from mvlib.deck import deck_numbers, binomial_se
 
 # %% tags=["parameters"]
-profile = "cpu"  # ci | cpu | paper; any configuration key may be set here too (see mvlib/config.py)
+profile = "cpu"         # ci | cpu | paper
+seeds = None            # training seeds, e.g. [0, 1, 2]; None = the profile's
+models = None           # e.g. ["reactnet18", "birealnet18"]; None = the profile's
+width = None            # channels of stage 1; None = the profile's
+epochs = None           # training epochs; None = the profile's
+train_per_class = None  # training images per class; None = the profile's
+lr = None               # peak learning rate; None = the profile's
+results_dir = None      # where run records go; None = results/
+progress = None         # tqdm bars (False in batch runs)
+force = None            # True: train again even where a finished run of the same identity exists
 
 # %%
 cfg = notebook_config(globals(), _names_before_parameters)
-{k: cfg[k] for k in ("profile", "models", "width", "train_per_class", "epochs", "batch_size", "lr", "two_step", "distill")}
+import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
+from mvlib.study.experiment import train_baseline, with_seed
+from mvlib.study.plots import plot_histories
+from mvlib.study.deck_pattern import main_table
+from mvlib.study.records import all_metrics
+{k: cfg[k] for k in ("profile", "models", "seeds", "width", "train_per_class", "val_per_class", "epochs",
+                     "batch_size", "lr", "two_step", "distill")}
 
 # %% [markdown]
-# ## Train (or reuse finished runs of this exact configuration)
+# ## Train (or reuse finished runs of this exact configuration, data and code), one run per model and seed
 
 # %%
-runs = {}
-for name in cfg["models"]:
-    model, run = train_baseline(cfg, name)
-    runs[name] = run
+runs = {(name, seed): train_baseline(with_seed(cfg, seed), name)[1] for name in cfg["models"] for seed in cfg["seeds"]}
 
 # %% [markdown]
-# ## Results beside the deck
+# ## Results beside the deck (mean over seeds, 95 % interval)
 
 # %%
-deck = deck_numbers("main").query("variant == 'baseline'").set_index("model")
-rows = []
-for name, run in runs.items():
-    m = run.metrics
-    rows.append({"model": name, "deck top1": deck.top1.get(name), "ours top1": m["top1"],
-                 "± s.e.": binomial_se(m["top1"], m["test_images"]), "deck top5": deck.top5.get(name),
-                 "ours top5": m["top5"], "train s": m["seconds"], "run": run.run_id})
-table = pd.DataFrame(rows).set_index("model")
-table["Δ top1"] = table["ours top1"] - table["deck top1"]
-table.round(2)
+table = main_table(all_metrics(cfg["results_dir"]), cfg["profile"], models=cfg["models"])
+table = table[(table.variant == "baseline") & table.model.isin(cfg["models"])]
+display(table.drop(columns=["vs baseline", "vs baseline ± 95 %"]).round(2).style.hide(axis="index"))
 
 # %%
-fig = plot_histories({n: r.history() for n, r in runs.items()}, title=f"baselines, profile {cfg['profile']}",
-                     metrics=("train_loss", "train_top1", "test_top1"))
+fig = plot_histories({f"{n} seed {s}": r.history() for (n, s), r in runs.items()},
+                     title=f"baselines, profile {cfg['profile']} (validation top-1 per epoch)",
+                     metrics=("train_loss", "train_top1", "val_top1"))
+plt.show()
+
+# %%
+display(Markdown("\n".join(
+    f"- **{r.model}**: {r['ours top1']:.2f} % top-1 on the test split "
+    + (f"(± {r['± 95 %']:.2f} over {r.seeds} seeds, 95 % interval)" if r.seeds > 1 else "(one seed)")
+    + f", {r['deck top1'] - r['ours top1']:.1f} points below the deck's {r['deck top1']:.2f} % at full scale."
+    for _, r in table.iterrows())))

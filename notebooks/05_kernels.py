@@ -51,16 +51,20 @@ import json
 import pandas as pd
 from IPython.display import Image, display
 
-import mvlib.config
 from cuda_numba import bench
+from mvlib.study.config import notebook_config
+from mvlib.study.records import resolve_results_dir
 _names_before_parameters = set(globals())
 
 # %% tags=["parameters"]
-profile = "cpu"  # ci | cpu | paper; any configuration key may be set here too (see mvlib/config.py)
+profile = "cpu"        # ci | cpu | paper
+kernel_reps = None     # timed calls per measurement (best reported); None = the profile's
+kernel_threads = None  # threads for torch and Numba; 0 = all logical CPUs; None = the profile's
+results_dir = None     # where results go; None = results/
 
 # %%
-cfg = mvlib.config.notebook_config(globals(), _names_before_parameters)
-out_dir = mvlib.config.REPO_ROOT / cfg["results_dir"] / "bench"
+cfg = notebook_config(globals(), _names_before_parameters)
+out_dir = resolve_results_dir(cfg["results_dir"]) / "bench"
 suffix = "" if cfg["profile"] in ("cpu", "paper") else "_" + cfg["profile"]  # ci runs do not overwrite results
 {k: v for k, v in cfg.items() if k.startswith("kernel_") or k in ("profile", "results_dir")}
 
@@ -149,9 +153,10 @@ if gpu_report.is_file():
     print(gpu["device"], f"{checks.ok.sum()}/{len(checks)} checks bit-exact")
     display(pd.DataFrame(gpu["bench"]).round(3))
 else:
-    print(f"no GPU results at {gpu_report}: run `python -m cuda_numba.gpu_check --out {gpu_report.parent}` on a CUDA machine")
+    print("no GPU results in results/bench/gpu: run `python -m cuda_numba.gpu_check --out results/bench/gpu` "
+          "on a CUDA machine")
 
 # %%
-from cuda_numba.trained_check import trained_agreement
+from mvlib.study.trained_check import trained_agreement
 agreement = trained_agreement(cfg)
 agreement.round(4)

@@ -43,26 +43,30 @@
 # Whether the deck's pattern holds needs the `paper` profile.
 
 # %%
-import mvlib
-from mvlib.config import notebook_config
+from mvlib.study.config import notebook_config
 _names_before_parameters = set(globals())
-import time
-import pandas as pd
-from mvlib import appendix
-from mvlib.models import relative_width, variant_name
 
 # %% tags=["parameters"]
-profile = "cpu"  # ci | cpu | paper; any configuration key may be set here too (see mvlib/config.py)
+profile = "cpu"          # ci | cpu | paper
+appendix_epochs = None   # training epochs per cell; None = the profile's
+appendix_width = None    # ResNet-18 base width of the cells; None = the profile's
+results_dir = None       # where run records go; None = results/
+progress = None          # tqdm bars (False in batch runs)
+force = None             # True: train again even where a finished run of the same identity exists
 
 # %%
 cfg = notebook_config(globals(), _names_before_parameters)
+import time
+import pandas as pd
+from mvlib.models import relative_width, variant_name
+from mvlib.study import appendix
 settings = {}
 for dataset in cfg["appendix_datasets"]:
     s = appendix.cell_settings(cfg, dataset)
     settings[dataset] = {"train file": s["train_file"], "train per class": s["train_per_class"] or "all",
-                         "test per class": s["cfg"]["test_per_class"] or "all",
-                         "batch": s["cfg"]["batch_size"], "epochs": cfg["appendix_epochs"],
-                         "lr": cfg["lr"], "optimizer": cfg["optimizer"], "threads": s["cfg"]["threads"] or "default"}
+                         "validation per class": s["val_per_class"], "test per class": s["test_per_class"] or "all",
+                         "batch": s["batch_size"], "epochs": s["epochs"], "lr": cfg["lr"],
+                         "optimizer": cfg["optimizer"], "threads": s["threads"] or "default"}
 widths = {m: relative_width(m, cfg["appendix_width"]) for m in cfg["appendix_models"]}
 print(f"profile {cfg['profile']}; widths {widths}; adaptive gradient clipping {cfg['agc_clip']} on BN-Free cells only")
 pd.DataFrame(settings)

@@ -41,17 +41,18 @@
 import matplotlib.pyplot as plt
 import pandas as pd
 
-import mvlib.config
-from mvlib.config import REPO_ROOT
 from mvlib.hw import cost, flow, synth
+from mvlib.study.config import notebook_config
+from mvlib.study.records import resolve_results_dir
 
 _names_before_parameters = set(globals())
 
 # %% tags=["parameters"]
-profile = "cpu"
+profile = "cpu"      # ci | cpu | paper
+results_dir = None   # where tables go; None = results/
 
 # %%
-cfg = mvlib.config.notebook_config(globals(), _names_before_parameters)
+cfg = notebook_config(globals(), _names_before_parameters)
 
 # %% [markdown]
 # ## Circuits, flow, check
@@ -162,7 +163,6 @@ plt.tight_layout(); plt.show()
 
 # %%
 print(flow.statement(df, net, scatter))
-from mvlib.records import resolve_results_dir
 out = resolve_results_dir(cfg["results_dir"]) / "hw" / cfg["profile"]
 for p in flow.write_tables(df, out, composed=comp, network_totals=net, deck_m512=deck):
-    print("wrote", p)
+    print("wrote", p.relative_to(resolve_results_dir(cfg["results_dir"]).parent))

@@ -22,93 +22,105 @@
 # (BN / without BN / BN-Free, from "BNN − BN = ?"), plus the hardware cost of the voters by synthesis.
 #
 # **How to read it.** Every "ours" number comes from a run record under `results/runs/` (or a
-# benchmark / synthesis result file) written by the notebooks 01–07 of the same profile; every "deck"
-# number from `mvlib/deck_numbers.csv`. Nothing is typed in. The `cpu` profile runs the whole study
-# on a 2-core CPU in about half an hour at reduced width, data and epochs: its accuracies are far below
-# the deck's, and what it can show is whether the deck's *pattern* appears at small scale. The `paper`
-# profile (GPU) is the one that reproduces the numbers.
+# benchmark / synthesis result file) written by the notebooks 01–07 of the same profile and the same
+# code; every "deck" number from `mvlib/study/deck_numbers.csv`. Nothing is typed in. Rows are means over
+# training seeds with a 95 % interval (Student t); changes against a baseline are paired per seed; every
+# claim of the deck gets a verdict: yes, no, or not resolved at 95 %. All choices (retraining budget and
+# learning rate, surrogate normalization) were made on a validation split held out of the training images;
+# the test split is evaluated only for the rows shown. The `cpu` profile runs the whole study on a 2-core
+# CPU at reduced width, data and epochs: its accuracies are far below the deck's, and what it can show is
+# whether the deck's *pattern* appears at small scale. The `paper` profile (GPU) is the one that reproduces
+# the numbers.
 
 # %%
-import mvlib
-from mvlib.config import notebook_config
+from mvlib.study.config import notebook_config
 _names_before_parameters = set(globals())
-import json
-import pandas as pd
-import matplotlib.pyplot as plt
-from IPython.display import Markdown, display
-from mvlib import report, appendix
-from mvlib.plots import bar_compare, plot_histories
-pd.options.display.float_format = "{:,.2f}".format
 
 # %% tags=["parameters"]
-profile = "cpu"  # the profile whose results are reported
+profile = "cpu"      # the profile whose results are reported
+results_dir = None   # where the records are; None = results/
 
 # %%
 cfg = notebook_config(globals(), _names_before_parameters)
-runs = report.collect_runs(cfg["results_dir"])
-mine = runs[runs["profile"] == cfg["profile"]] if not runs.empty else runs
-envs = {json.loads(open(f"{d}/env.json").read()).get("gpu") or json.loads(open(f"{d}/env.json").read())["cpu"]
-        for d in mine["dir"]} if not mine.empty else set()
-display(Markdown(f"**Profile** `{cfg['profile']}` · **{len(mine)} run records** · **hardware:** {', '.join(sorted(envs)) or 'none'}"))
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Markdown, display
+from mvlib.study import appendix, report
+from mvlib.study.deck_pattern import main_table, verdicts
+from mvlib.study.plots import bar_compare, plot_histories
+pd.options.display.float_format = "{:,.2f}".format
+rows = report.records_of(cfg["results_dir"], cfg["profile"])
+prov = report.provenance(rows)
+display(Markdown(
+    f"**Profile** `{cfg['profile']}` · **{prov['records']} run records** of code `{', '.join(prov['code'])}` · "
+    f"commit `{', '.join(c[:10] for c in prov['commits'])}`"
+    + (f" (**{prov['dirty']} from a tree with uncommitted changes**)" if prov["dirty"] else " (committed tree)")
+    + f" · runs from {prov['first']} to {prov['last']} UTC · **hardware:** {', '.join(prov['machines']) or 'none'}"))
 
 # %% [markdown]
 # ## 1 · CIFAR-10: baselines, naive voter, retraining (the deck's first table)
 #
-# Deck rows first (Δ = ours − deck), then this project's added rows: other output scales of the substituted
-# voter (`naive-alpha`, `naive-matched`), BN recalibration (`naive+recal`) and retraining with the plain
-# clipped STE (`retrain-ste`). "±" is the binomial standard error of our accuracy on the test images used
-# (or the std over seeds where several seeds ran); "runs of config" > 1 means the configuration ran
-# more than once and the latest run is shown.
+# Deck rows first, then this project's added rows: other output scales of the substituted voter
+# (`naive-alpha`, `naive-matched`), BN recalibration (`naive+recal`) and retraining with the plain clipped
+# STE (`retrain-ste`). "± 95 %" is the half-width of the 95 % interval of the mean over seeds; "vs baseline"
+# is the paired change against the same seed's baseline.
 
 # %%
-main = report.main_table(cfg["results_dir"], cfg["profile"])
-display(main if not main.empty else Markdown("_no run records for this profile yet_"))
+main = main_table(rows, cfg["profile"])
+if main.empty or main["ours top1"].isna().all():
+    display(Markdown("_no run records for this profile yet_"))
+else:
+    display(main.round(2).style.hide(axis="index").format(precision=2, na_rep="–"))
 
 # %%
 if not main.empty:
     deck_rows = main.dropna(subset=["deck top1"])
     labels = [f"{m}\n{v}" for m, v in zip(deck_rows["model"], deck_rows["variant"])]
     fig = bar_compare(labels, {"deck": list(deck_rows["deck top1"]), f"ours ({cfg['profile']})": list(deck_rows["ours top1"])},
-                      title="top-1, deck vs ours")
+                      errors={f"ours ({cfg['profile']})": list(deck_rows["± 95 %"])},
+                      title="top-1, deck vs ours (ours: mean over seeds, 95 % interval)")
     plt.show()
 
+# %% [markdown]
+# ### The deck's claims at this scale
+
 # %%
-from mvlib.voter_study import deck_pattern
-ours = report.pattern_inputs(main)
-if ours:
-    pattern, lines = deck_pattern(ours)
-    display(pattern)
+claims, lines = verdicts(rows, cfg["profile"])
+if claims.empty:
+    print("not enough records for the verdicts")
+else:
+    display(claims.round(2).style.hide(axis="index").format(precision=2, na_rep="–"))
     display(Markdown("\n".join(f"- {l}" for l in lines)))
 
 # %% [markdown]
-# ### Training curves of the runs in this table
+# ### Training curves of the runs in this table (validation top-1 after each epoch)
 
 # %%
-hist = report.run_histories(main, cfg["results_dir"]) if not main.empty else {}
+hist = report.histories(rows, [("01", "baseline"), ("03", "retrain-approx")])
 if hist:
-    fig = plot_histories(hist, metrics=("train_loss", "test_top1")); plt.show()
+    fig = plot_histories(hist, metrics=("train_loss", "val_top1")); plt.show()
 else:
     print("no training curves for this profile")
 
 # %% [markdown]
 # ## 2 · Hierarchical majority voter (the deck's plan 3)
 #
-# Accuracy of the hierarchical voter with outer fan-in G substituted into the trained baselines (and
-# retrained where the profile retrains it), per tie rule. The deck's M512 ≈ M4(M128 × 4) corresponds
-# to G = 4 on a 64-channel layer (M576 ≈ M4(M144 × 4)). Disagreement and tie rates per layer are in
-# notebook 04.
+# Accuracy of the hierarchical voter with outer fan-in G substituted into the trained baselines (validation
+# subset, the `sweep_seeds` baselines) and retrained where the profile retrains it (validation and test), per tie
+# rule. The deck's M512 ≈ M4(M128 × 4) corresponds to G = 4 on a 64-channel layer (M576 ≈ M4(M144 × 4)); the
+# deck gives no accuracy for it. Disagreement and tie rates per layer are in notebook 04.
 
 # %%
-hmv = report.hmv_table(cfg["results_dir"], cfg["profile"])
+hmv = report.hmv_table(rows)
 if hmv.empty:
     print("no hierarchical-voter records for this profile")
 else:
-    display(hmv)
+    display(hmv.style.hide(axis="index").format(precision=2, na_rep="–"))
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    for (model, mode, tie), g in hmv.groupby(["model", "mode", "tie"]):
+    for (model, mode, tie), g in hmv[hmv["mode"].str.startswith("naive")].groupby(["model", "mode", "tie"]):
         g = g[~g["G"].str.contains("x")].assign(Gi=lambda d: d["G"].astype(int)).sort_values("Gi")
-        ax.plot(g["Gi"], g["top1"], marker="o", label=f"{model} {mode} tie {tie}")
-    ax.set_xscale("log", base=2); ax.set_xlabel("outer fan-in G"); ax.set_ylabel("top-1 (%)")
+        ax.plot(g["Gi"], g["val_top1"], marker="o", label=f"{model} {mode} tie {tie}")
+    ax.set_xscale("log", base=2); ax.set_xlabel("outer fan-in G"); ax.set_ylabel("validation top-1 (%)")
     ax.grid(alpha=0.3); ax.legend(fontsize=7); plt.show()
 
 # %% [markdown]
@@ -124,7 +136,7 @@ bench = report.kernel_results(cfg["results_dir"], cfg["profile"])
 if bench is None:
     print("no kernel benchmark for this profile (notebook 05)")
 else:
-    print("machine:", bench["machine"].get("cpu", bench["machine"]), "| file:", bench["file"])
+    print("machine:", bench["machine"].get("cpu", bench["machine"]), "| file: results/bench/" + bench["file"].split("/bench/")[-1])
     peak = bench.get("peak")
     if peak:
         print(f"roofline: micro-kernel {peak['binary_tmacs']:.2f} T binary MAC/s, torch fp32 matmul {peak['fp32_gmacs']:.0f} GMAC/s "

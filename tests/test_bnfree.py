@@ -16,6 +16,24 @@ Fast CPU checks at small widths:
   leaves units under the bound and the classifier bit-identical;
 * every model x norm builds, trains one Adam step and evaluates on CIFAR-10
   and CIFAR-100 shaped input; ReActNet-A's parameter counts.
+
+Issue 13 (the w/o-BN networks' binary branches must carry signal):
+
+* at init, on a random batch, every ``none`` and ``bnfree`` network of the four
+  (and XNORNet-18 with BN, whose BN sits before the sign) has binary branches
+  of the shortcut's order: the rms ratio branch / shortcut
+  (:func:`mvlib.models.diagnostics.branch_ratios`; for ``bnfree`` the ratio
+  before NF-ResNets' ``alpha_res = 0.2``) has a geometric mean over the blocks
+  within **1/4 .. 4** and lies within **1/10 .. 10** in every block. ReActNet's
+  ``U(0, 1e-3)`` init without BN fails this (ratio ~1e-2 in stage 1), which the
+  test checks too, so the bound does discriminate;
+* the ``fanin`` init is ``nn.Conv2d``'s ``U(-1/sqrt(N), 1/sqrt(N))`` and the
+  default per norm; the ``bn`` models are unchanged (same random stream);
+* AGC against the closed form of "BNN - BN = ?"'s ``agc.py``, unit by unit:
+  ``g <- g * clip * max(||w||, 1e-3) / ||g||`` where ``||g|| / max(||w||, 1e-3) > clip``,
+  units = output channels (whole tensor for <= 1-D parameters), classifier
+  excluded (their ``train.py`` skips every parameter named ``fc``);
+* the shortcut-only network and the diagnostics leave the model's buffers alone.
 """
 from __future__ import annotations
 
@@ -292,3 +310,150 @@ def test_config_keys():
         assert key in SCHEMA
     assert set(SCHEMA["appendix_models"][1]) <= set(MODELS)
     assert set(SCHEMA["appendix_norms"][1]) <= set(NORMS)
+
+
+# --------------------------------------------------------------------------
+# issue 13: binary branches carry signal at init; AGC in closed form; diagnostics
+# --------------------------------------------------------------------------
+from mvlib.models.diagnostics import branch_ratios, ratio_summary, set_shortcut_only  # noqa: E402
+from mvlib.models.norms import BINARY_INITS, BNFREE_ALPHA, default_binary_init, init_binary_weight_  # noqa: E402
+
+# widths of the init check: the ResNet-18s at 8, ReActNet-A at 4 (the appendix's 1/8 of the paper's)
+INIT_WIDTH = {"reactnet18": 8, "birealnet18": 8, "xnornet18": 8, "reactneta": 4}
+GMEAN_FACTOR, BLOCK_FACTOR = 4.0, 10.0
+
+
+def _init_ratios(arch, norm, seed=0, **kw):
+    torch.manual_seed(seed)
+    m = build_model(arch, width=INIT_WIDTH[arch], norm=norm, **kw).train()
+    x = torch.randn(16, 3, 32, 32)
+    return branch_ratios(m, x)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("norm", ("none", "bnfree"))
+def test_binary_branch_magnitude_at_init_within_factor_of_shortcut(arch, norm):
+    for seed in (0, 1):
+        rows = _init_ratios(arch, norm, seed)
+        key = "ratio_unscaled" if norm == "bnfree" else "ratio"  # bnfree: before alpha_res = 0.2
+        s = ratio_summary(rows)
+        assert 1 / GMEAN_FACTOR <= s[f"{key}_gmean"] <= GMEAN_FACTOR, (arch, norm, seed, s)
+        bad = [(r["block"], round(r[key], 4)) for r in rows if not 1 / BLOCK_FACTOR <= r[key] <= BLOCK_FACTOR]
+        assert not bad, (arch, norm, seed, bad)
+        if norm == "bnfree":  # the scaled branch is alpha_res times the unscaled one
+            assert all(r["ratio"] == pytest.approx(BNFREE_ALPHA * r["ratio_unscaled"]) for r in rows)
+
+
+def test_xnornet_bn_branch_carries_signal_and_reactnet_init_without_bn_does_not():
+    s = ratio_summary(_init_ratios("xnornet18", "bn"))  # BN before the sign, none after the conv
+    assert 1 / GMEAN_FACTOR <= s["ratio_gmean"] <= GMEAN_FACTOR and s["ratio_min"] >= 1 / BLOCK_FACTOR, s
+    for arch in ARCHS:  # the failure the fanin init removes: branches ~1e-2 of the shortcut
+        s = ratio_summary(_init_ratios(arch, "none", binary_init="reactnet"))
+        assert s["ratio_min"] < 0.05, (arch, s)
+
+
+def test_binary_init_rules_and_values():
+    assert BINARY_INITS == ("reactnet", "fanin")
+    assert [default_binary_init(n) for n in NORMS] == ["reactnet", "fanin", "reactnet"]
+    assert default_binary_init("bn", "xnornet") == "fanin"
+    assert default_binary_init("bnfree", "xnornet") == "reactnet"
+    w = torch.empty(64, 16, 3, 3)
+    init_binary_weight_(w, "fanin")
+    bound = 1 / math.sqrt(16 * 9)
+    assert w.abs().max() <= bound and w.abs().max() > 0.95 * bound and (w < 0).any()
+    # alpha = mean|W| = bound / 2 for a uniform init, so alpha * s has rms ~0.5 on +-1 inputs
+    assert w.abs().mean((1, 2, 3)).mean() == pytest.approx(bound / 2, rel=0.05)
+    init_binary_weight_(w, "reactnet")
+    assert (w >= 0).all() and w.max() <= 1e-3
+    with pytest.raises(ValueError):
+        init_binary_weight_(w, "xavier")
+    with pytest.raises(ValueError):
+        build_model("reactnet18", width=4, binary_init="xavier")
+    for arch in ARCHS:  # the model records its init; none takes fanin, an explicit choice wins
+        assert build_model(arch, width=SMALL[arch], norm="none").binary_init == "fanin"
+        m = build_model(arch, width=SMALL[arch], norm="none", binary_init="reactnet")
+        assert m.binary_init == "reactnet" and all((c.weight >= 0).all() for _, c in binary_convs(m))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bn_models_unchanged_by_the_init_option(arch):
+    """``bn`` keeps ReActNet's init and the same random stream: notebook 01's models are the same."""
+    if arch == "xnornet18":
+        pytest.skip("XNORNet-18 with BN takes the fanin init (no BN after its convolution)")
+    a, b = small(arch, "bn"), small(arch, "bn", binary_init="reactnet")
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert all((c.weight >= 0).all() and c.weight.max() <= 1e-3 for _, c in binary_convs(a))
+
+
+def _official_agc(grad, weight, clip, eps=1e-3):
+    """The closed form of BNN_NoBN's ``agc.py``, written out unit by unit (output channel / whole tensor)."""
+    g, out = grad.clone(), grad.clone()
+    units = [slice(None)] if weight.dim() <= 1 else range(weight.shape[0])
+    for i in units:
+        w_n = max(float(weight[i].norm()), eps)
+        g_n = float(g[i].norm())
+        if g_n / w_n > clip:
+            out[i] = g[i] * (clip * w_n / max(g_n, 1e-6))
+    return out
+
+
+def test_agc_matches_closed_form_unit_by_unit():
+    torch.manual_seed(0)
+    clip = 0.02
+    m = small("reactnet18", "bnfree")
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    (100 * F.cross_entropy(m(x), y)).backward()
+    with torch.no_grad():  # make some units fall under the bound and some over it, in one tensor
+        conv = m.blocks[3].conv
+        conv.weight.grad[::2] *= 1e-6
+    expected = {n: (p.grad.clone() if n.startswith("classifier.") else _official_agc(p.grad, p.detach(), clip))
+                for n, p in m.named_parameters() if p.grad is not None}
+    adaptive_grad_clip_(m, clip)
+    n_under = n_over = 0
+    for n, p in m.named_parameters():
+        if p.grad is None:
+            continue
+        torch.testing.assert_close(p.grad, expected[n], rtol=1e-5, atol=1e-12, msg=n)
+        if n == "blocks.3.conv.weight":
+            ratio = unitwise_norm(p.grad).flatten() / unitwise_norm(p.detach()).clamp(min=1e-3).flatten()
+            n_under, n_over = int((ratio < clip * 0.999).sum()), int((ratio > clip * 0.999).sum())
+    assert n_under > 0 and n_over > 0  # both branches of the closed form were exercised
+    # the classifier is excluded by name, as the official code excludes every 'fc' parameter
+    assert torch.equal(m.classifier.weight.grad, expected["classifier.weight"])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_shortcut_only_network(arch):
+    m = small(arch, "none").eval()
+    x = torch.randn(2, 3, 32, 32)
+    full = m(x)
+    set_shortcut_only(m)
+    calls = []
+    hooks = [c.register_forward_hook(lambda *a: calls.append(1)) for _, c in binary_convs(m)]
+    out = m(x)
+    assert not calls and out.shape == full.shape and not torch.allclose(out, full)
+    if arch != "reactneta":  # by hand: every block is act(shortcut(x))
+        h = m.stem(x.contiguous(memory_format=torch.channels_last))
+        for blk in m.blocks:
+            h = blk.act(blk.shortcut(h))
+        torch.testing.assert_close(out, m.classifier(m.pool(h).flatten(1)))
+    set_shortcut_only(m, False)
+    torch.testing.assert_close(m(x), full)
+    for h in hooks:
+        h.remove()
+    with pytest.raises(ValueError):
+        set_shortcut_only(nn.Linear(2, 2))
+
+
+def test_branch_ratios_rows_and_buffers_untouched():
+    m = small("reactnet18", "bn").train()
+    before = {n: b.clone() for n, b in m.named_buffers()}
+    rows = branch_ratios(m, torch.randn(8, 3, 32, 32))
+    assert len(rows) == 16 and rows[0]["block"] == "blocks.0"
+    assert all(torch.equal(before[n], b) for n, b in m.named_buffers())
+    assert not any(mod._forward_hooks or mod._forward_pre_hooks for mod in m.modules())
+    r = rows[0]
+    assert r["ratio"] == pytest.approx(r["branch_rms"] / r["shortcut_rms"])
+    ra = branch_ratios(small("reactneta", "none"), torch.randn(2, 3, 32, 32))
+    assert len(ra) == 26 and [r["block"] for r in ra[:2]] == ["blocks.0.1", "blocks.0.2"]

@@ -1,12 +1,19 @@
 import pytest
 
-from mvlib.study.config import load_profile, notebook_config, parse_cli_overrides
+from mvlib.study.config import (SCHEMA, SCOPES, check_value, load_profile, notebook_config, parse_cli_overrides,
+                                scope_keys)
 
 
 @pytest.mark.parametrize("profile", ["ci", "cpu", "paper"])
 def test_profiles_load(profile):
     cfg = load_profile(profile)
     assert cfg["profile"] == profile and isinstance(cfg["width"], int)
+    assert set(cfg["sweep_seeds"]) <= set(cfg["seeds"])
+
+
+def test_cpu_profile_has_three_seeds_and_a_validation_split():
+    cfg = load_profile("cpu")
+    assert len(cfg["seeds"]) >= 3 and cfg["val_per_class"] >= 1
 
 
 def test_unknown_key_rejected():
@@ -20,6 +27,34 @@ def test_wrong_type_rejected():
     with pytest.raises(TypeError, match="'width' must be int, got bool"):
         load_profile("ci", {"width": True})
     assert load_profile("ci", {"lr": 1})["lr"] == 1.0  # an int is a fine float
+    with pytest.raises(TypeError, match="'lr' must be float"):
+        load_profile("ci", {"lr": "fast"})
+
+
+def test_numbers_written_like_1e_3_are_floats():
+    # YAML 1.1 (PyYAML) reads 1e-3 as a string; the schema knows lr is a float
+    assert parse_cli_overrides(["lr=1e-3"]) == {"lr": 0.001}
+    assert load_profile("ci", {"lr": "5e-4"})["lr"] == 0.0005
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("epochs", 0, ">= 1"), ("epochs", -1, ">= 1"), ("width", 0, ">= 1"), ("batch_size", 0, ">= 1"),
+    ("lr", 0.0, "> 0"), ("lr", -1e-3, "> 0"), ("optimizer", "adamw", "one of"), ("schedule", "step", "one of"),
+    ("norm", "ln", "one of"), ("dataset", "mnist", "one of"), ("device", "gpu", "auto, cpu"),
+    ("seeds", [], "not be empty"), ("seeds", [0, 0], "repeat"), ("seeds", [-1], ">= 0"),
+    ("hmv_ties", ["pos", "up"], "one of"), ("hmv_nested", [[4, 1]], ">= 2"), ("label_smoothing", 1.0, r"\[0, 1\)"),
+    ("mv_retrain_epochs", 0, ">= 1"), ("models", ["resnet50"], "one of"), ("lr", float("nan"), "nan"),
+])
+def test_values_out_of_range_rejected(key, value, match):
+    with pytest.raises(ValueError, match=match):
+        check_value(key, value)
+
+
+def test_rules_across_keys():
+    with pytest.raises(ValueError, match="sweep_seeds"):
+        load_profile("ci", {"seeds": [0, 1], "sweep_seeds": [2]})
+    with pytest.raises(ValueError, match="two_step"):
+        load_profile("ci", {"two_step": True, "epochs": 1})
 
 
 def test_unknown_profile():
@@ -27,13 +62,32 @@ def test_unknown_profile():
         load_profile("gpu")
 
 
+def test_every_key_has_a_scope_and_a_default_that_passes_its_check():
+    for key, spec in SCHEMA.items():
+        assert spec.scope in SCOPES, key
+        check_value(key, spec.default)
+    assert {"lr", "epochs", "seed", "norm", "agc_clip", "width"} <= set(scope_keys("train"))
+    assert {"dataset", "val_per_class", "train_per_class"} <= set(scope_keys("data"))
+    assert not {"threads", "progress", "results_dir", "device"} & set(scope_keys("data", "train"))
+
+
 def test_notebook_parameters_checked():
     before = {"x"}
-    ns = {"x": 1, "profile": "ci", "epochs": 2, "_hidden": 0, "In": []}
-    assert notebook_config(ns, before)["epochs"] == 2
-    ns["epocs"] = 2  # papermill would only warn
+    ns = {"x": 1, "profile": "ci", "epochs": 2, "seeds": None, "_hidden": 0, "In": []}
+    cfg = notebook_config(ns, before)
+    assert cfg["epochs"] == 2 and cfg["seeds"] == load_profile("ci")["seeds"]  # None = the profile's value
+    bad = {"x": 1, "profile": "ci", "epocs": 2}  # papermill would only warn
     with pytest.raises(KeyError, match="epocs"):
-        notebook_config(ns, before)
+        notebook_config(bad, before)
+
+
+def test_rerunning_the_configuration_cell_reads_the_same_parameters():
+    before = {"x"}
+    ns = {"x": 1, "profile": "ci", "epochs": 2}
+    ns["cfg"] = notebook_config(ns, before)
+    ns["table"] = object()  # names later cells define
+    ns["epochs"] = 3        # the user edits the parameter cell and runs it again
+    assert notebook_config(ns, before)["epochs"] == 3
 
 
 def test_cli_overrides():
@@ -41,3 +95,12 @@ def test_cli_overrides():
         "epochs": 2, "models": ["reactnet18"], "lr": 0.01}
     with pytest.raises(ValueError):
         parse_cli_overrides(["epochs"])
+    with pytest.raises(ValueError, match=">= 1"):
+        parse_cli_overrides(["epochs=0"])
+
+
+def test_cli_refuses_keys_the_command_does_not_use():
+    allowed = scope_keys("exec", "data", "train")
+    assert parse_cli_overrides(["norm=none"], allowed=allowed) == {"norm": "none"}
+    with pytest.raises(KeyError, match="does not use configuration key.*appendix_epochs"):
+        parse_cli_overrides(["appendix_epochs=3"], allowed=allowed, command="python -m mvlib.study.train")

@@ -272,3 +272,52 @@ def test_gpu_batches_equal_cpu_batches():
     for (xc, yc), (xg, yg) in zip(cpu, gpu):
         torch.testing.assert_close(xg.cpu(), xc, rtol=0, atol=1e-6)
         assert torch.equal(yg.cpu(), yc)
+
+
+# ---------------------------------------------------------------- validation split and data identity
+def test_validation_split_is_the_last_images_of_each_class_and_never_trained_on(tmp_path):
+    from mvlib.data import train_val_indices
+    labels = np.arange(60, dtype=np.int64) % 10  # six images per class
+    write_split(tmp_path, "train.npz", n=60, labels=labels)
+    train_idx, val_idx = train_val_indices(labels, 2, 10)
+    assert sorted(val_idx.tolist()) == list(range(40, 60))  # the last two of every class
+    assert not set(train_idx.tolist()) & set(val_idx.tolist())
+    x_all, _ = load_split("cifar10", "train", tmp_path)
+    xv, yv = load_split("cifar10", "val", tmp_path, val_per_class=2)
+    assert torch.equal(xv, x_all[40:60]) and torch.bincount(yv).tolist() == [2] * 10
+    # a train subset of any size stays outside the validation split
+    for per_class in (0, 1, 4):
+        xt, _ = load_split("cifar10", "train", tmp_path, per_class=per_class, val_per_class=2)
+        flat = {bytes(img.numpy()) for img in xt}
+        assert not flat & {bytes(img.numpy()) for img in xv}
+        assert len(xt) == 10 * (per_class or 4)
+    with pytest.raises(DataError, match="too few to hold out"):
+        load_split("cifar10", "train", tmp_path, val_per_class=6)
+    with pytest.raises(ValueError, match="needs val_per_class"):
+        load_split("cifar10", "val", tmp_path)
+
+
+@needs_shared
+def test_shared_cifar10_validation_split():
+    xv, yv = load_split("cifar10", "val", SHARED, val_per_class=500)
+    xt, yt = load_split("cifar10", "train", SHARED, per_class=2000, val_per_class=500)
+    assert len(xv) == 5000 and torch.bincount(yv).tolist() == [500] * 10
+    assert len(xt) == 20000 and torch.bincount(yt).tolist() == [2000] * 10
+
+
+def test_split_identity_sees_contents_and_membership(tmp_path):
+    from mvlib.data import split_identity
+    write_split(tmp_path / "a", "train.npz", n=60, seed=1)
+    a = split_identity("cifar10", "train", tmp_path / "a", val_per_class=2)
+    assert split_identity("cifar10", "train", tmp_path / "a", val_per_class=2) == a
+    assert split_identity("cifar10", "train", tmp_path / "a", val_per_class=1)["indices_sha256"] != a["indices_sha256"]
+    assert split_identity("cifar10", "val", tmp_path / "a", val_per_class=2)["indices_sha256"] != a["indices_sha256"]
+    # the same images with shuffled labels are other data
+    labels = np.random.default_rng(0).permutation(np.arange(60, dtype=np.int64) % 10)
+    write_split(tmp_path / "b", "train.npz", n=60, seed=1, labels=labels)
+    assert split_identity("cifar10", "train", tmp_path / "b", val_per_class=2)["file_sha256"] != a["file_sha256"]
+    # a file replaced in place is read again (the cache looks at size and modification time)
+    import time
+    time.sleep(0.01)
+    write_split(tmp_path / "a", "train.npz", n=60, seed=1, labels=labels)
+    assert split_identity("cifar10", "train", tmp_path / "a", val_per_class=2)["file_sha256"] != a["file_sha256"]

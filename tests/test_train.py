@@ -27,29 +27,33 @@ def test_short_training_improves_accuracy(tmp_path, data_root):
     cfg = _cfg(tmp_path, data_root, width=8, train_per_class=100, test_per_class=50, epochs=3, batch_size=50, lr=0.005)
     model, run = train_baseline(cfg, "reactnet18")
     hist = run.history()
-    assert len(hist) == 3
+    assert len(hist) == 3 and "val_top1" in hist[0] and not any(k.startswith("test") for k in hist[0])
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert run.metrics["top1"] > 15.0  # 10 classes: chance is 10 %
-    # records: params, env, history, metrics, summary
+    assert run.metrics["val_images"] == 100 and run.metrics["test_images"] == 500
+    # records: params (identity: parameters, data, code), env, history, metrics, summaries
     for f in ("params.json", "env.json", "history.csv", "metrics.json"):
         assert (run.dir / f).is_file()
+    saved = json.loads((run.dir / "params.json").read_text())["identity"]
+    assert saved["data"]["val"]["val_per_class"] == 10 and saved["data"]["val"]["images"] == 100
+    assert len(saved["code_hash"]) == 16 and saved["params"]["norm"] == "bn"
     env = json.loads((run.dir / "env.json").read_text())
-    assert {"git_commit", "git_dirty", "torch", "device"} <= set(env)
+    assert {"git_commit", "git_dirty", "code_hash", "torch", "device"} <= set(env)
     summary = (tmp_path / "results" / "summary.csv").read_text().splitlines()
-    assert summary[0].startswith("step,run_id,model,variant,profile,dataset,top1,top5,seconds")
+    assert {"seeds", "top1_std", "top1_ci95", "top5_std", "top5_ci95"} <= set(summary[0].split(","))
     assert len(summary) == 2
     # a finished run of the same configuration is reused, not recomputed; found by lookup
     _, again = train_baseline(cfg, "reactnet18")
     assert again.run_id == run.run_id
     assert find_baseline(cfg, "reactnet18").run_id == run.run_id
     # forced: a new run folder, the old one untouched
-    _, forced = train_baseline({**cfg, "epochs": 1}, "reactnet18", force=True)
+    _, forced = train_baseline({**cfg, "force": True}, "reactnet18")
     assert forced.run_id != run.run_id and (run.dir / "metrics.json").is_file()
 
 
 def _train_cli(results, data_root, env_extra=None):
     env = {**os.environ, "MVLIB_DATA": str(data_root), **(env_extra or {})}
-    cmd = [sys.executable, "-m", "mvlib.train", "--profile", "ci", "--model", "birealnet18",
+    cmd = [sys.executable, "-m", "mvlib.study.train", "--profile", "ci", "--model", "birealnet18",
            f"results_dir={results}", "epochs=3", "train_per_class=30", "test_per_class=5", "progress=false"]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
@@ -145,7 +149,8 @@ def test_two_step_and_distillation_recipe(tmp_path, data_root):
     cfg = _cfg(tmp_path, data_root, width=4, train_per_class=10, test_per_class=5, epochs=2, batch_size=50,
                two_step=True, distill=True, teacher_epochs=1)
     model, run = train_baseline(cfg, "birealnet18")
-    variants = sorted(p.name.split("-")[3] for p in (tmp_path / "results" / "runs" / "01_baseline").iterdir())
+    variants = sorted(p.name.split("-")[3] for p in (tmp_path / "results" / "runs" / "01_baseline").iterdir()
+                      if p.is_dir())
     assert variants == ["baseline", "step1", "teacher"]
     assert run.params["init_run"] is not None and run.params["distill"] is True
     assert all(c.binary_weights and c.binary_activations for _, c in __import__("mvlib.layers", fromlist=["x"]).binary_convs(model))

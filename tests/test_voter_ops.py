@@ -1,9 +1,12 @@
 """set_voter round trips, matched-scale calibration, BN recalibration, disagreement on activations."""
+import itertools
+import math
+
 import pytest
 import torch
 import torch.nn as nn
 
-from mvlib.layers import binary_convs
+from mvlib.layers import BinaryConv2d, binary_convs
 from mvlib.models import build_model
 from mvlib.voter_ops import (calibrate_matched_scale, recalibrate_bn, select_layers, set_voter, voter_disagreement,
                              voter_from_spec)
@@ -129,6 +132,70 @@ def test_voter_disagreement_matches_direct_votes():
     assert rows[0]["block_fanin"] == 8 * 9 // 4
     # a fan-in that does not divide the channels is reported as not applicable
     assert voter_disagreement(model, ld, 16, "pos", batches=1)[0]["disagree_rate"] is None
+
+
+def _ref_tree(votes, fanins, tie):
+    """(vote, outer level tied) of a nested vote over innermost ±1 votes, fan-ins from the outer level in."""
+    g = fanins[0]
+    size = len(votes) // g
+    children = [_ref_tree(votes[i * size:(i + 1) * size], fanins[1:], tie)[0] if len(fanins) > 1 else votes[i]
+                for i in range(g)]
+    t = sum(children)
+    if t != 0:
+        return (1 if t > 0 else -1), False
+    return {"pos": 1, "neg": -1, "first": children[0]}[tie], True
+
+
+@pytest.mark.parametrize("fanins,cin", [((4, 2), 16), ((2, 2, 2), 16), ((2, 3), 12)])
+def test_voter_disagreement_rates_match_brute_force_per_tie_rule(fanins, cin):
+    """Disagreement, outer-tie and exact-tie rates of every tie rule against plain loops over a small layer."""
+    torch.manual_seed(4)
+    conv = BinaryConv2d(cin, 3, 3, stride=1, padding=1)
+    with torch.no_grad():
+        conv.weight.normal_()  # both signs (the init is all positive)
+        conv.act.shift.normal_(0, 0.2)
+    model = nn.Sequential(conv).eval()
+    x = torch.randn(2, cin, 5, 5, generator=torch.Generator().manual_seed(5))
+    ties = ["pos", "neg", "first"]
+    rows = {r["tie"]: r for r in voter_disagreement(model, ListLoader([(x, torch.zeros(2))]), fanins, ties, 1)}
+
+    with torch.no_grad():
+        z = (x + conv.act.shift.view(1, -1, 1, 1)).tolist()  # the layer's own float32 addition
+    w = conv.weight.tolist()
+    m = math.prod(fanins)
+    c = cin // m
+    n = 0
+    counts = {t: {"disagree": 0, "outer_tie": 0} for t in ties}
+    exact_ties = 0
+    for b, o, y, xx in itertools.product(range(2), range(3), range(5), range(5)):
+        block_sums = [0] * m
+        for ch in range(cin):
+            for i in range(3):
+                for j in range(3):
+                    yy, xj = y - 1 + i, xx - 1 + j
+                    if 0 <= yy < 5 and 0 <= xj < 5:  # padded taps left out
+                        av = 1 if z[b][ch][yy][xj] >= 0 else -1
+                        wv = 1 if w[o][ch][i][j] >= 0 else -1
+                        block_sums[ch // c] += av * wv
+        total = sum(block_sums)
+        exact = 1 if total >= 0 else -1
+        exact_ties += total == 0
+        inner = [1 if s >= 0 else -1 for s in block_sums]
+        for t in ties:
+            vote, outer_tie = _ref_tree(inner, list(fanins), t)
+            counts[t]["disagree"] += vote != exact
+            counts[t]["outer_tie"] += outer_tie
+        n += 1
+    for t in ties:
+        r = rows[t]
+        assert r["block_fanin"] == c * 9
+        assert r["disagree_rate"] == counts[t]["disagree"] / n, t
+        assert r["outer_tie_rate"] == counts[t]["outer_tie"] / n, (t, r["outer_tie_rate"], counts[t]["outer_tie"] / n)
+        assert r["exact_tie_rate"] == exact_ties / n
+    # with an even fan-in below the outer level inner ties are frequent here and the rules' outer-tie
+    # rates really differ; with odd ones (2 x 3) no level below ties and the rule cannot matter
+    distinct = len({counts[t]["outer_tie"] for t in ties})
+    assert distinct > 1 if any(g % 2 == 0 for g in fanins[1:]) else distinct == 1
 
 
 def test_retrained_voter_model_trains():

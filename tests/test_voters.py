@@ -139,7 +139,7 @@ def test_m512_as_m4_of_m128_with_forced_ties(tie):
     out = run_voter(HierarchicalVoter(4, tie), a, w, 1, 0)[:, 0, 0, 0]
     ref = ref_hmv(a, w, (4,), tie, 1, 0)[:, 0, 0, 0]
     assert torch.equal(out, ref)
-    assert outer_tie_mask(bs, 4).tolist() == [True, True, True, False, False, True]
+    assert outer_tie_mask(bs, 4, tie).tolist() == [True, True, True, False, False, True]
     expected_first = [1, -1, 1, 1, 1, -1]
     expected = {"pos": [1, 1, 1, 1, 1, 1], "neg": [-1, -1, -1, 1, 1, -1], "first": expected_first}[tie]
     assert out.tolist() == expected
@@ -154,6 +154,42 @@ def test_nested_tree_matches_reference_on_random_sums(tie):
     got = hierarchical_vote(bs, (4, 2), tie)
     want = [ref_tree([ref_sign(int(v)) for v in row], [4, 2], tie) for row in bs]
     assert got.tolist() == want
+
+
+def ref_outer_tie(votes, fanins, tie):
+    """Whether the outermost level of the nested vote ties: its G1 children (each a ``ref_tree``) sum to 0."""
+    g = fanins[0]
+    size = len(votes) // g
+    children = [ref_tree(votes[i * size:(i + 1) * size], fanins[1:], tie) if len(fanins) > 1 else votes[i]
+                for i in range(g)]
+    return sum(children) == 0
+
+
+@pytest.mark.parametrize("fanins", [(4,), (2, 2), (4, 2), (2, 3), (2, 2, 2)])
+@pytest.mark.parametrize("tie", ["pos", "neg", "first"])
+def test_outer_tie_mask_matches_reference_for_every_tie_rule(fanins, tie):
+    """Nested fan-ins: the outer level's children are resolved with the tie rule, as in hierarchical_vote."""
+    m = math.prod(fanins)
+    gen = torch.Generator().manual_seed(m)
+    bs = torch.randint(-2, 3, (3, 40, m), generator=gen).float()  # many inner zeros, leading axes kept
+    got = outer_tie_mask(bs, fanins, tie)
+    assert got.shape == (3, 40) and got.dtype == torch.bool
+    want = [[ref_outer_tie([ref_sign(int(v)) for v in bs[i, j]], list(fanins), tie) for j in range(40)]
+            for i in range(3)]
+    assert got.tolist() == want
+    assert any(map(any, want)) and not all(map(all, want))  # both cases occur
+
+
+def test_outer_tie_mask_depends_on_the_tie_rule_only_when_nested():
+    # fan-ins (2, 2): inner pairs (+1, -1) tie; 'pos' makes both children +1 (no outer tie),
+    # 'neg' both -1 (no outer tie), 'first' +1 and -1 (an outer tie)
+    bs = torch.tensor([[1.0, -1.0, -1.0, 1.0]])
+    assert [outer_tie_mask(bs, (2, 2), t).item() for t in ("pos", "neg", "first")] == [False, False, True]
+    assert all(outer_tie_mask(bs, 4, t).item() for t in ("pos", "neg", "first"))  # 2 vs 2: a tie under every rule
+    with pytest.raises(ValueError):
+        outer_tie_mask(bs, (2, 2), "zero")
+    with pytest.raises(ValueError):
+        outer_tie_mask(bs, (4, 2), "pos")  # 4 sums for 8 blocks
 
 
 def test_voter_rejects_bad_options():

@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..config import REPO_ROOT
+from ..environment import REPO_ROOT
 from . import sim
 from .cost import area_ge, liberty_text
 from .verilog import build, generator_hash

@@ -15,7 +15,7 @@ from ..layers import set_binarization
 
 from .norms import NORMS, variant_name  # re-exported: the norms and their run-record names
 from .reactneta import ReActNetA
-from .resnet18 import BinaryResNet18
+from .resnet18 import BinaryResNet18, BinaryWeightConv2d
 
 MODELS = {
     "reactnet18": partial(BinaryResNet18, "reactnet"),
@@ -35,6 +35,12 @@ def build_model(name: str, num_classes: int = 10, width: int | None = None, **op
     model), ``voter`` (name or module, default ``None``), ``binary_weights`` /
     ``binary_activations`` (default True; False gives step 1 of two-step
     training, or with both False the real-valued teacher of the same shape).
+    ResNet-18s only: ``binary_downsample`` (default ``False``, the real 1x1
+    shortcut convolution; ``True`` / ``"binary"`` a fully binary 1x1
+    ``BinaryConv2d`` that a voter can replace; ``"weights"`` the official
+    "BNN - BN = ?" shortcut, binary weights on real activations; see
+    :class:`mvlib.models.resnet18.Shortcut`). The default voter layers stay
+    the binary 3x3 convolutions (:func:`mvlib.voter_ops.select_layers`).
     """
     try:
         ctor = MODELS[name]
@@ -47,6 +53,9 @@ def build_model(name: str, num_classes: int = 10, width: int | None = None, **op
     bin_w, bin_a = options.pop("binary_weights", True), options.pop("binary_activations", True)
     model = ctor(num_classes=num_classes, width=width, **options)
     set_binarization(model, bin_w, bin_a)
+    for m in model.modules():  # the "weights" shortcut is no BinaryConv2d: its weights follow the same switch
+        if isinstance(m, BinaryWeightConv2d):
+            m.binary_weights = bool(bin_w)
     model.arch_name = name
     return model
 

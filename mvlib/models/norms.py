@@ -8,9 +8,20 @@ variants differ.
 ``bn``
     BatchNorm after every convolution (the models as published).
 ``none`` (variant name ``nobn``)
-    Every BatchNorm removed, nothing else changed. The real convolutions that
-    lose their BN get a bias (BN's shift is the only affine term they lose);
-    the binary convolutions, scalings and activations are untouched.
+    Every BatchNorm removed, nothing else changed but two things. The real
+    convolutions that lose their BN get a bias (BN's shift is the only affine
+    term they lose; the BNN_NoBN ``Qaw_*_none.py`` models have none, a
+    zero-initialized bias changes nothing at init). The binary convolutions'
+    latent weights start at ``nn.Conv2d``'s ``U(-1/sqrt(N), 1/sqrt(N))``
+    (``binary_init="fanin"``, :func:`init_binary_weight_`) instead of
+    ReActNet's ``U(0, 1e-3)``: without a BN after it, a binary convolution
+    outputs ``alpha * s`` with ``alpha = mean|W|``, about 1e-2 of the
+    shortcut at ``U(0, 1e-3)``, so the network would start as its shortcut
+    path. BNN_NoBN trains its w/o-BN networks in two steps, and its binary
+    step starts from step 1's real weights, which began at the ``fanin``
+    scale; see :func:`init_binary_weight_`. XNOR-Net's pre-norm block (BN
+    before the sign, none after the convolution) takes ``fanin`` with BN too
+    (:func:`default_binary_init`). Scalings and activations are untouched.
 ``bnfree`` (variant name ``bnfree``)
     "BNN - BN = ?" (Chen et al., CVPR Workshops 2021), which carries the
     normalizer-free ResNets over to binary networks ("Characterizing signal
@@ -61,11 +72,24 @@ Defaults and their sources:
   rather than 1 at init; the tests assert the exact formula.
 * real bnfree convolutions carry a bias, like NF-ResNets' ``WSConv2D``
   (the BNN_NoBN code has none; a zero-initialized bias changes nothing at init).
+* no activation gain: NF-ResNets scale each nonlinearity's output to unit
+  variance ("scaled activations", gamma); the BNN_NoBN code does not (every
+  ``ScaledStdConv2d`` / ``HardBinaryScaledStdConv2d`` keeps ``gamma=1.0``,
+  ``layers.py`` l. 38 and 62; PReLU unscaled). Consequence, as in their code:
+  a transition's standardized 1x1 shortcut (zero-mean weights) cancels the
+  mean of the non-centred post-RPReLU signal, so the shortcut's rms falls
+  from ~1 to ~0.1 over the four stages of ReActNet-18 and the branch /
+  shortcut ratio (:mod:`mvlib.models.diagnostics`) rises from 0.2 to ~1.5.
+* the binary convolutions keep ReActNet's ``U(0, 1e-3)`` init: the
+  standardization divides the scale out of the forward pass.
 
 Deviation from the BNN_NoBN code, on purpose: its ReActNet-18 leaves out the
 ``+alpha_res^2`` of the first block of each stage and its ReActNet-A applies the
 reset one sub-block late; here every block follows NF-ResNets' rule exactly.
 The resulting betas differ by at most a factor ``sqrt(1 + 2 * 0.04)``.
+
+File references above are to https://github.com/VITA-Group/BNN_NoBN at commit
+d277784 and https://github.com/liuzechun/ReActNet.
 """
 from __future__ import annotations
 
@@ -186,11 +210,73 @@ def make_real_conv(norm: str, cin: int, cout: int, k: int, stride: int, padding:
 
 def make_binary_conv(norm: str, cin: int, cout: int, k: int, stride: int, padding: int,
                      act_binarizer: str = "approxsign", learnable_shift: bool = True,
-                     voter=None) -> BinaryConv2d:
-    """Binary convolution: plain for ``bn`` / ``none``, standardized for ``bnfree``."""
+                     voter=None, binary_init: str = "reactnet") -> BinaryConv2d:
+    """Binary convolution: plain for ``bn`` / ``none``, standardized for ``bnfree``.
+
+    ``binary_init`` sets its latent weights (:func:`init_binary_weight_`).
+    """
     check_norm(norm)
     cls = ScaledStdBinaryConv2d if norm == "bnfree" else BinaryConv2d
-    return cls(cin, cout, k, stride, padding, act_binarizer, learnable_shift, voter)
+    conv = cls(cin, cout, k, stride, padding, act_binarizer, learnable_shift, voter)
+    if binary_init not in BINARY_INITS:
+        raise ValueError(f"unknown binary_init {binary_init!r}; choose one of {BINARY_INITS}")
+    if binary_init != "reactnet":  # BinaryConv2d starts at ReActNet's init; redrawing it would shift the RNG stream
+        init_binary_weight_(conv.weight, binary_init)
+    return conv
+
+
+# --------------------------------------------------------------------------
+# Latent weight initialization of the binary convolutions
+# --------------------------------------------------------------------------
+BINARY_INITS = ("reactnet", "fanin")
+
+
+def default_binary_init(norm: str, style: str = "reactnet") -> str:
+    """``fanin`` where the binary convolution's output reaches the residual sum unnormalized, else ``reactnet``.
+
+    That is ``norm="none"`` (every style) and XNOR-Net's pre-norm block with
+    ``bn`` (its BN sits before the sign, none after the convolution). Where a
+    BN follows the convolution, or weight standardization divides the scale
+    out (``bnfree``), the forward pass does not depend on the latent weights'
+    scale and ReActNet's init is kept (so the ``bn`` models stay the ones
+    notebook 01 trains).
+    """
+    check_norm(norm)
+    if norm == "none" or (norm == "bn" and style == "xnornet"):
+        return "fanin"
+    return "reactnet"
+
+
+@torch.no_grad()
+def init_binary_weight_(weight: torch.Tensor, kind: str) -> torch.Tensor:
+    """Initialize a binary convolution's latent weight ``[C_out, C_in, k, k]`` in place.
+
+    ``reactnet``
+        ``U(0, 1e-3)``: ``torch.rand(shape) * 0.001``, the ``HardBinaryConv``
+        / ``HardBinaryScaledStdConv2d`` of the ReActNet and BNN_NoBN code
+        (BNN_NoBN ``layers.py`` l. 67 and 129; ReActNet
+        ``resnet/1_step1/birealnet.py`` l. 56). All weights are positive, so
+        ``sign(W) = +1`` everywhere and ``alpha = mean|W| ~ 5e-4``: without a
+        normalization after it, ``alpha * s`` is ``~5e-4 * sqrt(N)``, a few
+        hundredths of the shortcut.
+    ``fanin``
+        ``U(-1/sqrt(N), 1/sqrt(N))`` with ``N = C_in * k * k``, the default
+        init of ``nn.Conv2d`` (``kaiming_uniform_(a=sqrt(5))``). The BNN_NoBN
+        recipe trains in two steps (``script/imagenet_reactnet_A_*.sh``): step
+        1 has real weights in ``nn.Conv2d`` / ``ScaledStdConv2d`` layers
+        (``models/Qa_*.py``), step 2 binarizes them and starts from step 1's
+        weights (``--pretrained``, ``train.py`` l. 116-126), so its binary
+        convolutions start at this scale, where ``alpha = 1 / (2 sqrt(N))``
+        and ``alpha * s`` has rms ~0.5 on +-1 inputs: the same order as the
+        shortcut. One-step training from ``fanin`` is the nearest single-step
+        equivalent of that start.
+    """
+    if kind == "reactnet":
+        return weight.copy_(torch.rand_like(weight) * 1e-3)
+    if kind == "fanin":
+        bound = 1.0 / math.sqrt(weight[0].numel())
+        return weight.uniform_(-bound, bound)
+    raise ValueError(f"unknown binary_init {kind!r}; choose one of {BINARY_INITS}")
 
 
 class SignalPropagation:

@@ -23,7 +23,8 @@ from typing import Any
 import pandas as pd
 
 from ..data import DataError, resolve_data_dir
-from .deck import binomial_se, deck_numbers
+from .deck import deck_numbers
+from .summary import binomial_se
 from ..models import relative_width, variant_name
 from .records import resolve_results_dir
 
@@ -38,23 +39,21 @@ NOISE_Z = 2.0
 
 # ----------------------------------------------------------------- running
 def cell_settings(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
-    """Configuration and data of notebook 06's cells on ``dataset``.
+    """The configuration keys of notebook 06's cells on ``dataset`` (appendix keys mapped onto run keys).
 
-    Returns ``cfg`` (a copy with the appendix batch size, test subset and
-    threads in the keys that :func:`mvlib.study.experiment.train_run` reads, so the
-    first two enter the run's hash), ``train_file`` and ``train_per_class``. CIFAR-100 trains on
-    ``cifar100_train_file`` (here the 100-per-class subset) with its own
-    per-class counts, since one per-class number cannot fit both datasets.
+    CIFAR-100 trains on ``cifar100_train_file`` (here the 100-per-class
+    subset) with its own per-class counts and validation slice, since one
+    per-class number cannot fit both datasets.
     """
     c100 = dataset == "cifar100"
-    sub = dict(cfg)
-    sub["batch_size"] = cfg["appendix_batch_size"] or cfg["batch_size"]
-    sub["test_per_class"] = cfg["appendix_cifar100_test_per_class"] if c100 else cfg["appendix_test_per_class"]
-    # threads is not a training key (no effect on the hash): only how fast the cells run
-    sub["threads"] = cfg["appendix_threads"] or cfg["threads"]
-    return {"cfg": sub,
+    return {"dataset": dataset,
             "train_file": cfg["cifar100_train_file"] if c100 else cfg["train_file"],
-            "train_per_class": cfg["appendix_cifar100_train_per_class"] if c100 else cfg["appendix_train_per_class"]}
+            "val_per_class": cfg["cifar100_val_per_class"] if c100 else cfg["val_per_class"],
+            "train_per_class": cfg["appendix_cifar100_train_per_class"] if c100 else cfg["appendix_train_per_class"],
+            "test_per_class": cfg["appendix_cifar100_test_per_class"] if c100 else cfg["appendix_test_per_class"],
+            "batch_size": cfg["appendix_batch_size"] or cfg["batch_size"], "epochs": cfg["appendix_epochs"],
+            # threads: only how fast the cells run, not part of any identity
+            "threads": cfg["appendix_threads"] or cfg["threads"]}
 
 
 def data_missing(cfg: dict[str, Any], dataset: str) -> str | None:
@@ -86,12 +85,10 @@ def run_cell(cfg: dict[str, Any], model: str, norm: str, dataset: str, log=print
     ResNet-18s (``relative_width``). Adaptive gradient clipping (``agc_clip``)
     is part of the BN-Free recipe only, so only ``bnfree`` cells use it.
     """
-    from .experiment import train_run  # experiment imports the trainer; keep this module light
-    s = cell_settings(cfg, dataset)
-    return train_run(s["cfg"], STEP, model, variant_name(norm), epochs=cfg["appendix_epochs"], norm=norm,
-                     agc_clip=cfg["agc_clip"] if norm == "bnfree" else 0.0, dataset=dataset,
-                     train_file=s["train_file"], train_per_class=s["train_per_class"],
-                     width=relative_width(model, cfg["appendix_width"]), log=log)
+    from .experiment import run_config, train_run  # experiment imports the trainer; keep this module light
+    c = run_config(cfg, **cell_settings(cfg, dataset), norm=norm, width=relative_width(model, cfg["appendix_width"]),
+                   agc_clip=cfg["agc_clip"] if norm == "bnfree" else 0.0)
+    return train_run(c, STEP, model, variant_name(norm), log=log)
 
 
 # ----------------------------------------------------------------- reading

@@ -1,144 +1,296 @@
-"""Flat, literal, typed configuration (in the spirit of nanoGPT's configurator).
+"""Flat, literal, typed configuration of the study (in the spirit of nanoGPT's configurator).
 
 A configuration is one flat dict of literal values. :data:`SCHEMA` names every
-key with its type, default and meaning; a profile (``configs/<profile>.yaml``)
-sets some of them; overrides (command line, papermill parameters) set others.
-An unknown key or a value of the wrong type is an error *before* any work
-starts, with the key named.
+key with its type, default, meaning, *scope* and *check*; a profile
+(``configs/<profile>.yaml``) sets some of them; overrides (command line,
+papermill parameters) set others. An unknown key, a value of the wrong type or
+out of range is an error *before* any work starts, with the key named.
 
-Notebooks follow one convention so that papermill's injected parameters are
-checked too (papermill itself only warns about unknown ones)::
+Scopes say what a key is for, and so what enters a run's identity
+(:func:`mvlib.study.experiment.run_params`):
+
+* ``exec`` -- how and where things run (threads, device, progress, folders);
+  never part of a result's identity;
+* ``data`` and ``train`` -- what a training run computes from; *all* of them
+  enter every training run's identity (derived from this table, no hand-kept
+  list);
+* ``study`` -- which runs a notebook makes (models, seeds, grids, budgets of
+  later steps); they enter a run's identity through the run's own arguments.
+
+Floats may be written as ``1e-3`` (YAML reads that as a string; it is
+converted). Notebooks list their main parameters with ``None`` (= the
+profile's value) so that ``papermill --help-notebook`` shows them::
 
     # cell "imports"
     from mvlib.study.config import notebook_config
     _names_before_parameters = set(globals())
     # cell tagged "parameters"
     profile = "cpu"
+    seeds = None
     # next cell
     cfg = notebook_config(globals(), _names_before_parameters)
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = REPO_ROOT / "configs"
+from ..binarizers import BINARIZERS
+from ..data import DATASETS
+from ..environment import REPO_ROOT
+from ..models import MODELS, NORMS
+from ..voters import OUTPUT_SCALES, SURROGATE_NORMS, TIE_RULES
 
-# key: (type, default, meaning with units). Types: int, float, str, bool, list (of literals).
-SCHEMA: dict[str, tuple[type, Any, str]] = {
-    # ---- where and how -------------------------------------------------
-    "profile": (str, "cpu", "profile name (ci, cpu, paper)"),
-    "data_dir": (str, "", "folder with train.npz/test.npz; '' = $MVLIB_DATA or torchvision download"),
-    "results_dir": (str, "results", "where run records go (relative to the repository root)"),
-    "device": (str, "auto", "auto, cpu, cuda or cuda:N"),
-    "seed": (int, 0, "random seed"),
-    "progress": (bool, True, "tqdm progress bars (turned off in batch runs)"),
-    "threads": (int, 0, "torch CPU threads; 0 = leave torch's default"),
-    # ---- data ------------------------------------------------------------
-    "dataset": (str, "cifar10", "cifar10 or cifar100"),
-    "train_per_class": (int, 0, "class-balanced train subset: first k images per class; 0 = all"),
-    "test_per_class": (int, 0, "class-balanced test subset; 0 = the full test split"),
-    "train_file": (str, "train.npz", "train file name inside data_dir (cifar100 here: train_subset.npz)"),
-    "augment": (bool, True, "pad-4 random crop + horizontal flip"),
-    # ---- baseline training (notebook 01) ---------------------------------
-    "models": (list, ["reactnet18", "birealnet18"], "models trained in notebook 01"),
-    "width": (int, 64, "base width (channels of stage 1); 64 = ResNet-18"),
-    "epochs": (int, 1, "baseline training epochs"),
-    "batch_size": (int, 128, "training batch (images)"),
-    "eval_batch_size": (int, 500, "evaluation batch (images)"),
-    "optimizer": (str, "adam", "adam or sgd"),
-    "lr": (float, 1e-3, "peak learning rate"),
-    "momentum": (float, 0.9, "SGD momentum"),
-    "schedule": (str, "cosine", "cosine or linear decay to 0 over all steps"),
-    "warmup_steps": (int, 0, "linear warm-up steps (optimizer steps)"),
-    "weight_decay": (float, 0.0, "decoupled weight decay, on conv weights only"),
-    "label_smoothing": (float, 0.0, "label smoothing of the cross-entropy"),
-    "two_step": (bool, False, "ReActNet two-step: step 1 binary activations + real weights, step 2 both binary"),
-    "distill": (bool, False, "knowledge distillation from a real-valued teacher trained by the same code"),
-    "teacher_epochs": (int, 0, "epochs of the real-valued teacher (distill=True)"),
-    # ---- appendix (notebook 06) -----------------------------------------
-    "norm": (str, "bn", "normalization: bn, none (variant nobn: every BN removed) or bnfree (BNN - BN = ?)"),
-    "agc_clip": (float, 0.0, "adaptive gradient clipping factor lambda, classifier excluded; 0 = off "
-                 "(BNN_NoBN scripts: 0.02)"),
-    "appendix_models": (list, ["xnornet18", "birealnet18", "reactnet18", "reactneta"], "models of notebook 06"),
-    "appendix_norms": (list, ["bn", "none", "bnfree"], "norms of notebook 06 (variants bn, nobn, bnfree)"),
-    "appendix_datasets": (list, ["cifar10", "cifar100"], "datasets of notebook 06"),
-    "appendix_epochs": (int, 1, "training epochs per appendix cell"),
-    "appendix_width": (int, 64, "ResNet-18 base width in notebook 06; 64 = the paper; ReActNet-A gets "
-                       "the same fraction of its paper width (mvlib.models.relative_width: 64 -> 32)"),
-    "appendix_train_per_class": (int, 0, "class-balanced train subset per class in notebook 06; 0 = all"),
-    "cifar100_train_file": (str, "train_subset.npz", "CIFAR-100 train file inside its data folder"),
-    "appendix_cifar100_train_per_class": (int, 0, "CIFAR-100 train images per class in notebook 06; "
-                                          "0 = all of cifar100_train_file (100 per class here)"),
-    "appendix_test_per_class": (int, 0, "CIFAR-10 test images per class in notebook 06; 0 = the full split"),
-    "appendix_cifar100_test_per_class": (int, 0, "CIFAR-100 test images per class in notebook 06; "
-                                         "0 = the full split"),
-    "appendix_batch_size": (int, 0, "training batch (images) in notebook 06; 0 = batch_size"),
-    "appendix_threads": (int, 0, "torch CPU threads in notebook 06; 0 = the threads key. 1 at small "
-                         "width: 2 threads on 2 shared, busy cores ran 10-20x slower (OpenMP spin-waits)"),
-    # ---- hardware cost (notebook 07) -------------------------------------
-    "hw_widths": (list, [16, 64], "ReActNet-18 base widths whose voter fan-ins (C_in*9) are synthesized"),
-    "hw_groups": (list, [2, 4, 8, 16], "hierarchical voter outer fan-ins G synthesized"),
-    "hw_ties": (list, ["pos", "neg", "first"], "outer tie rules of the hierarchical voters synthesized"),
-    "hw_jobs": (int, 2, "parallel Yosys processes on a synthesis-cache miss"),
-    "hw_allow_synth": (bool, True, "synthesize on a cache miss (needs Yosys); False = cached results only"),
-    "hw_check_vectors": (int, 2000, "random vectors per netlist check (plus threshold, tie, exhaustive ones)"),
-    # ---- voter study (notebooks 02-04)
-    "mv_models": (list, ["reactnet18", "birealnet18"], "baselines (from notebook 01) the voter notebooks use"),
-    "mv_threads": (int, 0, "torch CPU threads in notebooks 02-04; 0 = the threads key. 1 in cpu: a width-16 "
-                   "training step through the voter took 3.4 s with 1 thread, 15-23 s with 2 on 2 busy shared cores"),
-    "mv_output_scales": (list, ["none", "alpha", "matched"], "voter output scales of the naive rows "
-                         "(none = ±1, alpha = weight scale, matched = float conv's mean |output| per channel)"),
-    "mv_surrogate_norm": (str, "batch_std", "voter surrogate pre-activation u = s / c: batch_std (measured default, "
-                          "see mvlib/voters.py), sqrt_fanin, fanin"),
-    "mv_calib_batches": (int, 4, "training batches that calibrate the matched output scale"),
-    "mv_recal_batches": (int, 20, "training batches of BN recalibration (+recal rows)"),
-    "mv_sensitivity_scales": (list, ["none", "matched"], "output scales of the one-layer-at-a-time sweep"),
-    "mv_sensitivity_test_per_class": (int, 0, "test images per class of the sensitivity sweep; 0 = all"),
-    "mv_retrain_estimators": (list, ["approxsign", "ste"], "voter surrogates retrained (retrain-approx, -ste)"),
-    "mv_retrain_epochs": (int, 1, "epochs of retraining through the voter"),
-    "mv_retrain_lr": (float, 5e-4, "peak learning rate of retraining through the voter"),
-    "mv_retrain_train_per_class": (int, 0, "train images per class for retraining; 0 = all"),
-    "hmv_groups": (list, [2, 4, 8, 16], "hierarchical voter outer fan-ins G (must divide the stage-1 width)"),
-    "hmv_ties": (list, ["pos", "neg", "first"], "outer tie rules of the hierarchical voter"),
-    "hmv_nested": (list, [[4, 2]], "nested fan-ins (G1, G2, ...) evaluated besides the single-level ones"),
-    "hmv_sweep_test_per_class": (int, 0, "test images per class of the G x tie sweep; 0 = all"),
-    "hmv_recal": (bool, True, "also evaluate the G x tie sweep after BN recalibration"),
-    "hmv_disagreement_batches": (int, 1, "test batches (of the sweep subset) for disagreement and tie rates"),
-    "hmv_retrain_groups": (list, [4], "G retrained through the hierarchical voter"),
-    "hmv_retrain_ties": (list, ["pos"], "tie rules retrained through the hierarchical voter"),
-    # ---- kernels (notebook 05)
-    "kernel_batches": (list, [1, 16, 128], "batches of the per-layer kernel benchmark (images)"),
-    "kernel_reps": (int, 5, "timed calls per measurement after a warm-up; the best is reported"),
-    "kernel_threads": (int, 0, "threads for torch and Numba in the kernel benchmark; 0 = all logical CPUs"),
-    "kernel_clock": (str, "wall", "wall, or process (CPU time, needs kernel_threads=1) on a shared machine"),
-    "kernel_network_width": (int, 64, "width of the ReActNet-18 of the whole-network benchmark"),
-    "kernel_network_batch": (int, 128, "batch of the whole-network benchmark (images)"),
+CONFIG_DIR = REPO_ROOT / "configs"
+# the choices the library knows, so that a configuration is refused before the library would refuse it
+MODEL_NAMES, ESTIMATORS = tuple(MODELS), tuple(BINARIZERS)
+
+
+class Key(NamedTuple):
+    type: type
+    default: Any
+    doc: str
+    scope: str                                 # exec | data | train | study
+    check: Callable[[Any], str | None] | None = None  # returns what is wrong, or None
+
+
+# ---- checks: each returns a description of the problem or None -----------------------------------
+def at_least(lo):
+    return lambda v: None if v >= lo else f"must be >= {lo}"
+
+
+def positive(v):
+    return None if v > 0 else "must be > 0"
+
+
+def in_unit(v):
+    return None if 0 <= v < 1 else "must lie in [0, 1)"
+
+
+def one_of(*choices):
+    return lambda v: None if v in choices else f"must be one of {list(choices)}"
+
+
+def each(check):
+    def f(items):
+        for it in items:
+            bad = check(it)
+            if bad:
+                return f"item {it!r} {bad}"
+        return None
+    return f
+
+
+def ints_at_least(lo):
+    return each(lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= lo
+                else f"must be an int >= {lo}")
+
+
+def nonempty(check=None):
+    def f(items):
+        if not items:
+            return "must not be empty"
+        return check(items) if check else None
+    return f
+
+
+def seed_list(items):
+    bad = nonempty(ints_at_least(0))(items)
+    if bad:
+        return bad
+    return None if len(set(items)) == len(items) else "must not repeat a seed"
+
+
+def fanin_lists(items):
+    for f in items:
+        if not isinstance(f, list) or not f or ints_at_least(2)(f):
+            return f"item {f!r} must be a non-empty list of ints >= 2"
+    return None
+
+
+def device_name(v):
+    return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) else "must be auto, cpu, cuda or cuda:N"
+
+
+# key: Key(type, default, meaning with units, scope, check)
+SCHEMA: dict[str, Key] = {
+    # ---- where and how ---------------------------------------------------------------------------
+    "profile": Key(str, "cpu", "profile name (ci, cpu, paper)", "exec"),
+    "data_dir": Key(str, "", "folder with train.npz/test.npz; '' = $MVLIB_DATA or torchvision download", "exec"),
+    "results_dir": Key(str, "results", "where run records go (relative to the repository root)", "exec"),
+    "device": Key(str, "auto", "auto, cpu, cuda or cuda:N", "exec", device_name),
+    "progress": Key(bool, True, "tqdm progress bars (turned off in batch runs)", "exec"),
+    "threads": Key(int, 0, "torch CPU threads; 0 = leave torch's default", "exec", at_least(0)),
+    "force": Key(bool, False, "retrain / re-evaluate even where a finished run of the same identity exists", "exec"),
+    "eval_batch_size": Key(int, 500, "evaluation batch (images); eval-mode results do not depend on it", "exec",
+                           at_least(1)),
+    # ---- data -------------------------------------------------------------------------------------
+    "dataset": Key(str, "cifar10", "cifar10 or cifar100", "data", one_of(*DATASETS)),
+    "train_file": Key(str, "train.npz", "train file name inside data_dir (cifar100 here: train_subset.npz)", "data"),
+    "val_per_class": Key(int, 500, "validation images per class held out of the train file (its last ones); "
+                         "never trained on, every choice is made on them", "data", at_least(1)),
+    "train_per_class": Key(int, 0, "class-balanced train subset: first k images per class outside the "
+                           "validation split; 0 = all", "data", at_least(0)),
+    "test_per_class": Key(int, 0, "class-balanced test subset; 0 = the full test split", "data", at_least(0)),
+    "val_eval_per_class": Key(int, 0, "validation images per class that evaluations use (sweeps take a subset); "
+                              "0 = the whole validation split", "data", at_least(0)),
+    "augment": Key(bool, True, "pad-4 random crop + horizontal flip", "data"),
+    # ---- one training run -------------------------------------------------------------------------
+    "seed": Key(int, 0, "seed of one run: initialization, data order, augmentation", "train", at_least(0)),
+    "width": Key(int, 64, "base width (channels of stage 1); 64 = ResNet-18", "train", at_least(1)),
+    "epochs": Key(int, 1, "baseline training epochs", "train", at_least(1)),
+    "batch_size": Key(int, 128, "training batch (images)", "train", at_least(1)),
+    "optimizer": Key(str, "adam", "adam or sgd", "train", one_of("adam", "sgd")),
+    "lr": Key(float, 1e-3, "peak learning rate", "train", positive),
+    "momentum": Key(float, 0.9, "SGD momentum", "train", in_unit),
+    "schedule": Key(str, "cosine", "cosine or linear decay to 0 over all steps", "train", one_of("cosine", "linear")),
+    "warmup_steps": Key(int, 0, "linear warm-up steps (optimizer steps)", "train", at_least(0)),
+    "weight_decay": Key(float, 0.0, "decoupled weight decay, on conv weights only", "train", at_least(0.0)),
+    "label_smoothing": Key(float, 0.0, "label smoothing of the cross-entropy", "train", in_unit),
+    "two_step": Key(bool, False, "ReActNet two-step: step 1 binary activations + real weights, step 2 both binary",
+                    "train"),
+    "distill": Key(bool, False, "knowledge distillation from a real-valued teacher trained by the same code", "train"),
+    "teacher_epochs": Key(int, 0, "epochs of the real-valued teacher (distill=True)", "train", at_least(0)),
+    "norm": Key(str, "bn", "normalization: bn, none (variant nobn: every BN removed) or bnfree (BNN - BN = ?)",
+                "train", one_of(*NORMS)),
+    "agc_clip": Key(float, 0.0, "adaptive gradient clipping factor lambda, classifier excluded; 0 = off", "train",
+                    at_least(0.0)),
+    # ---- the study: which runs the notebooks make --------------------------------------------------
+    "models": Key(list, ["reactnet18", "birealnet18"], "models trained in notebook 01", "study",
+                  nonempty(each(one_of(*MODEL_NAMES)))),
+    "seeds": Key(list, [0], "training seeds of the main rows (baselines, naive rows, retraining); "
+                 "rows are means over them", "study", seed_list),
+    "sweep_seeds": Key(list, [0], "seeds (a subset of seeds) of the sweeps and ablations: sensitivity, "
+                       "G x tie grid, retrain-ste, hierarchical retraining", "study", seed_list),
+    # appendix (notebook 06)
+    "appendix_models": Key(list, ["xnornet18", "birealnet18", "reactnet18", "reactneta"], "models of notebook 06",
+                           "study", nonempty(each(one_of(*MODEL_NAMES)))),
+    "appendix_norms": Key(list, ["bn", "none", "bnfree"], "norms of notebook 06 (variants bn, nobn, bnfree)", "study",
+                          nonempty(each(one_of(*NORMS)))),
+    "appendix_datasets": Key(list, ["cifar10", "cifar100"], "datasets of notebook 06", "study",
+                             nonempty(each(one_of(*DATASETS)))),
+    "appendix_epochs": Key(int, 1, "training epochs per appendix cell", "study", at_least(1)),
+    "appendix_width": Key(int, 64, "ResNet-18 base width in notebook 06; 64 = the paper; ReActNet-A gets the same "
+                          "fraction of its paper width (mvlib.models.relative_width: 64 -> 32)", "study", at_least(1)),
+    "appendix_train_per_class": Key(int, 0, "class-balanced train subset per class in notebook 06; 0 = all",
+                                    "study", at_least(0)),
+    "cifar100_train_file": Key(str, "train_subset.npz", "CIFAR-100 train file inside its data folder", "study"),
+    "cifar100_val_per_class": Key(int, 10, "CIFAR-100 validation images per class held out of its train file",
+                                  "study", at_least(1)),
+    "appendix_cifar100_train_per_class": Key(int, 0, "CIFAR-100 train images per class in notebook 06; 0 = all of "
+                                             "cifar100_train_file outside its validation split", "study", at_least(0)),
+    "appendix_test_per_class": Key(int, 0, "CIFAR-10 test images per class in notebook 06; 0 = the full split",
+                                   "study", at_least(0)),
+    "appendix_cifar100_test_per_class": Key(int, 0, "CIFAR-100 test images per class in notebook 06; 0 = the full "
+                                            "split", "study", at_least(0)),
+    "appendix_batch_size": Key(int, 0, "training batch (images) in notebook 06; 0 = batch_size", "study",
+                               at_least(0)),
+    "appendix_threads": Key(int, 0, "torch CPU threads in notebook 06; 0 = the threads key", "exec", at_least(0)),
+    # hardware cost (notebook 07)
+    "hw_widths": Key(list, [16, 64], "ReActNet-18 base widths whose voter fan-ins (C_in*9) are synthesized",
+                     "study", nonempty(ints_at_least(1))),
+    "hw_groups": Key(list, [2, 4, 8, 16], "hierarchical voter outer fan-ins G synthesized", "study",
+                     ints_at_least(2)),
+    "hw_ties": Key(list, ["pos", "neg", "first"], "outer tie rules of the hierarchical voters synthesized", "study",
+                   each(one_of(*TIE_RULES))),
+    "hw_jobs": Key(int, 2, "parallel Yosys processes on a synthesis-cache miss", "exec", at_least(1)),
+    "hw_allow_synth": Key(bool, True, "synthesize on a cache miss (needs Yosys); False = cached results only",
+                          "exec"),
+    "hw_check_vectors": Key(int, 2000, "random vectors per netlist check (plus threshold, tie, exhaustive ones)",
+                            "study", at_least(1)),
+    # voter study (notebooks 02-04)
+    "mv_models": Key(list, ["reactnet18", "birealnet18"], "baselines (from notebook 01) the voter notebooks use",
+                     "study", nonempty(each(one_of(*MODEL_NAMES)))),
+    "mv_threads": Key(int, 0, "torch CPU threads in notebooks 02-04; 0 = the threads key", "exec", at_least(0)),
+    "mv_output_scales": Key(list, ["none", "alpha", "matched"], "voter output scales of the naive rows (none = ±1, "
+                            "alpha = weight scale, matched = float conv's mean |output| per channel)", "study",
+                            each(one_of(*OUTPUT_SCALES))),
+    "mv_surrogate_norm": Key(str, "batch_std", "voter surrogate pre-activation u = s / c: batch_std, sqrt_fanin, "
+                             "fanin (chosen on validation: tools/probe_surrogate_norm.py)", "study",
+                             one_of(*SURROGATE_NORMS)),
+    "mv_calib_batches": Key(int, 4, "training batches that calibrate the matched output scale", "study",
+                            at_least(1)),
+    "mv_recal_batches": Key(int, 20, "training batches of BN recalibration (+recal rows)", "study", at_least(1)),
+    "mv_sensitivity_scales": Key(list, ["none", "matched"], "output scales of the one-layer-at-a-time sweep",
+                                 "study", each(one_of(*OUTPUT_SCALES))),
+    "mv_sensitivity_val_per_class": Key(int, 0, "validation images per class of the sensitivity sweep; 0 = all",
+                                        "study", at_least(0)),
+    "mv_retrain_estimators": Key(list, ["approxsign", "ste"], "voter surrogates retrained (retrain-approx, -ste); "
+                                 "approxsign on every seed, the others on sweep_seeds", "study",
+                                 nonempty(each(one_of(*ESTIMATORS)))),
+    "mv_retrain_epochs": Key(int, 1, "epochs of retraining through the voter", "study", at_least(1)),
+    "mv_retrain_lr": Key(float, 5e-4, "peak learning rate of retraining through the voter", "study", positive),
+    "mv_retrain_train_per_class": Key(int, 0, "train images per class for retraining; 0 = all", "study",
+                                      at_least(0)),
+    "hmv_groups": Key(list, [2, 4, 8, 16], "hierarchical voter outer fan-ins G (must divide the stage-1 width)",
+                      "study", ints_at_least(2)),
+    "hmv_ties": Key(list, ["pos", "neg", "first"], "outer tie rules of the hierarchical voter", "study",
+                    nonempty(each(one_of(*TIE_RULES)))),
+    "hmv_nested": Key(list, [[4, 2]], "nested fan-ins (G1, G2, ...) evaluated besides the single-level ones",
+                      "study", fanin_lists),
+    "hmv_sweep_val_per_class": Key(int, 0, "validation images per class of the G x tie sweep; 0 = all",
+                                   "study", at_least(0)),
+    "hmv_recal": Key(bool, True, "also evaluate the G x tie sweep after BN recalibration", "study"),
+    "hmv_disagreement_batches": Key(int, 1, "validation batches (of the sweep subset) for disagreement and tie rates",
+                                    "study", at_least(1)),
+    "hmv_retrain_groups": Key(list, [4], "G retrained through the hierarchical voter", "study", ints_at_least(2)),
+    "hmv_retrain_ties": Key(list, ["pos"], "tie rules retrained through the hierarchical voter", "study",
+                            each(one_of(*TIE_RULES))),
+    # kernels (notebook 05)
+    "kernel_batches": Key(list, [1, 16, 128], "batches of the per-layer kernel benchmark (images)", "study",
+                          nonempty(ints_at_least(1))),
+    "kernel_reps": Key(int, 5, "timed calls per measurement after a warm-up; the best is reported", "study",
+                       at_least(1)),
+    "kernel_threads": Key(int, 0, "threads for torch and Numba in the kernel benchmark; 0 = all logical CPUs",
+                          "exec", at_least(0)),
+    "kernel_clock": Key(str, "wall", "wall, or process (CPU time, needs kernel_threads=1) on a shared machine",
+                        "exec", one_of("wall", "process")),
+    "kernel_network_width": Key(int, 64, "width of the ReActNet-18 of the whole-network benchmark", "study",
+                                at_least(1)),
+    "kernel_network_batch": Key(int, 128, "batch of the whole-network benchmark (images)", "study", at_least(1)),
 }
 
+SCOPES = ("exec", "data", "train", "study")
 
-def _type_name(t: type) -> str:
-    return t.__name__
+
+def scope_keys(*scopes: str) -> tuple[str, ...]:
+    """The keys of the given scopes, in schema order."""
+    unknown = set(scopes) - set(SCOPES)
+    if unknown:
+        raise ValueError(f"unknown scope(s) {sorted(unknown)}; scopes are {SCOPES}")
+    return tuple(k for k, key in SCHEMA.items() if key.scope in scopes)
 
 
 def check_value(key: str, value: Any) -> Any:
-    """Check one key and value against the schema; ints are accepted for floats."""
+    """Check one key and value against the schema; returns the value (ints and '1e-3' strings become floats)."""
     if key not in SCHEMA:
         raise KeyError(f"unknown configuration key {key!r}; known keys: {', '.join(sorted(SCHEMA))}")
-    typ = SCHEMA[key][0]
+    spec = SCHEMA[key]
+    typ = spec.type
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
+    elif typ is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-3 (no dot) as a string
+            value = float(value)
+        except ValueError:
+            raise TypeError(f"configuration key {key!r} must be float, got str {value!r}") from None
     if typ is int and isinstance(value, bool):
         raise TypeError(f"configuration key {key!r} must be int, got bool {value!r}")
     if not isinstance(value, typ):
-        raise TypeError(f"configuration key {key!r} must be {_type_name(typ)}, got {type(value).__name__} {value!r}")
+        raise TypeError(f"configuration key {key!r} must be {typ.__name__}, got {type(value).__name__} {value!r}")
     if typ is list:
         for item in value:
             if not isinstance(item, (int, float, str, bool, list)):
                 raise TypeError(f"configuration key {key!r}: list items must be literals, got {item!r}")
+    if typ is float and value != value:
+        raise ValueError(f"configuration key {key!r} must be a number, got nan")
+    if spec.check is not None:
+        bad = spec.check(value)
+        if bad:
+            raise ValueError(f"configuration key {key!r} = {value!r}: {bad}")
     return value
 
 
@@ -146,8 +298,20 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: check_value(k, v) for k, v in cfg.items()}
 
 
+def check_consistency(cfg: dict[str, Any]) -> None:
+    """Rules that tie keys together (after every key passed its own check)."""
+    extra = [s for s in cfg["sweep_seeds"] if s not in cfg["seeds"]]
+    if extra:
+        raise ValueError(f"sweep_seeds {extra} are not in seeds {cfg['seeds']}: the sweeps run on baselines "
+                         f"that notebook 01 trains")
+    if cfg["two_step"] and cfg["epochs"] < 2:
+        raise ValueError("two_step needs epochs >= 2 (half the epochs per step)")
+    if cfg["distill"] and cfg["teacher_epochs"] < 1:
+        raise ValueError("distill needs teacher_epochs >= 1")
+
+
 def load_profile(profile: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults <- ``configs/<profile>.yaml`` <- overrides; every key and type checked."""
+    """Defaults <- ``configs/<profile>.yaml`` <- overrides; every key, type, range and rule checked."""
     path = CONFIG_DIR / f"{profile}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
@@ -156,39 +320,60 @@ def load_profile(profile: str, overrides: dict[str, Any] | None = None) -> dict[
         prof = yaml.safe_load(f) or {}
     if not isinstance(prof, dict):
         raise TypeError(f"{path} must hold a flat mapping of keys to literals")
-    cfg = {k: v[1] for k, v in SCHEMA.items()}
+    cfg = {k: v.default for k, v in SCHEMA.items()}
     try:
         cfg.update(validate(prof))
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise type(e)(f"{path}: {e.args[0]}") from None
     cfg.update(validate(dict(overrides or {})))
     cfg["profile"] = profile
+    check_consistency(cfg)
     return cfg
 
 
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+_FROZEN = "_notebook_parameter_names"
 
 
 def notebook_config(namespace: dict[str, Any], names_before: set[str]) -> dict[str, Any]:
     """Resolve a notebook's configuration from its parameters (and papermill's injected ones).
 
-    Every public name defined after ``names_before`` was taken is a parameter:
-    ``profile`` picks the profile, every other name must be a schema key of
-    the right type. Raises before any work starts otherwise.
+    The parameters are the public names defined between the imports cell
+    (``names_before``) and the first call of this function; that set is
+    frozen in the namespace at the first call, so re-running the
+    configuration cell later (after ``cfg`` and other names exist) reads the
+    same parameters again. ``profile`` picks the profile; a parameter set to
+    ``None`` keeps the profile's value; every other name must be a schema key
+    of the right type. Raises before any work starts otherwise.
     """
-    params = {k: v for k, v in namespace.items()
-              if k not in names_before and not k.startswith("_") and k not in _IPYTHON_NAMES
-              and not callable(v) and type(v).__name__ != "module"}
+    names = namespace.get(_FROZEN)
+    if names is None:
+        names = sorted(k for k, v in namespace.items()
+                       if k not in names_before and not k.startswith("_") and k not in _IPYTHON_NAMES
+                       and not callable(v) and type(v).__name__ != "module")
+        namespace[_FROZEN] = names
+    params = {k: namespace[k] for k in names if k in namespace and namespace[k] is not None}
     profile = params.pop("profile", "cpu")
     return load_profile(profile, params)
 
 
-def parse_cli_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["epochs=3", "lr=0.01", "models=[reactnet18]"]`` -> typed dict (YAML literals)."""
+def parse_cli_overrides(pairs: list[str], allowed: tuple[str, ...] | None = None,
+                        command: str = "this command") -> dict[str, Any]:
+    """``["epochs=3", "lr=1e-3", "models=[reactnet18]"]`` -> typed dict (YAML literals), checked.
+
+    ``allowed`` restricts the keys to those the command uses: any other known
+    key is refused rather than silently ignored.
+    """
     out = {}
     for pair in pairs:
         if "=" not in pair:
             raise ValueError(f"override {pair!r} must look like key=value")
         k, v = pair.split("=", 1)
         out[k.strip()] = yaml.safe_load(v)
-    return validate(out)
+    out = validate(out)
+    if allowed is not None:
+        unused = sorted(set(out) - set(allowed))
+        if unused:
+            raise KeyError(f"{command} does not use configuration key(s) {unused}; it accepts "
+                           f"{', '.join(sorted(allowed))}")
+    return out

@@ -1,7 +1,6 @@
 """The deck's own numbers (one data file, ``deck_numbers.csv``, source named in its header)."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -13,9 +12,3 @@ def deck_numbers(table: str | None = None) -> pd.DataFrame:
     """Rows of the deck's tables: table, model, variant, dataset, top1, top5 (percent)."""
     df = pd.read_csv(DECK_FILE, comment="#")
     return df if table is None else df[df["table"] == table].reset_index(drop=True)
-
-
-def binomial_se(top1_percent: float, n: int) -> float:
-    """Binomial standard error (percentage points) of an accuracy measured on n images."""
-    p = top1_percent / 100.0
-    return 100.0 * math.sqrt(max(p * (1 - p), 0.0) / max(n, 1))

@@ -1,32 +1,40 @@
-"""The study's building blocks for notebooks: data from a config, training runs with records.
+"""The study's recorded runs: data from a configuration, training and evaluation runs with records.
 
-Everything a notebook does goes through here, so a notebook holds narrative,
-parameters and calls. A training run is described by its *resolved*
-parameters (:func:`run_params`); their hash names the run folder, so the
-same configuration is found again (reused when finished, resumed when
-interrupted) and a different one never overwrites it.
+Everything a notebook trains or evaluates goes through here, so a notebook
+holds narrative, parameters and calls. A run's parameters are
+:func:`run_params`: *every* data and training key of the configuration
+(:func:`mvlib.study.config.scope_keys`), plus the run's own arguments (model,
+voter, the run it starts from, ...). With the identity of the data read
+(:func:`data_identity`) and the code hash they make the run's identity
+(:mod:`mvlib.study.records`): a finished run of the same identity is reused,
+an interrupted one resumed, a different one never overwritten.
+
+A run's settings that differ from the configuration's (the epochs of a
+retraining, the dataset of an appendix cell) are given as configuration
+overrides (:func:`run_config`), checked like any key, so they enter the
+identity the same way. The validation split (``val_per_class``) is evaluated
+after every epoch; the test split once, for the record.
 """
 from __future__ import annotations
 
 import copy
 import time
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
-from . import records
-from ..checkpoint import CheckpointError, load_model_weights
-from ..data import BatchLoader, dataset_num_classes, load_split
-from ..models import build_model
+from ..checkpoint import CheckpointError, load_checkpoint, load_model_weights
+from ..data import BatchLoader, dataset_num_classes, load_split, split_identity
+from ..models import MODELS, build_model
 from ..train import evaluate, fit
 from ..voter_ops import set_voter
+from . import records
+from .config import check_value, scope_keys
+from .progress import say
 
-# configuration keys that change what a training run computes
-TRAIN_KEYS = ("dataset", "train_per_class", "test_per_class", "train_file", "augment", "width", "batch_size",
-              "optimizer", "lr", "momentum", "schedule", "warmup_steps", "weight_decay", "label_smoothing",
-              "seed", "profile")
+Log = Callable[[str], None]
 
 
 def resolve_device(cfg: dict[str, Any]) -> str:
@@ -41,35 +49,55 @@ def apply_threads(cfg: dict[str, Any]) -> None:
         torch.set_num_threads(cfg["threads"])
 
 
-@lru_cache(maxsize=8)
-def _split(dataset, split, data_dir, train_file, per_class):
-    return load_split(dataset, split, data_dir or None, train_file=train_file, per_class=per_class)
+def run_config(cfg: dict[str, Any], **overrides) -> dict[str, Any]:
+    """``cfg`` with some keys set for one run; each value checked like a configuration key."""
+    return {**cfg, **{k: check_value(k, v) for k, v in overrides.items()}}
 
 
-def loaders(cfg: dict[str, Any], dataset: str | None = None, train_file: str | None = None,
-            train_per_class: int | None = None) -> tuple[BatchLoader, BatchLoader, int]:
-    """(train loader, test loader, number of classes) for the configuration.
+def with_seed(cfg: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The configuration of one seed's runs."""
+    return run_config(cfg, seed=seed)
+
+
+# ----------------------------------------------------------------- data
+def _split_args(cfg: dict[str, Any], split: str) -> tuple:
+    per_class = {"train": cfg["train_per_class"], "val": cfg["val_eval_per_class"], "test": cfg["test_per_class"]}[split]
+    return (cfg["dataset"], split, cfg["data_dir"] or None, cfg["train_file"], per_class, cfg["val_per_class"])
+
+
+@lru_cache(maxsize=12)
+def _split(dataset, split, data_dir, train_file, per_class, val_per_class):
+    return load_split(dataset, split, data_dir, train_file=train_file, per_class=per_class,
+                      val_per_class=val_per_class)
+
+
+def data_identity(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What the runs of ``cfg`` read: the identity (contents, membership) of its train, validation and test splits."""
+    return {split: split_identity(*_split_args(cfg, split)) for split in ("train", "val", "test")}
+
+
+def loaders(cfg: dict[str, Any]) -> tuple[BatchLoader, BatchLoader, BatchLoader, int]:
+    """(train, validation, test loaders, number of classes) of the configuration.
 
     The uint8 splits are read once per process and kept (a few hundred MB at
-    most); the loaders hold them on the run's device and augment there.
+    most); the loaders hold them on the run's device and augment there. Only
+    the train loader shuffles and augments, seeded by ``cfg["seed"]``.
     """
-    dataset = dataset or cfg["dataset"]
-    tf = train_file or cfg["train_file"]
-    tpc = cfg["train_per_class"] if train_per_class is None else train_per_class
-    dev = resolve_device(cfg)
-    xtr, ytr = _split(dataset, "train", cfg["data_dir"], tf, tpc)
-    xte, yte = _split(dataset, "test", cfg["data_dir"], "test.npz", cfg["test_per_class"])
-    # dataset= picks the normalization constants (CIFAR-100's differ from CIFAR-10's)
-    train = BatchLoader(xtr, ytr, cfg["batch_size"], train=True, augment=cfg["augment"], device=dev, seed=cfg["seed"],
-                        dataset=dataset)
-    test = BatchLoader(xte, yte, cfg["eval_batch_size"], train=False, augment=False, device=dev, seed=cfg["seed"],
-                       dataset=dataset)
-    return train, test, dataset_num_classes(dataset)
+    dev, ds = resolve_device(cfg), cfg["dataset"]
+    out = []
+    for split in ("train", "val", "test"):
+        x, y = _split(*_split_args(cfg, split))
+        train = split == "train"
+        # dataset= picks the normalization constants (CIFAR-100's differ from CIFAR-10's)
+        out.append(BatchLoader(x, y, cfg["batch_size"] if train else cfg["eval_batch_size"], train=train,
+                               augment=cfg["augment"] and train, device=dev, seed=cfg["seed"], dataset=ds))
+    return out[0], out[1], out[2], dataset_num_classes(ds)
 
 
+# ----------------------------------------------------------------- runs
 def run_params(cfg: dict[str, Any], **extra) -> dict[str, Any]:
-    """The resolved parameters of a run: the training keys of ``cfg`` plus ``extra``."""
-    return {**{k: cfg[k] for k in TRAIN_KEYS}, **extra}
+    """A run's parameters: every data and training key of ``cfg``, the profile, and ``extra``."""
+    return {**{k: cfg[k] for k in scope_keys("data", "train")}, "profile": cfg["profile"], **extra}
 
 
 def arch_of(params: dict[str, Any]) -> dict[str, Any]:
@@ -95,129 +123,150 @@ def load_run_model(run: records.Run, device: str = "cpu") -> nn.Module:
     return model.to(device).eval()
 
 
-def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, epochs: int, lr: float | None = None,
-              norm: str = "bn", model_options: dict | None = None, voter: Any = None, voter_layers=None,
-              init_from: records.Run | None = None, teacher: nn.Module | None = None, agc_clip: float = 0.0,
-              dataset: str | None = None, train_file: str | None = None, train_per_class: int | None = None,
-              width: int | None = None, extra: dict | None = None, prepare=None, force: bool = False,
-              lookup_only: bool = False, log=print) -> tuple[nn.Module, records.Run]:
-    """Train (or reuse, or resume) one run and write its record.
+def _final_metrics(model, val_loader, test_loader, dev) -> dict[str, Any]:
+    """Validation numbers always; test numbers (``top1``, ``top5``) only when ``test_loader`` is given."""
+    val = evaluate(model, val_loader, dev)
+    out = {"val_top1": val["top1"], "val_top5": val["top5"], "val_images": val["n"]}
+    if test_loader is not None:
+        test = evaluate(model, test_loader, dev)
+        out.update(top1=test["top1"], top5=test["top5"], test_images=test["n"])
+    return out
 
-    ``init_from``: start from that run's weights (retraining); ``voter``:
-    a voter spec put on ``voter_layers`` after loading them; ``prepare``:
-    a callable ``prepare(model)`` run before training (its effect must be
-    named in ``extra`` so that it enters the run's hash). ``lookup_only``:
-    train nothing, return the newest finished run of these parameters.
-    ``width``: the model's base width instead of ``cfg["width"]`` (notebook
-    06 sizes ReActNet-A relative to the ResNet-18s); the width actually built
-    is the one recorded in the run's parameters and hash.
+
+def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, model_options: dict | None = None,
+              voter: Any = None, voter_layers=None, init_from: records.Run | None = None,
+              teacher: tuple[nn.Module, records.Run] | None = None, prepare=None, extra: dict | None = None,
+              lookup_only: bool = False, log: Log = say):
+    """Train (or reuse, or resume) one run of ``cfg`` and write its record; ``(model, run)``.
+
+    ``init_from``: start from that run's weights (retraining); ``voter``: a
+    voter spec put on ``voter_layers`` after loading them; ``teacher``:
+    ``(model, run)`` of a distillation teacher; ``prepare``: a callable
+    ``prepare(model)`` run before training (its effect must be named in
+    ``extra`` so that it enters the identity). ``lookup_only``: train
+    nothing, return the newest finished run of this identity
+    (FileNotFoundError when there is none).
     """
+    if model_name not in MODELS:
+        raise ValueError(f"unknown model {model_name!r}; choose one of {sorted(MODELS)}")
     apply_threads(cfg)
-    dataset = dataset or cfg["dataset"]
-    sub = {**cfg, "dataset": dataset, "train_file": train_file or cfg["train_file"],
-           "train_per_class": cfg["train_per_class"] if train_per_class is None else train_per_class,
-           "width": cfg["width"] if width is None else width}
-    train_loader, test_loader, ncls = loaders(cfg, dataset, sub["train_file"], sub["train_per_class"])
-    params = run_params(sub, model=model_name, epochs=epochs, lr=cfg["lr"] if lr is None else lr, norm=norm,
-                        num_classes=ncls, model_options=model_options or {}, voter=voter,
-                        voter_layers=list(voter_layers) if voter_layers is not None else None,
-                        init_run=init_from.run_id if init_from else None, agc_clip=agc_clip, **(extra or {}))
+    train_loader, val_loader, test_loader, ncls = loaders(cfg)  # data errors before any folder is made
+    params = run_params(cfg, model=model_name, num_classes=ncls, model_options=model_options or {}, voter=voter,
+                        voter_layers=voter_layers if voter_layers is None or isinstance(voter_layers, str)
+                        else list(voter_layers),
+                        init_run=init_from.run_id if init_from else None,
+                        teacher_run=teacher[1].run_id if teacher else None, **(extra or {}))
+    data = data_identity(cfg)
     if lookup_only:
-        found = records.latest_finished(step, model_name, variant, params, cfg["results_dir"])
+        found = records.find_finished(step, model_name, variant, params, data, cfg["results_dir"])
         if found is None:
-            raise FileNotFoundError(f"no finished {step} run of {model_name} ({variant}) for profile "
-                                    f"{cfg['profile']!r} with this configuration: run that step first")
+            raise FileNotFoundError(f"no finished {step} run of {model_name} ({variant}, seed {cfg['seed']}) for "
+                                    f"profile {cfg['profile']!r} with this configuration, data and code: run that "
+                                    f"step first")
         return found
     dev = resolve_device(cfg)
-    run = records.open_run(step, model_name, variant, params, cfg["results_dir"], force=force, device=dev)
+    # the model and its voter are built before any folder is made: a bad option fails here
     torch.manual_seed(cfg["seed"])
-    model = build_model(model_name, num_classes=ncls, width=sub["width"], norm=norm, **(model_options or {}))
-    if run.finished and run.checkpoint.is_file():
-        log(f"reusing finished run {run.run_id}: top1 {run.metrics['top1']:.2f}%")
-        return load_run_model(run, dev), run
-    if init_from is not None and not run.checkpoint.is_file():
-        init = load_run_model(init_from)
-        model.load_state_dict(init.state_dict(), strict=False)
+    model = build_model(model_name, num_classes=ncls, width=cfg["width"], norm=cfg["norm"], **(model_options or {}))
     if voter is not None:
         set_voter(model, voter, voter_layers)
-    if prepare is not None:
-        prepare(model)
-    t0 = time.time()
-    hist = fit(model, train_loader, test_loader, epochs=epochs, optimizer=cfg["optimizer"], lr=params["lr"],
-               schedule=cfg["schedule"], warmup_steps=cfg["warmup_steps"], weight_decay=cfg["weight_decay"],
-               momentum=cfg["momentum"], label_smoothing=cfg["label_smoothing"], teacher=teacher, agc_clip=agc_clip,
-               checkpoint_path=run.checkpoint, arch=arch_of(params), device=dev, progress=cfg["progress"],
-               on_epoch=run.write_history, log=log)
-    if hist and len(hist) == epochs and "test_top1" in hist[-1]:
-        # fit evaluated this very model (after its last epoch) on this test loader: no second pass
-        ev = {"top1": hist[-1]["test_top1"], "top5": hist[-1]["test_top5"], "n": len(test_loader.labels)}
-    else:
-        ev = evaluate(model, test_loader, dev)
-    seconds = sum(r["seconds"] for r in hist) if hist else time.time() - t0
-    run.finish({"model": model_name, "variant": variant, "profile": cfg["profile"], "dataset": dataset,
-                "top1": ev["top1"], "top5": ev["top5"], "seconds": round(seconds, 1), "epochs": epochs,
-                "test_images": ev["n"], "train_images": len(train_loader.labels),
-                "train_file": sub["train_file"], "device": dev})
-    return model.eval(), run
+    with records.claim_run(step, model_name, variant, params, data, cfg["results_dir"], force=cfg["force"],
+                           device=dev, reusable=lambda r: r.checkpoint.is_file()) as run:
+        if run.finished:
+            log(f"reusing finished run {run.run_id}: test top1 {run.metrics['top1']:.2f}%")
+            return load_run_model(run, dev), run
+        if not run.checkpoint.is_file():
+            if init_from is not None:  # weights of the run it starts from; the voter stays as set above
+                model.load_state_dict(load_run_model(init_from).state_dict(), strict=False)
+            if prepare is not None:
+                prepare(model)
+        t0 = time.time()
+        hist = fit(model, train_loader, val_loader, epochs=cfg["epochs"], optimizer=cfg["optimizer"], lr=cfg["lr"],
+                   schedule=cfg["schedule"], warmup_steps=cfg["warmup_steps"], weight_decay=cfg["weight_decay"],
+                   momentum=cfg["momentum"], label_smoothing=cfg["label_smoothing"],
+                   teacher=teacher[0] if teacher else None, agc_clip=cfg["agc_clip"], checkpoint_path=run.checkpoint,
+                   arch=arch_of(params), device=dev, progress=cfg["progress"], on_epoch=run.write_history, log=log)
+        # the checkpoint is the truth: its history is what the record keeps (a kill may have cut history.csv)
+        state = load_checkpoint(run.checkpoint)
+        run.write_history(state["history"])
+        seconds = sum(r["seconds"] for r in hist) if hist else time.time() - t0
+        run.finish({"model": model_name, "variant": variant, "profile": cfg["profile"], "dataset": cfg["dataset"],
+                    **_final_metrics(model, val_loader, test_loader, dev), "seconds": round(seconds, 1),
+                    "epochs": cfg["epochs"], "train_images": len(train_loader.labels),
+                    "train_file": cfg["train_file"], "device": dev},
+                   epochs=cfg["epochs"], checkpoint_epoch=state["epoch"])
+        log(f"finished {run.run_id}: val top1 {run.metrics['val_top1']:.2f}%, test top1 {run.metrics['top1']:.2f}%")
+        return model.eval(), run
 
 
-def evaluate_record(cfg: dict[str, Any], step: str, model: nn.Module, model_name: str, variant: str,
-                    params: dict[str, Any], dataset: str | None = None, force: bool = False,
-                    log=print) -> records.Run:
-    """Evaluate a model (no training) on the test split and write a run record for it.
+def evaluate_record(cfg: dict[str, Any], step: str, model: nn.Module | Callable[[], nn.Module], model_name: str,
+                    variant: str, params: dict[str, Any], test: bool = True, log: Log = say) -> records.Run:
+    """Evaluate a model (no training) on the validation split (and the test split) and write its run record.
 
-    For substitution experiments (naive MV, recalibrated BN): ``params`` must
-    describe what was done (source run, voter, options) so that the hash is
-    unique. A finished record of the same parameters is reused.
+    For substitution experiments (naive voter, recalibrated BN): ``params``
+    must describe what was done (source run, voter, options) so that the
+    identity is unique. ``model`` may be a callable that builds it, so a
+    reused record costs no model preparation. ``test=False`` for sweeps that
+    only explore (they are read on validation; the test split is for the rows
+    the report shows). A finished record of the same identity is reused.
     """
-    dataset = dataset or cfg["dataset"]
-    _, test_loader, _ = loaders(cfg, dataset)
-    full = run_params({**cfg, "dataset": dataset}, **params)
-    run = records.open_run(step, model_name, variant, full, cfg["results_dir"], force=force, device=resolve_device(cfg))
-    if run.finished and not force:
-        log(f"reusing record {run.run_id}: top1 {run.metrics['top1']:.2f}%")
+    full = run_params(cfg, **params, evaluated_on="val+test" if test else "val")
+    data = data_identity(cfg)
+    dev = resolve_device(cfg)
+    with records.claim_run(step, model_name, variant, full, data, cfg["results_dir"], force=cfg["force"],
+                           device=dev) as run:
+        if run.finished:
+            log(f"reusing record {run.run_id}: val top1 {run.metrics['val_top1']:.2f}%")
+            return run
+        t0 = time.time()
+        net = model() if callable(model) and not isinstance(model, nn.Module) else model
+        _, val_loader, test_loader, _ = loaders(cfg)
+        run.finish({"model": model_name, "variant": variant, "profile": cfg["profile"], "dataset": cfg["dataset"],
+                    **_final_metrics(net, val_loader, test_loader if test else None, dev),
+                    "seconds": round(time.time() - t0, 1),
+                    "evaluation_only": True})
         return run
-    t0 = time.time()
-    ev = evaluate(model, test_loader, resolve_device(cfg))
-    run.finish({"model": model_name, "variant": variant, "profile": cfg["profile"], "dataset": dataset,
-                "top1": ev["top1"], "top5": ev["top5"], "seconds": round(time.time() - t0, 1),
-                "test_images": ev["n"], "evaluation_only": True})
-    return run
 
 
-def train_baseline(cfg: dict[str, Any], model_name: str, force: bool = False, lookup_only: bool = False, log=print):
-    """Notebook 01's run for one model: plain, two-step and/or distilled per ``cfg``.
+def train_baseline(cfg: dict[str, Any], model_name: str, lookup_only: bool = False, log: Log | None = None):
+    """Notebook 01's run for one model and ``cfg["seed"]``: plain, two-step and/or distilled per ``cfg``.
 
     Two-step (ReActNet): the first half of the epochs trains binary
     activations with real weights (``step1-binact``), the second half starts
     from it with both binary. Distillation: a real-valued network of the same
-    shape (``teacher-real``) is trained first by the same code and the
-    binary network learns from its softmax (ReActNet's distributional loss).
-    With ``lookup_only`` nothing is trained: the finished run is returned
+    shape (``teacher-real``) is trained first by the same code and the binary
+    network learns from its softmax (ReActNet's distributional loss). With
+    ``lookup_only`` nothing is trained: the finished run is returned
     (FileNotFoundError when notebook 01 has not run for this configuration).
     """
-    kw = dict(force=force, lookup_only=lookup_only, log=log,
-              extra={"two_step": cfg["two_step"], "distill": cfg["distill"],
-                     "teacher_epochs": cfg["teacher_epochs"] if cfg["distill"] else 0})
+    log = log or (lambda line: say(f"{model_name} seed {cfg['seed']}: {line}"))
+    kw = dict(lookup_only=lookup_only, log=log)
     teacher = None
     if cfg["distill"]:
-        teacher_run = train_run(cfg, "01_baseline", model_name, "teacher-real", epochs=cfg["teacher_epochs"],
-                                model_options={"binary_activations": False, "binary_weights": False}, **kw)
-        teacher = None if lookup_only else teacher_run[0]
+        t_cfg = run_config(cfg, epochs=cfg["teacher_epochs"])
+        res = train_run(t_cfg, "01_baseline", model_name, "teacher-real",
+                        model_options={"binary_activations": False, "binary_weights": False}, **kw)
+        teacher = (None, res) if lookup_only else res
     init = None
     epochs = cfg["epochs"]
     if cfg["two_step"]:
-        first = cfg["epochs"] // 2 or 1
-        res = train_run(cfg, "01_baseline", model_name, "step1-binact", epochs=first,
+        first = cfg["epochs"] // 2
+        res = train_run(run_config(cfg, epochs=first), "01_baseline", model_name, "step1-binact",
                         model_options={"binary_weights": False}, teacher=teacher, **kw)
         init = res if lookup_only else res[1]
-        epochs = max(1, cfg["epochs"] - first)
-    return train_run(cfg, "01_baseline", model_name, "baseline", epochs=epochs, init_from=init, teacher=teacher, **kw)
+        epochs = cfg["epochs"] - first
+    return train_run(run_config(cfg, epochs=epochs), "01_baseline", model_name, "baseline", init_from=init,
+                     teacher=teacher, **kw)
 
 
 def find_baseline(cfg: dict[str, Any], model_name: str) -> records.Run:
-    """The newest finished baseline run for ``cfg`` (notebook 01 must have run)."""
+    """The finished baseline run of ``cfg`` (its seed) for ``model_name`` (notebook 01 must have run)."""
     return train_baseline(cfg, model_name, lookup_only=True)
+
+
+def baselines_by_seed(cfg: dict[str, Any], model_name: str, seeds=None) -> dict[int, records.Run]:
+    """``{seed: baseline run}`` for ``seeds`` (default: the configuration's ``seeds``)."""
+    return {s: find_baseline(with_seed(cfg, s), model_name) for s in (cfg["seeds"] if seeds is None else seeds)}
 
 
 def clone(model: nn.Module) -> nn.Module:

@@ -1,18 +1,23 @@
-"""Run the study's notebooks in order with papermill, keep executed copies and HTML.
+"""Run the study's notebooks in order with papermill, keep executed copies and HTML, show live progress.
 
-    python -m mvlib.study.pipeline --profile cpu [--only 01_baseline 02_naive_majority_voter] [--force]
-                             [--set key=value ...]
+    python -m mvlib.study.pipeline --profile cpu [--only 01 02] [--force] [--set key=value ...]
 
 * Parameters are checked against the configuration schema *before* any
-  notebook starts (papermill alone only warns about unknown ones).
-* Each step writes ``results/notebooks/<profile>/<step>.ipynb`` and ``.html``
-  (inputs hidden) atomically: a failed run leaves ``<step>.failed.ipynb`` and
-  never replaces the last good copy.
-* A finished step is recorded in ``<step>.done.json`` with the hash of its
-  notebook and resolved configuration; a rerun skips it (unless ``--force``) and continues
-  from the step that failed. Training inside a notebook is itself resumable
-  and reuses finished runs (see :mod:`mvlib.study.records`).
-* The report step also renders ``results/report.html`` (self-contained).
+  notebook starts (papermill alone only warns about unknown ones), and so is
+  the data folder.
+* Each step writes ``<results>/notebooks/<profile>/<step>.ipynb`` and
+  ``.html`` (inputs hidden) atomically: a failed run leaves
+  ``<step>.failed.ipynb`` and never replaces the last good copy.
+* A finished step is recorded in ``<step>.done.json`` with a hash of its
+  notebook, its resolved configuration, the code hash
+  (:func:`mvlib.environment.code_hash`) and a digest of every record the
+  earlier steps wrote (for the report: of every result file). A rerun skips
+  the step only when all four are unchanged; it continues from the step that
+  failed. ``--force`` re-executes the steps *and* the runs inside them.
+* While a notebook runs, the lines its runs report (:mod:`mvlib.study.progress`:
+  one per epoch, with elapsed time and an estimate) are shown live.
+* The report step also renders ``<results>/report.html`` (``report-<profile>.html``
+  for profiles other than ``cpu``).
 """
 from __future__ import annotations
 
@@ -21,14 +26,22 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
-from .config import REPO_ROOT, load_profile, parse_cli_overrides
-from .records import resolve_results_dir, write_atomic, write_json
+from ..environment import REPO_ROOT, code_hash
+from ..files import write_atomic, write_json
+from .config import load_profile, parse_cli_overrides
+from .progress import ENV as PROGRESS_ENV
+from .records import resolve_results_dir
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL_NAME = "mvlib"  # registered by `make setup` (ipykernel install --sys-prefix --name mvlib)
+# the kernel's own INFO/WARNING lines (e.g. "running over TCP without encryption" on a local kernel) are not
+# the user's business in a batch run
+KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 class StepFailed(RuntimeError):
@@ -40,9 +53,23 @@ def steps() -> list[str]:
     return sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
-def _hash(path: Path, params: dict) -> str:
-    h = hashlib.sha256(path.read_bytes())
-    h.update(json.dumps(params, sort_keys=True).encode())
+def upstream_digest(results: Path, step: str) -> str:
+    """Digest of what ``step`` may read: the run records of earlier steps (the report: every result file)."""
+    number = step.split("_", 1)[0]
+    files = [p for p in results.glob("runs/[0-9][0-9]_*/*/metrics.json") if p.parent.parent.name[:2] < number]
+    if step.endswith("report"):
+        files += [p for pat in ("tables/*.csv", "bench/*.json", "hw/*/*.csv") for p in results.glob(pat)]
+    h = hashlib.sha256()
+    for p in sorted(files):
+        h.update(p.relative_to(results).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def step_key(src: Path, cfg: dict) -> str:
+    """Hash of the notebook's bytes, its resolved configuration and the code hash."""
+    h = hashlib.sha256(src.read_bytes())
+    h.update(json.dumps({k: v for k, v in cfg.items() if k != "progress"}, sort_keys=True).encode())
+    h.update(code_hash().encode())
     return h.hexdigest()[:16]
 
 
@@ -65,64 +92,117 @@ def _failure_message(step: str, err: Exception) -> str:
     return f"step {step} failed in {where}: {ename}: {evalue}"
 
 
-def run_step(step: str, profile: str, overrides: dict, out_dir: Path, force: bool = False,
-             log=print) -> dict:
-    """Execute one notebook (or skip it when done with the same notebook and parameters)."""
+class _Tail(threading.Thread):
+    """Prints the lines appended to a progress file until stopped."""
+
+    def __init__(self, path: Path, prefix: str, log):
+        super().__init__(daemon=True)
+        self.path, self.prefix, self.log, self.stop = path, prefix, log, threading.Event()
+
+    def run(self):
+        pos = 0
+        while True:
+            stopping = self.stop.wait(1.0)
+            if self.path.is_file():
+                with open(self.path) as f:
+                    f.seek(pos)
+                    for line in f:
+                        self.log(f"{self.prefix} {line.rstrip()}")
+                    pos = f.tell()
+            if stopping:
+                return
+
+
+def run_step(step: str, profile: str, overrides: dict, out_dir: Path, force: bool = False, log=print) -> dict:
+    """Execute one notebook (or skip it when its notebook, configuration, code and inputs are unchanged)."""
+    import logging
+
     import papermill as pm
     src = NOTEBOOK_DIR / f"{step}.ipynb"
     if not src.is_file():
         raise FileNotFoundError(f"no notebook {src}")
-    params = {"profile": profile, "progress": False, **overrides}
-    # the resolved configuration (profile file included) decides whether a finished step is still current
-    key = _hash(src, load_profile(profile, {k: v for k, v in params.items() if k != "profile"}))
+    params = {"profile": profile, "progress": False, **overrides, **({"force": True} if force else {})}
+    cfg = load_profile(profile, {k: v for k, v in params.items() if k != "profile"})
+    results = resolve_results_dir(cfg["results_dir"])
+    key = step_key(src, cfg)
     done = out_dir / f"{step}.done.json"
-    if done.is_file() and not force and json.loads(done.read_text()).get("hash") == key:
-        log(f"[{step}] already done with these parameters: skipped")
-        return json.loads(done.read_text())
+    if done.is_file() and not force:
+        rec = json.loads(done.read_text())
+        if rec.get("hash") == key and rec.get("upstream") == upstream_digest(results, step):
+            log(f"[{step}] unchanged (notebook, configuration, code and the records it reads): skipped")
+            return rec
     partial = out_dir / f".{step}.partial.ipynb"
+    progress_file = Path(tempfile.mkstemp(prefix=f"mvlib-{step}-", suffix=".log")[1])
+    tail = _Tail(progress_file, f"[{step}]", log)
+    os.environ[PROGRESS_ENV] = str(progress_file)  # the kernel inherits it
+    # papermill warns about parameters a notebook does not list; every key is checked by the schema instead
+    logging.getLogger("papermill").setLevel(logging.ERROR)
     t0 = time.time()
+    tail.start()
     try:
         pm.execute_notebook(str(src), str(partial), parameters=params, kernel_name=KERNEL_NAME,
                             cwd=str(REPO_ROOT), progress_bar=False, log_output=False,
-                            request_save_on_cell_execute=True)
+                            request_save_on_cell_execute=True, extra_arguments=KERNEL_ARGS)
     except Exception as e:  # papermill's PapermillExecutionError carries cell number and exception
         failed = out_dir / f"{step}.failed.ipynb"
         if partial.is_file():
             os.replace(partial, failed)
         raise StepFailed(_failure_message(step, e) + f" (executed copy: {failed})") from None
+    finally:
+        tail.stop.set()
+        tail.join()
+        os.environ.pop(PROGRESS_ENV, None)
+        progress_file.unlink(missing_ok=True)
     final = out_dir / f"{step}.ipynb"
     os.replace(partial, final)
     render_html(final, out_dir / f"{step}.html")
-    record = {"step": step, "hash": key, "seconds": round(time.time() - t0, 1), "params": params,
+    record = {"step": step, "hash": key, "upstream": upstream_digest(results, step), "code_hash": code_hash(),
+              "seconds": round(time.time() - t0, 1), "params": params,
               "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json(done, record)
-    failed = out_dir / f"{step}.failed.ipynb"
-    if failed.is_file():
-        failed.unlink()
+    (out_dir / f"{step}.failed.ipynb").unlink(missing_ok=True)
     return record
+
+
+def check_data(cfg: dict) -> None:
+    """Fail before any kernel starts when the data folder the study would read is missing or malformed."""
+    from ..data import inspect_npz, resolve_data_dir
+    folder = resolve_data_dir(cfg["dataset"], cfg["data_dir"])
+    if folder is not None:
+        for name in (cfg["train_file"], "test.npz"):
+            inspect_npz(folder / name)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}"
 
 
 def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: bool = False,
                  overrides: dict | None = None, log=print) -> list[dict]:
     overrides = dict(overrides or {})
-    cfg = load_profile(profile, overrides)  # unknown key / wrong type: error before any work
+    cfg = load_profile(profile, overrides)  # unknown key / wrong type / out of range: error before any work
     all_steps = steps()
     chosen = all_steps if not only else [s for s in all_steps if s in only or s.split("_", 1)[0] in only]
     unknown = set(only or []) - set(chosen) - {s.split("_", 1)[0] for s in chosen}
     if unknown:
         raise ValueError(f"unknown step(s) {sorted(unknown)}; steps are {all_steps}")
-    out_dir = resolve_results_dir(cfg["results_dir"]) / "notebooks" / profile
+    check_data(cfg)
+    results = resolve_results_dir(cfg["results_dir"])
+    out_dir = results / "notebooks" / profile
     out_dir.mkdir(parents=True, exist_ok=True)
     t_all = time.time()
     done = []
     for i, step in enumerate(chosen, 1):
-        log(f"[{i}/{len(chosen)}] {step} (profile {profile}) ...")
+        prev = out_dir / f"{step}.done.json"
+        took = json.loads(prev.read_text()).get("seconds") if prev.is_file() else None
+        log(f"[{i}/{len(chosen)}] {step} (profile {profile})" + (f", last run took {_clock(took)}" if took else ""))
         t0 = time.time()
         rec = run_step(step, profile, overrides, out_dir, force=force, log=log)
         done.append(rec)
-        log(f"[{i}/{len(chosen)}] {step} done in {time.time() - t0:.0f}s (total {time.time() - t_all:.0f}s)")
+        log(f"[{i}/{len(chosen)}] {step} done in {_clock(time.time() - t0)} (total {_clock(time.time() - t_all)})")
         if step.endswith("report"):
-            report = resolve_results_dir(cfg["results_dir"]) / ("report.html" if profile == "cpu" else f"report-{profile}.html")
+            report = results / ("report.html" if profile == "cpu" else f"report-{profile}.html")
             write_atomic(report, (out_dir / f"{step}.html").read_text())
             log(f"report: {report}")
     total = time.time() - t_all
@@ -137,7 +217,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="cpu", help="configs/<profile>.yaml (ci, cpu, paper)")
     ap.add_argument("--only", nargs="*", help="run only these steps (names or number prefixes)")
-    ap.add_argument("--force", action="store_true", help="re-execute steps already done")
+    ap.add_argument("--force", action="store_true", help="re-execute steps already done, and the runs inside them")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="configuration overrides")
     args = ap.parse_args(argv)
     try:

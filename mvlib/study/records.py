@@ -1,50 +1,91 @@
-"""Run records: one folder per run, identified by a hash of its resolved configuration.
+"""Run records: one folder per run, identified by its parameters, its data and its code.
 
 Layout::
 
-    results/runs/<step>/<run_id>/params.json    resolved configuration + config_hash
-                                 env.json       git commit and dirty flag, versions, device
-                                 history.csv    one row per epoch
-                                 metrics.json   final numbers (written last: its presence = finished)
-    checkpoints/<step>/<run_id>/last.pt         outside git (ignored folder)
+    results/runs/<step>/<run_id>/params.json   identity: parameters, data, code hash (+ identity and group hashes)
+                                 env.json      commit and dirty flag, versions, machine
+                                 history.csv   one row per finished epoch (training runs)
+                                 metrics.json  final numbers; written last: its presence = finished
+    results/runs/<step>/.<hash>.lock           held while a process works on that identity
+    checkpoints/<step>/<run_id>/last.pt        outside git (ignored folder)
 
-``run_id = <UTC time>-<model>-<variant>-<hash>``. A finished run of the same
-configuration (metrics and checkpoint present, or an evaluation-only record)
-is reused unless ``force``; an
-unfinished one is resumed from its checkpoint; otherwise a new folder is made.
-Nothing is ever overwritten: ``force`` makes a new folder. Every file is
-written atomically (temporary file + ``os.replace``).
+A run's *identity* is the resolved parameters (every data and training key
+of :mod:`mvlib.study.config` plus the run's own arguments), the identity of
+the data it read (file contents, split membership; :func:`mvlib.data.split_identity`)
+and the code hash (:func:`mvlib.environment.code_hash`). ``run_id =
+<UTC time>-<model>-<variant>-<identity hash>``. A finished run of the same
+identity is reused (training runs only while their checkpoint is there) unless
+``force``; an unfinished one is resumed; otherwise a new folder is made.
+Nothing is overwritten: ``force`` makes a new folder.
+
+:func:`claim_run` holds a lock on the identity for as long as the caller
+works on it, so two processes never train the same run at once: the second
+stops with :class:`RunBusy`, naming the first. ``Run.finish`` refuses to mark
+a run finished when its history, checkpoint and metrics disagree.
+
+The *group* of a run is its identity without the seed and the seed's own
+source runs: the runs of one group are one row of ``summary.csv``, a mean
+over seeds (:mod:`mvlib.study.stats`).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import hashlib
 import io
 import json
 import os
-import platform
-import subprocess
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from ..environment import environment_info
-from ..files import write_atomic, write_json
-from .config import REPO_ROOT
+from ..environment import REPO_ROOT, code_hash, environment_info
+from ..files import remove_stale_temporaries, write_atomic, write_json
 
-SUMMARY_COLUMNS = ["step", "run_id", "model", "variant", "profile", "dataset", "top1", "top5", "seconds"]
+RUNS_COLUMNS = ["step", "run_id", "model", "variant", "profile", "dataset", "seed", "top1", "top5", "val_top1",
+                "seconds", "group", "code_hash"]
+# parameters that differ between the seeds of one row (the seed, and the runs of that seed it started from)
+SEED_FIELDS = ("seed", "source_run", "init_run", "teacher_run")
 
 
-def config_hash(params: dict[str, Any]) -> str:
-    """First 10 hex digits of the sha256 of the canonical JSON of ``params``."""
-    blob = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+class RunBusy(RuntimeError):
+    """Another process is working on a run of the same identity."""
+
+
+class RecordError(RuntimeError):
+    """A run record that would not be true (history, checkpoint and metrics disagree)."""
+
+
+def canonical_hash(obj: Any, digits: int = 10) -> str:
+    """First ``digits`` hex digits of the sha256 of the canonical JSON of ``obj``."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:digits]
 
 
 def resolve_results_dir(results_dir: str | Path) -> Path:
     p = Path(results_dir)
     return p if p.is_absolute() else REPO_ROOT / p
+
+
+def _checkpoint_root(results: Path, step: str) -> Path:
+    # the repository's results/ keeps checkpoints beside it in the ignored checkpoints/; elsewhere inside
+    return (results.parent / "checkpoints" / step) if results == REPO_ROOT / "results" else (
+        results / "checkpoints" / step)
+
+
+def identity_of(step: str, model: str, variant: str, params: dict[str, Any], data: dict[str, Any]) -> dict:
+    """The full identity of a run: its parameters, data and code."""
+    return {"params": {**params, "step": step, "model": model, "variant": variant}, "data": data,
+            "code_hash": code_hash()}
+
+
+def group_of(identity: dict[str, Any]) -> str:
+    """Hash of the identity without the seed fields: the runs that are one row over seeds."""
+    params = {k: v for k, v in identity["params"].items() if k not in SEED_FIELDS}
+    return canonical_hash({**identity, "params": params})
 
 
 @dataclass
@@ -55,7 +96,11 @@ class Run:
     run_id: str
     dir: Path
     checkpoint_dir: Path
-    params: dict[str, Any]
+    identity: dict[str, Any]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.identity["params"]
 
     @property
     def checkpoint(self) -> Path:
@@ -86,13 +131,28 @@ class Run:
         w.writerows(rows)
         write_atomic(self.dir / "history.csv", buf.getvalue())
 
-    def finish(self, metrics: dict[str, Any]) -> None:
-        """Write ``metrics.json`` (marks the run finished) and refresh the summary."""
-        required = {"model", "variant", "profile", "dataset", "top1", "top5", "seconds"}
+    def finish(self, metrics: dict[str, Any], epochs: int | None = None, checkpoint_epoch: int | None = None) -> None:
+        """Write ``metrics.json`` (marks the run finished) and refresh the summaries.
+
+        A training run (``epochs`` given) is finished only if its history has
+        exactly ``epochs`` rows and its checkpoint is of epoch ``epochs``;
+        every number must be finite.
+        """
+        required = {"model", "variant", "profile", "dataset", "val_top1", "seconds"}
         missing = required - set(metrics)
         if missing:
-            raise ValueError(f"metrics of run {self.run_id} lack {sorted(missing)}")
-        write_json(self.dir / "metrics.json", {**metrics, "step": self.step, "run_id": self.run_id})
+            raise RecordError(f"metrics of run {self.run_id} lack {sorted(missing)}")
+        bad = [k for k, v in metrics.items() if isinstance(v, float) and not (v == v and abs(v) != float("inf"))]
+        if bad:
+            raise RecordError(f"run {self.run_id}: non-finite metrics {bad}; not recorded as finished")
+        if epochs is not None:
+            rows = len(self.history())
+            if rows != epochs or checkpoint_epoch != epochs:
+                raise RecordError(f"run {self.run_id}: history has {rows} epochs and the checkpoint "
+                                  f"{checkpoint_epoch}, but {epochs} were asked; not recorded as finished")
+        write_json(self.dir / "metrics.json", {**metrics, "step": self.step, "run_id": self.run_id,
+                                               "seed": self.params.get("seed"), "group": group_of(self.identity),
+                                               "code_hash": self.identity["code_hash"]})
         update_summary(self.dir.parent.parent.parent)
 
 
@@ -105,85 +165,144 @@ def _num(v: str):
     return v
 
 
-def open_run(step: str, model: str, variant: str, params: dict[str, Any], results_dir="results",
-             force: bool = False, device: str = "cpu") -> Run:
-    """Find or create the run of this configuration (see the module docstring)."""
-    results = resolve_results_dir(results_dir)
-    params = {**params, "step": step, "model": model, "variant": variant}
-    h = config_hash(params)
+def _candidates(step_dir: Path, h: str) -> list[Path]:
+    """Folders named ``...-<h>`` or ``...-<h>-<n>``, oldest first (names start with their UTC time)."""
+    if not step_dir.is_dir():
+        return []
+    pat = re.compile(rf"-{h}(-\d+)?$")
+    return sorted((p for p in step_dir.iterdir() if p.is_dir() and pat.search(p.name)), key=lambda p: p.name)
+
+
+def _runs_of(results: Path, step: str, identity: dict[str, Any]) -> list[Run]:
+    """Existing run folders of exactly this identity, oldest first."""
+    h = canonical_hash(identity)
     step_dir = results / "runs" / step
-    ck_root = results.parent / "checkpoints" / step if results.name == "results" else results / "checkpoints" / step
-    candidates = sorted(p for p in step_dir.glob(f"*-{h}*") if (p / "params.json").is_file()) if step_dir.is_dir() else []
-    for path in reversed(candidates):  # newest first
-        run = Run(step, path.name, path, ck_root / path.name, params)
-        if run.finished and not force and (run.checkpoint.is_file() or run.metrics.get("evaluation_only")):
-            return run  # reuse: a trained run with its checkpoint, or an evaluation-only record
-        if not run.finished:
-            return run  # resume an interrupted run
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    run_id = f"{stamp}-{model}-{variant}-{h}"
-    n = 1
-    while (step_dir / run_id).exists():
-        n += 1
-        run_id = f"{stamp}-{model}-{variant}-{h}-{n}"
-    run = Run(step, run_id, step_dir / run_id, ck_root / run_id, params)
-    run.dir.mkdir(parents=True)
-    write_json(run.dir / "params.json", {**params, "config_hash": h})
-    write_json(run.dir / "env.json", environment_info(device))
-    return run
+    out = []
+    for path in _candidates(step_dir, h):
+        ppath = path / "params.json"
+        if not ppath.is_file():
+            continue
+        saved = json.loads(ppath.read_text())
+        if saved.get("identity") != json.loads(json.dumps(identity, default=str)):
+            continue  # a hash prefix collision, or a folder of an older record format
+        out.append(Run(step, path.name, path, _checkpoint_root(results, step) / path.name, identity))
+    return out
 
 
-def latest_finished(step: str, model: str, variant: str, params: dict[str, Any], results_dir="results") -> Run | None:
-    """The newest finished run of exactly this configuration, or None."""
+def find_finished(step: str, model: str, variant: str, params: dict[str, Any], data: dict[str, Any],
+                  results_dir="results") -> Run | None:
+    """The newest finished run of this identity, or None (no lock: finished runs never change)."""
     results = resolve_results_dir(results_dir)
-    params = {**params, "step": step, "model": model, "variant": variant}
-    h = config_hash(params)
+    identity = identity_of(step, model, variant, params, data)
+    done = [r for r in _runs_of(results, step, identity) if r.finished]
+    return done[-1] if done else None
+
+
+@contextlib.contextmanager
+def _identity_lock(step_dir: Path, h: str, what: str, wait: bool = False) -> Iterator[None]:
+    """An exclusive lock on ``step_dir/.<h>.lock``; the OS drops it when the holder dies (no stale locks)."""
+    step_dir.mkdir(parents=True, exist_ok=True)
+    path = step_dir / f".{h}.lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise RunBusy(f"{what} is being worked on by {holder}; wait for it to finish (or stop it) "
+                          f"and run this again") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def claim_run(step: str, model: str, variant: str, params: dict[str, Any], data: dict[str, Any],
+              results_dir="results", force: bool = False, device: str = "cpu",
+              reusable=lambda run: True) -> Iterator[Run]:
+    """Lock this identity and yield its run: finished (reuse), unfinished (resume) or new.
+
+    A finished run is reused when ``reusable(run)`` (training runs: their
+    checkpoint exists) and not ``force``; otherwise a new folder is made. The
+    lock is released when the ``with`` block ends, also on errors; stale
+    temporary files of killed writers are removed from the run's folders.
+    """
+    results = resolve_results_dir(results_dir)
+    identity = identity_of(step, model, variant, params, data)
+    h = canonical_hash(identity)
     step_dir = results / "runs" / step
-    for path in sorted(step_dir.glob(f"*-{h}*"), reverse=True) if step_dir.is_dir() else []:
-        if (path / "metrics.json").is_file():
-            ck_root = results.parent / "checkpoints" / step if results.name == "results" else results / "checkpoints" / step
-            return Run(step, path.name, path, ck_root / path.name, params)
-    return None
+    with _identity_lock(step_dir, h, f"run {step}/{model}-{variant} ({h})"):
+        runs = _runs_of(results, step, identity)
+        run = None
+        for r in reversed(runs):
+            if r.finished and not force and reusable(r):
+                run = r
+                break
+            if not r.finished:
+                run = r  # resume the interrupted one
+                break
+        if run is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+            run_id = f"{stamp}-{model}-{variant}-{h}"
+            n = 1
+            while (step_dir / run_id).exists():
+                n += 1
+                run_id = f"{stamp}-{model}-{variant}-{h}-{n}"
+            run = Run(step, run_id, step_dir / run_id, _checkpoint_root(results, step) / run_id, identity)
+            run.dir.mkdir(parents=True)
+            write_json(run.dir / "params.json", {"identity": identity, "identity_hash": h,
+                                                 "group": group_of(identity)})
+            write_json(run.dir / "env.json", environment_info(device))
+        for folder in (run.dir, run.checkpoint_dir, results):
+            remove_stale_temporaries(folder)
+        yield run
 
 
-def update_summary(results_dir="results") -> Path:
-    """Regenerate ``summary.csv`` from every ``metrics.json`` (one row per run)."""
+def run_from_dir(path: Path) -> Run:
+    """The :class:`Run` of an existing run folder (its identity read from ``params.json``)."""
+    path = Path(path)
+    saved = json.loads((path / "params.json").read_text())
+    results, step = path.parent.parent.parent, path.parent.name
+    return Run(step, path.name, path, _checkpoint_root(results, step) / path.name, saved["identity"])
+
+
+def all_metrics(results_dir="results") -> list[dict[str, Any]]:
+    """Every finished run's ``metrics.json`` (with ``step`` / ``run_id`` / ``dir`` filled in)."""
     results = resolve_results_dir(results_dir)
     rows = []
     for mpath in sorted(results.glob("runs/*/*/metrics.json")):
         try:
             m = json.loads(mpath.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"corrupt run record {mpath}: {e}") from None
+            raise RecordError(f"corrupt run record {mpath}: {e}") from None
         m.setdefault("step", mpath.parent.parent.name)
         m.setdefault("run_id", mpath.parent.name)
+        m["dir"] = str(mpath.parent)
         rows.append(m)
-    extra = sorted({k for r in rows for k in r if not isinstance(r[k], (dict, list))} - set(SUMMARY_COLUMNS))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS + extra, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(sorted(rows, key=lambda r: (r["step"], r["run_id"])))
-    out = results / "summary.csv"
-    write_atomic(out, buf.getvalue())
-    return out
+    return rows
 
 
-def run_from_dir(path: Path) -> Run:
-    """The :class:`Run` of an existing run folder (its parameters read from ``params.json``)."""
-    path = Path(path)
-    params = json.loads((path / "params.json").read_text())
-    results = path.parent.parent.parent
-    step = path.parent.name
-    ck_root = results.parent / "checkpoints" / step if results.name == "results" else results / "checkpoints" / step
-    return Run(step, path.name, path, ck_root / path.name, params)
-
-
-def latest_run_of(results_dir, step_prefix: str, model: str, variant: str, profile: str) -> Run | None:
-    """Newest finished run with this model, variant and profile in steps starting with ``step_prefix``."""
+def update_summary(results_dir="results") -> Path:
+    """Regenerate ``runs.csv`` (one row per run) and ``summary.csv`` (one row per group, over seeds)."""
+    from .summary import summary_rows  # the aggregation lives beside the statistics
     results = resolve_results_dir(results_dir)
-    found = []
-    for mpath in results.glob(f"runs/{step_prefix}*/*/metrics.json"):
-        m = json.loads(mpath.read_text())
-        if (m.get("model"), m.get("variant"), m.get("profile")) == (model, variant, profile):
-            found.append(mpath.parent)
-    return run_from_dir(max(found, key=lambda p: p.name)) if found else None
+    rows = all_metrics(results)
+    with _identity_lock(results, "summary", "the summary", wait=True):
+        _write_csv(results / "runs.csv", RUNS_COLUMNS, sorted(rows, key=lambda r: (r["step"], r["run_id"])))
+        agg = summary_rows(rows)
+        cols = list(dict.fromkeys(k for r in agg for k in r)) if agg else ["step"]
+        _write_csv(results / "summary.csv", cols, agg)
+    return results / "summary.csv"
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    write_atomic(path, buf.getvalue())

@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..train import NonFiniteLoss
 from .config import load_profile, parse_cli_overrides, scope_keys
 from .experiment import train_baseline
+from .records import RecordError, RunBusy
 
 
 def main(argv=None) -> int:
@@ -26,12 +28,17 @@ def main(argv=None) -> int:
     try:
         overrides = parse_cli_overrides(args.overrides, allowed=scope_keys("exec", "data", "train"),
                                         command="python -m mvlib.study.train")
-        cfg = load_profile(args.profile, overrides)
+        cfg = load_profile(args.profile, {**overrides, **({"force": True} if args.force else {})})
+        model, run = train_baseline(cfg, args.model)
     except (KeyError, TypeError, ValueError, FileNotFoundError) as e:
+        # configuration and data errors: raised before any folder is made
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
-    model, run = train_baseline(cfg, args.model, force=args.force)
-    print(f"{run.dir}: top1 {run.metrics['top1']:.2f}%  top5 {run.metrics['top5']:.2f}%")
+    except (RunBusy, NonFiniteLoss, RecordError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{run.dir}: val top1 {run.metrics['val_top1']:.2f}%  test top1 {run.metrics['top1']:.2f}%  "
+          f"top5 {run.metrics['top5']:.2f}%")
     return 0
 
 

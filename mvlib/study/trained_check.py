@@ -13,24 +13,33 @@ from typing import Any
 
 import pandas as pd
 
-from .experiment import find_baseline, load_run_model, loaders
-from .records import latest_run_of
-from ..voter_ops import set_voter
-
 from cuda_numba.convert import convert_model, prediction_agreement
+
+from ..voter_ops import set_voter
+from .experiment import find_baseline, load_run_model, loaders, with_seed
+from .records import all_metrics, run_from_dir
+from .summary import select
 
 SUBSTITUTED = (("popcount", None), ("mv (substituted)", "mv"),
                ("hmv G=4 tie pos (substituted)", {"name": "hmv", "fanins": [4], "tie": "pos"}))
 
 
 def trained_agreement(cfg: dict[str, Any], log=print) -> pd.DataFrame:
-    """One row per (model, case): images, differing predictions, max |logit difference|, top-1 of both."""
-    _, test, _ = loaders(cfg)
+    """One row per (model, case): images, differing predictions, max |logit difference|, top-1 of both.
+
+    The models of the first of ``sweep_seeds`` (one seed is enough for an exactness check).
+    """
+    seed = cfg["sweep_seeds"][0]
+    c = with_seed(cfg, seed)
+    _, _, test, _ = loaders(c)
+    records = all_metrics(cfg["results_dir"])
     rows = []
     for name in cfg["models"]:
-        base = find_baseline(cfg, name)
+        base = find_baseline(c, name)
         cases = [(label, base, spec) for label, spec in SUBSTITUTED]
-        retrained = latest_run_of(cfg["results_dir"], "03", name, "retrain-approx", cfg["profile"])
+        found = [r for r in select(records, step="03", model=name, variant="retrain-approx", profile=cfg["profile"])
+                 if r.get("seed") == seed]
+        retrained = run_from_dir(found[0]["dir"]) if found else None
         if retrained is not None and retrained.checkpoint.is_file():
             cases.append(("mv (retrained, approxsign)", retrained, "keep"))
         for label, run, spec in cases:

@@ -8,8 +8,13 @@ table a notebook plots), so a notebook only chooses parameters and calls:
   recalibration, evaluated and recorded (evaluation-only run record);
 * :func:`layer_sensitivity` — the voter in one layer at a time;
 * :func:`retrain` — training through the voter from the baseline's weights;
-* :func:`disagreement_table` — hierarchical vs exact voter on real activations;
-* :func:`deck_pattern` — our baseline -> naive -> retrained numbers beside the deck's.
+* :func:`disagreement_table` — hierarchical vs exact voter on real activations.
+
+Every row belongs to one baseline, hence to one seed; the notebooks loop
+over the baselines of ``seeds`` (main rows) or ``sweep_seeds`` (sweeps and
+ablations), and :mod:`mvlib.study.deck_pattern` turns the rows into means,
+paired differences and verdicts. Sweeps are read on the validation split;
+the test split is evaluated for the main rows only.
 
 Variant names (``variant`` in the run records) follow issue 3: ``naive``,
 ``naive-alpha``, ``naive-matched``, ``naive+recal``, ``retrain-approx``,
@@ -22,12 +27,12 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from . import records
-from .deck import deck_numbers
-from .experiment import (apply_threads, evaluate_record, load_run_model, loaders, resolve_device, run_params,
-                         train_run)
 from ..voter_ops import calibrate_matched_scale, recalibrate_bn, set_voter, voter_disagreement
 from ..voters import DEFAULT_SURROGATE_NORM, normalize_fanins
+from . import records
+from .experiment import (apply_threads, evaluate_record, load_run_model, loaders, resolve_device, run_config,
+                         train_run, with_seed)
+from .progress import say
 
 ESTIMATOR_TAGS = {"approxsign": "approx", "ste": "ste"}
 
@@ -57,23 +62,28 @@ def naive_suffix(output_scale: str, recal: bool) -> str:
     return base + ("+recal" if recal else "")
 
 
-def study_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``cfg`` with ``threads`` taken from ``mv_threads`` when set (threads do not enter run hashes)."""
-    return {**cfg, "threads": cfg["mv_threads"]} if cfg.get("mv_threads", 0) > 0 else cfg
+def study_cfg(cfg: dict[str, Any], baseline: records.Run | None = None) -> dict[str, Any]:
+    """``cfg`` for the voter notebooks: ``threads`` from ``mv_threads`` (no effect on results) and,
+    given a baseline, its seed (a substituted or retrained row belongs to its baseline's seed)."""
+    c = {**cfg, "threads": cfg["mv_threads"]} if cfg.get("mv_threads", 0) > 0 else cfg
+    return with_seed(c, baseline.params["seed"]) if baseline is not None else c
 
 
-def _sub_cfg(cfg: dict[str, Any], test_per_class: int | None) -> dict[str, Any]:
-    cfg = study_cfg(cfg)
-    return cfg if test_per_class is None else {**cfg, "test_per_class": test_per_class}
+def _sweep_cfg(cfg: dict[str, Any], baseline: records.Run, val_per_class: int | None) -> dict[str, Any]:
+    c = study_cfg(cfg, baseline)
+    return c if val_per_class is None else run_config(c, val_eval_per_class=val_per_class)
 
 
 def prepared_model(cfg: dict[str, Any], baseline: records.Run, spec: dict[str, Any] | None, layers=None,
                    recal: bool = False):
-    """The baseline's model with ``spec`` on ``layers``, scale calibrated and BN recalibrated as asked."""
+    """The baseline's model with ``spec`` on ``layers``, scale calibrated and BN recalibrated as asked.
+
+    Calibration and recalibration read training batches of ``cfg`` (its seed's data order).
+    """
     dev = resolve_device(cfg)
     model = load_run_model(baseline, dev)
     set_voter(model, spec, layers)
-    train_loader, _, _ = loaders(cfg)
+    train_loader = loaders(cfg)[0]
     if spec is not None and spec.get("output_scale") == "matched":
         calibrate_matched_scale(model, train_loader, cfg["mv_calib_batches"])
     if recal:
@@ -82,44 +92,41 @@ def prepared_model(cfg: dict[str, Any], baseline: records.Run, spec: dict[str, A
 
 
 def substitute(cfg: dict[str, Any], step: str, baseline: records.Run, spec: dict[str, Any], recal: bool = False,
-               layers=None, test_per_class: int | None = None, variant: str | None = None,
-               log=print) -> records.Run:
+               layers=None, sweep_val_per_class: int | None = None, variant: str | None = None,
+               log=say) -> records.Run:
     """Evaluate the baseline with the voter substituted (no training) and write its run record.
 
-    The record's parameters name the source run, the voter spec, the layers,
-    the calibration batches and the test subset, so each configuration has its
-    own hash; a finished record of the same configuration is reused without
-    evaluating again (evaluation records have no checkpoint to check).
+    The record's parameters name the source run, the voter spec, the layers
+    and the calibration batches, so each configuration has its own identity;
+    a finished record of the same identity is reused without preparing the
+    model. Main rows are evaluated on validation and test; a sweep
+    (``sweep_val_per_class`` given) on that many validation images per
+    class only.
     """
-    c = _sub_cfg(cfg, test_per_class)
+    c = _sweep_cfg(cfg, baseline, sweep_val_per_class)
     apply_threads(c)
     model_name = baseline.params["model"]
     variant = variant or variant_name(spec, naive_suffix(spec.get("output_scale", "none"), recal))
     params = {"source_run": baseline.run_id, "model": model_name, "voter": spec,
-              "voter_layers": list(layers) if layers is not None else None,
+              "voter_layers": layers if layers is None or isinstance(layers, str) else list(layers),
               "calib_batches": cfg["mv_calib_batches"] if spec.get("output_scale") == "matched" else 0,
               "recal_batches": cfg["mv_recal_batches"] if recal else 0}
-    full = run_params(c, **params)
-    found = records.latest_finished(step, model_name, variant, full, cfg["results_dir"])
-    if found is not None:
-        log(f"reusing record {found.run_id}: top1 {found.metrics['top1']:.2f}%")
-        return found
-    model = prepared_model(c, baseline, spec, layers, recal)
-    return evaluate_record(c, step, model, model_name, variant, params, log=log)
+    return evaluate_record(c, step, lambda: prepared_model(c, baseline, spec, layers, recal), model_name, variant,
+                           params, test=sweep_val_per_class is None,
+                           log=lambda line: log(f"{model_name} seed {c['seed']} {variant}: {line}"))
 
 
-def layer_sensitivity(cfg: dict[str, Any], step: str, baseline: records.Run, spec: dict[str, Any],
-                      test_per_class: int, log=print) -> pd.DataFrame:
-    """Top-1/top-5 with the voter in one binary convolution at a time (plus none and all), on a test subset."""
+def layer_sensitivity(cfg: dict[str, Any], baseline: records.Run, spec: dict[str, Any], val_per_class: int,
+                      log=say) -> pd.DataFrame:
+    """Top-1/top-5 on validation with the voter in one binary convolution at a time (plus none and all)."""
     from ..layers import binary_convs
     from ..train import evaluate
-    c = _sub_cfg(cfg, test_per_class)
+    c = _sweep_cfg(cfg, baseline, val_per_class)
     apply_threads(c)
     dev = resolve_device(c)
-    _, test_loader, _ = loaders(c)
+    train_loader, val_loader, _, _ = loaders(c)
     model = load_run_model(baseline, dev)
     names = [n for n, _ in binary_convs(model)]
-    train_loader = loaders(c)[0]
     rows = []
     for i, name in [(-1, "none")] + list(enumerate(names)) + [(len(names), "all")]:
         set_voter(model, None)
@@ -127,99 +134,54 @@ def layer_sensitivity(cfg: dict[str, Any], step: str, baseline: records.Run, spe
             set_voter(model, spec, None if name == "all" else [i])
             if spec.get("output_scale") == "matched":
                 calibrate_matched_scale(model, train_loader, cfg["mv_calib_batches"])
-        ev = evaluate(model, test_loader, dev)
-        rows.append({"model": baseline.params["model"], "index": i, "layer": name,
-                     "output_scale": spec.get("output_scale"), "top1": ev["top1"], "top5": ev["top5"],
-                     "test_images": ev["n"]})
+        ev = evaluate(model, val_loader, dev)
+        rows.append({"model": baseline.params["model"], "seed": c["seed"], "index": i, "layer": name,
+                     "output_scale": spec.get("output_scale"), "val_top1": ev["top1"], "val_top5": ev["top5"],
+                     "val_images": ev["n"]})
     set_voter(model, None)
-    log(f"sensitivity of {baseline.params['model']} ({spec.get('output_scale')}): {len(names)} layers")
+    log(f"sensitivity of {baseline.params['model']} seed {c['seed']} ({spec.get('output_scale')}): "
+        f"{len(names)} layers")
     return pd.DataFrame(rows)
 
 
 def retrain(cfg: dict[str, Any], step: str, baseline: records.Run, spec: dict[str, Any],
-            variant: str | None = None, log=print):
+            variant: str | None = None, log=say):
     """Train through the voter from the baseline's weights (``cfg``'s ``mv_retrain_*`` keys); (model, run).
 
-    BN running statistics are first re-estimated under the voter
-    (:func:`mvlib.voter_ops.recalibrate_bn`, ``mv_recal_batches``): training
-    normalizes by batch statistics anyway, but a short retraining would
-    otherwise evaluate with running statistics still partly those of the
-    popcount network, whose scale (alpha * s) differs from the voter's ±1.
+    The run has the baseline's seed. BN running statistics are first
+    re-estimated under the voter (:func:`mvlib.voter_ops.recalibrate_bn`,
+    ``mv_recal_batches``): training normalizes by batch statistics anyway, but
+    a short retraining would otherwise evaluate with running statistics still
+    partly those of the popcount network, whose scale (alpha * s) differs from
+    the voter's ±1.
     """
-    c = study_cfg(cfg)
+    c = run_config(study_cfg(cfg, baseline), epochs=cfg["mv_retrain_epochs"], lr=cfg["mv_retrain_lr"],
+                   train_per_class=cfg["mv_retrain_train_per_class"])
+    model_name = baseline.params["model"]
     variant = variant or variant_name(spec, f"retrain-{ESTIMATOR_TAGS[spec['estimator']]}")
-    tpc = cfg["mv_retrain_train_per_class"]
-    recal_loader = loaders(c, train_per_class=tpc)[0]
-    return train_run(c, step, baseline.params["model"], variant, epochs=cfg["mv_retrain_epochs"],
-                     lr=cfg["mv_retrain_lr"], init_from=baseline, voter=spec, train_per_class=tpc, log=log,
+    recal_loader = loaders(c)[0]
+    return train_run(c, step, model_name, variant, init_from=baseline, voter=spec,
                      prepare=lambda model: recalibrate_bn(model, recal_loader, cfg["mv_recal_batches"]),
-                     extra={"prepare": "recalibrate_bn", "recal_batches": cfg["mv_recal_batches"]})
+                     extra={"prepare": "recalibrate_bn", "recal_batches": cfg["mv_recal_batches"]},
+                     log=lambda line: log(f"{model_name} seed {c['seed']} {variant}: {line}"))
 
 
 def disagreement_table(cfg: dict[str, Any], baseline: records.Run, groups: Sequence, ties: Sequence[str],
-                       batches: int, test_per_class: int | None = None) -> pd.DataFrame:
+                       batches: int, val_per_class: int | None = None) -> pd.DataFrame:
     """Per layer, fan-ins and tie rule: disagreement with the exact voter, outer and exact tie rates.
 
-    Measured on the baseline (popcount) network's own activations, on test
-    images (the first ``batches`` batches of the ``test_per_class`` subset).
+    Measured on the baseline (popcount) network's own activations, on
+    validation images (the first ``batches`` batches of the ``val_per_class`` subset).
     """
-    c = _sub_cfg(cfg, test_per_class)
+    c = _sweep_cfg(cfg, baseline, val_per_class)
     apply_threads(c)
-    _, test_loader, _ = loaders(c)
+    _, val_loader, _, _ = loaders(c)
     model = load_run_model(baseline, resolve_device(c))
     rows = []
     for g in groups:
-        for r in voter_disagreement(model, test_loader, g, list(ties), batches):
+        for r in voter_disagreement(model, val_loader, g, list(ties), batches):
             rows.append({"model": baseline.params["model"], **r})
     return pd.DataFrame(rows)
-
-
-def runs_table(runs: dict[str, records.Run]) -> pd.DataFrame:
-    """One row per run record: model, variant, top-1/top-5, test images, run id."""
-    rows = []
-    for key, run in runs.items():
-        m = run.metrics
-        rows.append({"key": key, "model": m["model"], "variant": m["variant"], "top1": m["top1"],
-                     "top5": m["top5"], "test_images": m.get("test_images"), "seconds": m["seconds"],
-                     "run": run.run_id})
-    return pd.DataFrame(rows).set_index("key")
-
-
-def deck_pattern(ours: dict[str, dict[str, float]]) -> tuple[pd.DataFrame, list[str]]:
-    """Compare baseline -> naive -> retrained (top-1) with the deck's, per model; (table, plain sentences).
-
-    ``ours[model]`` maps ``baseline``, ``naive`` (the deck's substitution row;
-    any output scale) and ``retrain-approx`` to our top-1. Only numbers from
-    the records and the deck's data file enter; the sentences say whether the
-    drop-then-recovery pattern appears and where it differs.
-    """
-    deck = deck_numbers("main").set_index(["model", "variant"])
-    rows, lines = [], []
-    for model, r in ours.items():
-        d = {v: float(deck.loc[(model, v), "top1"]) for v in ("baseline", "naive", "retrain-approx")}
-        row = {"model": model}
-        for who, vals in (("deck", d), ("ours", r)):
-            drop = vals["baseline"] - vals["naive"]
-            gap = vals["baseline"] - vals["retrain-approx"]
-            row.update({f"{who} baseline": vals["baseline"], f"{who} naive": vals["naive"],
-                        f"{who} retrained": vals["retrain-approx"], f"{who} drop": drop,
-                        f"{who} recovered %": 100.0 * (drop - gap) / drop if drop > 0 else float("nan")})
-        rows.append(row)
-        o_drop, o_gap = row["ours drop"], r["baseline"] - r["retrain-approx"]
-        pattern = "appears" if o_drop > 2 * max(o_gap, 0) and o_gap < 5 else "does not appear"
-        lines.append(
-            f"{model}: deck {d['baseline']:.2f} → {d['naive']:.2f} → {d['retrain-approx']:.2f} "
-            f"(substitution costs {row['deck drop']:.1f} points, retraining ends {d['baseline'] - d['retrain-approx']:.1f} "
-            f"below the baseline); ours {r['baseline']:.2f} → {r['naive']:.2f} → {r['retrain-approx']:.2f} "
-            f"(costs {o_drop:.1f} points, retraining ends {o_gap:.1f} below the baseline): the drop-then-recovery "
-            f"pattern {pattern} at this scale.")
-    table = pd.DataFrame(rows).set_index("model")
-    if len(ours) >= 2 and {"reactnet18", "birealnet18"} <= set(ours):
-        deck_order = table.loc["birealnet18", "deck drop"] > table.loc["reactnet18", "deck drop"]
-        our_order = table.loc["birealnet18", "ours drop"] > table.loc["reactnet18", "ours drop"]
-        lines.append("In the deck Bi-RealNet-18 loses more than ReActNet-18 under substitution; here it "
-                     + ("does too." if our_order == deck_order else "does not."))
-    return table.round(2), lines
 
 
 def surrogate_norm_probe(model, loader, norms: Sequence[str], batches: int = 2, estimator: str = "approxsign",

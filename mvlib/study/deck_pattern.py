@@ -1,0 +1,139 @@
+"""The deck's first table beside ours, over seeds, and its claims as verdicts.
+
+The deck (CIFAR-10): ReActNet-18 93.38 → 84.93 (voter substituted) → 92.09
+(retrained through it); Bi-RealNet-18 88.77 → 30.07 → 87.66. Its claims,
+each checked on our records with the intervals of :mod:`mvlib.study.stats`:
+
+1. substituting the voter costs accuracy (baseline − naive > 0, paired per seed);
+2. retraining through the voter wins it back (retrained − naive > 0, paired);
+3. retraining ends close to the baseline (baseline − retrained, against the deck's 1.1–1.3 points);
+4. Bi-RealNet-18 loses more than ReActNet-18 by substitution (difference of the two networks' paired
+   drops, Welch interval), for the deck's ``naive`` row and for each other output convention.
+
+Each verdict is "yes", "no" or "not resolved at 95 %". Nothing here is typed
+in: our numbers come from ``metrics.json`` records (latest run per seed of
+the newest configuration with the running code), the deck's from
+:mod:`mvlib.study.deck`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from .deck import deck_numbers
+from .stats import UNRESOLVED, Interval, contains, paired, t_interval, verdict, welch
+from .summary import by_seed, select
+
+MODELS = ("reactnet18", "birealnet18")
+# variant -> the notebook (step prefix) whose records own it
+MAIN_VARIANTS = {"baseline": "01", "naive": "02", "naive-alpha": "02", "naive-matched": "02", "naive+recal": "02",
+                 "retrain-approx": "03", "retrain-ste": "03"}
+CONVENTIONS = ("naive", "naive-alpha", "naive-matched", "naive+recal")
+
+
+def seed_values(rows: list[dict], profile: str, model: str, variant: str, metric: str = "top1",
+                code: str | None = "current") -> dict[int, float]:
+    """``{seed: metric}`` of one main row (empty when it has not run)."""
+    return by_seed(select(rows, step=MAIN_VARIANTS[variant], model=model, variant=variant, profile=profile,
+                          code=code), metric)
+
+
+def main_table(rows: list[dict], profile: str, code: str | None = "current", models=MODELS) -> pd.DataFrame:
+    """The deck's six rows, then our added rows: mean ± 95 % over seeds, and the paired change vs the baseline."""
+    deck = deck_numbers("main").set_index(["model", "variant"])
+    out = []
+    for model in models:
+        base = seed_values(rows, profile, model, "baseline", code=code)
+        for variant in MAIN_VARIANTS:
+            vals = seed_values(rows, profile, model, variant, code=code)
+            if not vals and (model, variant) not in deck.index:
+                continue
+            top5 = seed_values(rows, profile, model, variant, "top5", code=code)
+            iv, iv5 = t_interval(list(vals.values())), t_interval(list(top5.values()))
+            change = paired(vals, base) if variant != "baseline" else Interval(math.nan, math.nan, math.nan, 0)
+            d1 = deck.top1.get((model, variant), math.nan)
+            out.append({"model": model, "variant": variant, "deck top1": d1,
+                        "ours top1": iv.mean, "std": iv.std, "± 95 %": iv.half, "seeds": iv.n,
+                        "Δ vs deck": iv.mean - d1, "vs baseline": change.mean, "vs baseline ± 95 %": change.half,
+                        "deck top5": deck.top5.get((model, variant), math.nan), "ours top5": iv5.mean})
+    return pd.DataFrame(out)
+
+
+def _drop(rows, profile, model, variant, code) -> Interval:
+    return paired(seed_values(rows, profile, model, "baseline", code=code),
+                  seed_values(rows, profile, model, variant, code=code))
+
+
+def verdicts(rows: list[dict], profile: str, code: str | None = "current") -> tuple[pd.DataFrame, list[str]]:
+    """One row per claim and network: our interval, the deck's value, the verdict; plus plain sentences."""
+    deck = deck_numbers("main").set_index(["model", "variant"])
+    claims, lines = [], []
+    drops: dict[str, dict[str, dict[int, float]]] = {}
+    for model in MODELS:
+        base = seed_values(rows, profile, model, "baseline", code=code)
+        naive = seed_values(rows, profile, model, "naive", code=code)
+        ret = seed_values(rows, profile, model, "retrain-approx", code=code)
+        if not (base and naive):
+            continue
+        d_deck = {v: float(deck.top1[(model, v)]) for v in ("baseline", "naive", "retrain-approx")}
+        cost = paired(base, naive)
+        claims.append({"claim": "substitution costs accuracy", "model": model, "deck": d_deck["baseline"]
+                       - d_deck["naive"], "ours": cost.mean, "± 95 %": cost.half, "seeds": cost.n,
+                       "verdict": verdict(cost)})
+        if ret:
+            rec, gap = paired(ret, naive), paired(base, ret)
+            deck_gap = d_deck["baseline"] - d_deck["retrain-approx"]
+            claims.append({"claim": "retraining wins accuracy back", "model": model,
+                           "deck": d_deck["retrain-approx"] - d_deck["naive"], "ours": rec.mean,
+                           "± 95 %": rec.half, "seeds": rec.n, "verdict": verdict(rec)})
+            where = contains(gap, deck_gap)
+            claims.append({"claim": "retraining ends near the baseline (gap)", "model": model, "deck": deck_gap,
+                           "ours": gap.mean, "± 95 %": gap.half, "seeds": gap.n,
+                           "verdict": {"inside": "yes", "below": "no", "above": "yes (smaller gap)"}.get(
+                               where, UNRESOLVED)})
+            both = [verdict(cost), verdict(rec)]
+            pattern = "yes" if both == ["yes", "yes"] else ("no" if "no" in both else UNRESOLVED)
+            lines.append(
+                f"{model}: deck {d_deck['baseline']:.2f} → {d_deck['naive']:.2f} → {d_deck['retrain-approx']:.2f}; "
+                f"ours {_m(base)} → {_m(naive)} → {_m(ret)} (means over {cost.n} seeds). Substitution costs "
+                f"{cost.fmt(1)} points, retraining wins back {rec.fmt(1)} and ends {gap.fmt(1)} below the baseline "
+                f"(deck: {deck_gap:.1f}). Drop-then-recovery pattern: **{pattern}**.")
+        for conv in CONVENTIONS:
+            v = seed_values(rows, profile, model, conv, code=code)
+            if v:
+                drops.setdefault(conv, {})[model] = {s: base[s] - v[s] for s in base.keys() & v.keys()}
+    for conv, per_model in drops.items():
+        if set(MODELS) <= set(per_model):
+            diff = welch(list(per_model["birealnet18"].values()), list(per_model["reactnet18"].values()))
+            deck_diff = (float(deck.top1[("birealnet18", "baseline")] - deck.top1[("birealnet18", "naive")])
+                         - float(deck.top1[("reactnet18", "baseline")] - deck.top1[("reactnet18", "naive")]))
+            claims.append({"claim": f"Bi-RealNet-18 loses more than ReActNet-18 ({conv})", "model": "both",
+                           "deck": deck_diff if conv == "naive" else math.nan, "ours": diff.mean,
+                           "± 95 %": diff.half, "seeds": diff.n, "verdict": verdict(diff)})
+    order = [c for c in claims if c["claim"].startswith("Bi-RealNet-18 loses more")]
+    if order:
+        parts = [f"{c['claim'].split('(')[1].rstrip(')')}: {c['verdict']} ({c['ours']:+.1f} ± "
+                 f"{c['± 95 %']:.1f} points)" if not math.isnan(c["± 95 %"]) else
+                 f"{c['claim'].split('(')[1].rstrip(')')}: {c['verdict']} ({c['ours']:+.1f} points, one seed)"
+                 for c in order]
+        lines.append("In the deck Bi-RealNet-18 loses 50.3 points more than ReActNet-18 by substitution. Does it "
+                     "lose more here (difference of the drops, Welch 95 % interval)? " + "; ".join(parts) + ".")
+    return pd.DataFrame(claims), lines
+
+
+def _m(vals: dict[int, float]) -> str:
+    return f"{sum(vals.values()) / len(vals):.2f}" if vals else "–"
+
+
+def pattern_summary(rows: list[dict[str, Any]], profile: str) -> dict[str, str]:
+    """``{model: verdict}`` of the drop-then-recovery pattern (for the README's generated block)."""
+    table, _ = verdicts(rows, profile)
+    out = {}
+    for model in MODELS:
+        sub = table[(table.get("model") == model)] if not table.empty else table
+        v = list(sub[sub.claim.isin(["substitution costs accuracy", "retraining wins accuracy back"])].verdict) \
+            if not sub.empty else []
+        out[model] = "yes" if v == ["yes", "yes"] else ("no" if "no" in v else UNRESOLVED)
+    return out

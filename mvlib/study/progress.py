@@ -1,0 +1,27 @@
+"""Progress lines that reach the terminal from inside a notebook kernel.
+
+A notebook run by papermill has no terminal: what it prints lands in the
+executed copy. :func:`say` prints a line *and*, when the pipeline has set
+``$MVLIB_PROGRESS_FILE``, appends it to that file, which the pipeline tails
+and shows live (``[01_baseline] reactnet18 seed 1: epoch 2/4 ...``).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+ENV = "MVLIB_PROGRESS_FILE"
+
+
+def say(line: str) -> None:
+    """Print ``line`` and append it (with the time) to the pipeline's progress file, if any."""
+    print(line, flush=True)
+    path = os.environ.get(ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+
+
+def prefixed(prefix: str):
+    """A ``say`` that puts ``prefix`` before every line (e.g. the model and seed of a run)."""
+    return lambda line: say(f"{prefix}: {line}")

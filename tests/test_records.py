@@ -1,0 +1,207 @@
+"""Run records: identity (parameters, data, code), one run at a time, nothing recorded that did not happen."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mvlib import environment
+from mvlib.files import remove_stale_temporaries, write_atomic
+from mvlib.study import records
+from mvlib.study.config import load_profile, scope_keys
+from mvlib.study.experiment import train_baseline
+from mvlib.train import NonFiniteLoss
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cfg(tmp_path, data_root, **kw):
+    base = {"results_dir": str(tmp_path / "results"), "data_dir": str(data_root), "progress": False, "width": 4,
+            "train_per_class": 10, "test_per_class": 5, "val_per_class": 5, "epochs": 1, "batch_size": 50,
+            "models": ["reactnet18"]}
+    return load_profile("ci", {**base, **kw})
+
+
+def _finished(results):
+    return sorted(results.glob("runs/*/*/metrics.json"))
+
+
+# ------------------------------------------------------------------ identity
+def test_reuse_sees_code_and_data(tmp_path, data_root, monkeypatch):
+    cfg = _cfg(tmp_path, data_root)
+    _, run = train_baseline(cfg, "reactnet18")
+    assert train_baseline(cfg, "reactnet18")[1].run_id == run.run_id
+    # other code: not the same run (a bug fix in the library must not be hidden by an old result)
+    monkeypatch.setattr(records, "code_hash", lambda: "0123456789abcdef")
+    _, other = train_baseline(cfg, "reactnet18")
+    assert other.run_id != run.run_id
+    monkeypatch.undo()
+    # other data (the same files with shuffled labels): not the same run
+    shuffled = tmp_path / "shuffled" / "cifar10"
+    shuffled.mkdir(parents=True)
+    with np.load(data_root / "cifar10" / "train.npz") as z:
+        labels = np.random.default_rng(0).permutation(z["labels"])
+        np.savez(shuffled / "train.npz", images=z["images"], labels=labels)
+    os.symlink(data_root / "cifar10" / "test.npz", shuffled / "test.npz")
+    _, wrong = train_baseline({**cfg, "data_dir": str(shuffled.parent)}, "reactnet18")
+    assert wrong.run_id != run.run_id
+    assert train_baseline(cfg, "reactnet18")[1].run_id == run.run_id  # fixed data: the original run again
+
+
+def test_every_training_key_enters_the_identity(tmp_path, data_root):
+    """A training run reads no configuration key outside its identity (data, train) but execution keys."""
+    read = set()
+
+    class Tracking(dict):
+        def __getitem__(self, k):
+            read.add(k)
+            return super().__getitem__(k)
+
+        def get(self, k, default=None):
+            read.add(k)
+            return super().get(k, default)
+
+    cfg = Tracking(_cfg(tmp_path, data_root))
+    _, run = train_baseline(cfg, "reactnet18")
+    outside = read - set(scope_keys("data", "train", "exec"))
+    assert not outside, f"keys read by a training run but not part of its identity: {sorted(outside)}"
+    assert set(scope_keys("data", "train")) <= set(run.params)
+
+
+def test_norm_none_on_the_command_line_is_used(tmp_path, data_root):
+    env = {**os.environ, "MVLIB_DATA": str(data_root)}
+    results = tmp_path / "results"
+    args = [sys.executable, "-m", "mvlib.study.train", "--profile", "ci", "--model", "birealnet18",
+            f"results_dir={results}", "epochs=1", "width=4", "train_per_class=5", "test_per_class=2",
+            "val_per_class=2", "progress=false"]
+    r = subprocess.run(args + ["norm=none", "lr=1e-3"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    saved = json.loads(next(results.glob("runs/01_baseline/*/params.json")).read_text())["identity"]["params"]
+    assert saved["norm"] == "none" and saved["lr"] == 0.001
+    # a key the command does not use is refused, before anything is written
+    r = subprocess.run(args + ["appendix_epochs=3"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "does not use configuration key" in r.stderr
+
+
+# ------------------------------------------------------------------ bad input before any folder
+@pytest.mark.parametrize("override", ["epochs=0", "epochs=-1", "width=0", "optimizer=adamw", "seed=-2", "lr=0"])
+def test_invalid_values_stop_before_any_folder(tmp_path, data_root, override):
+    env = {**os.environ, "MVLIB_DATA": str(data_root)}
+    results = tmp_path / "results"
+    r = subprocess.run([sys.executable, "-m", "mvlib.study.train", "--profile", "ci", "--model", "reactnet18",
+                        f"results_dir={results}", override], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 2 and "error:" in r.stderr and override.split("=")[0] in r.stderr
+    assert not results.exists()
+
+
+def test_bad_model_option_or_voter_fails_before_any_folder(tmp_path, data_root):
+    from mvlib.study.experiment import train_run
+    cfg = _cfg(tmp_path, data_root)
+    with pytest.raises(ValueError, match="unknown model"):
+        train_run(cfg, "01_baseline", "resnet50", "baseline")
+    with pytest.raises(ValueError, match="unknown voter"):
+        train_run(cfg, "01_baseline", "reactnet18", "baseline", voter="mvv")
+    assert not (tmp_path / "results" / "runs").exists() or not any((tmp_path / "results" / "runs").rglob("params.json"))
+
+
+# ------------------------------------------------------------------ nothing recorded that did not finish
+def test_diverged_run_is_an_error_and_not_recorded(tmp_path, data_root):
+    cfg = _cfg(tmp_path, data_root, lr=1e5, epochs=2)
+    with pytest.raises(NonFiniteLoss, match="diverged"):
+        train_baseline(cfg, "reactnet18")
+    assert not _finished(tmp_path / "results")
+    summary = tmp_path / "results" / "summary.csv"
+    assert not summary.exists() or len(summary.read_text().splitlines()) <= 1
+
+
+def test_finish_refuses_disagreeing_history_and_checkpoint(tmp_path):
+    with records.claim_run("01_x", "m", "v", {"seed": 0}, {}, tmp_path) as run:
+        run.write_history([{"epoch": 1, "val_top1": 10.0}])
+        with pytest.raises(records.RecordError, match="history has 1 epochs"):
+            run.finish({"model": "m", "variant": "v", "profile": "ci", "dataset": "cifar10", "val_top1": 1.0,
+                        "top1": 1.0, "top5": 5.0, "seconds": 1.0}, epochs=2, checkpoint_epoch=2)
+        with pytest.raises(records.RecordError, match="non-finite"):
+            run.finish({"model": "m", "variant": "v", "profile": "ci", "dataset": "cifar10",
+                        "val_top1": float("nan"), "seconds": 1.0})
+    assert not (run.dir / "metrics.json").exists()
+
+
+def test_kill_between_checkpoint_and_history_leaves_a_consistent_record(tmp_path, data_root):
+    env = {**os.environ, "MVLIB_DATA": str(data_root)}
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "mvlib.study.train", "--profile", "ci", "--model", "birealnet18",
+           f"results_dir={results}", "epochs=2", "width=4", "train_per_class=5", "test_per_class=2",
+           "val_per_class=2", "progress=false"]
+    killed = subprocess.run(cmd, cwd=REPO, env={**env, "MVLIB_KILL_AFTER_CHECKPOINT": "2"}, capture_output=True,
+                            text=True, timeout=600)
+    assert killed.returncode == -9
+    run_dir = next(p for p in results.glob("runs/01_baseline/*") if p.is_dir())
+    assert len(list(csv.DictReader(open(run_dir / "history.csv")))) == 1  # the kill cut the history short
+    assert not (run_dir / "metrics.json").exists()
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and len(list(csv.DictReader(open(run_dir / "history.csv")))) == 2
+
+
+# ------------------------------------------------------------------ one run at a time
+def test_second_claim_of_the_same_identity_stops_with_a_clear_message(tmp_path):
+    with records.claim_run("01_x", "m", "v", {"seed": 0}, {}, tmp_path):
+        with pytest.raises(records.RunBusy, match=f"pid {os.getpid()}"):
+            with records.claim_run("01_x", "m", "v", {"seed": 0}, {}, tmp_path):
+                pass
+        with records.claim_run("01_x", "m", "v", {"seed": 1}, {}, tmp_path):  # another identity: no conflict
+            pass
+    with records.claim_run("01_x", "m", "v", {"seed": 0}, {}, tmp_path):  # released after the block
+        pass
+
+
+def test_lock_held_by_another_process(tmp_path):
+    code = ("import sys, time; from mvlib.study import records\n"
+            f"with records.claim_run('01_x', 'm', 'v', {{'seed': 0}}, {{}}, r'{tmp_path}'):\n"
+            "    print('held', flush=True); time.sleep(30)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "held"
+        with pytest.raises(records.RunBusy, match=f"pid {p.pid}"):
+            with records.claim_run("01_x", "m", "v", {"seed": 0}, {}, tmp_path):
+                pass
+    finally:
+        p.kill()
+        p.wait()
+    with records.claim_run("01_x", "m", "v", {"seed": 0}, {}, tmp_path):  # the OS dropped the dead holder's lock
+        pass
+
+
+# ------------------------------------------------------------------ temporary files
+def test_failed_write_leaves_no_temporary_file(tmp_path):
+    with pytest.raises(TypeError):
+        write_atomic(tmp_path / "x.json", 12345)  # neither str nor bytes: the write fails
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / f".metrics.json.tmp{dead}"
+    live = tmp_path / f".metrics.json.tmp{os.getpid()}"
+    stale.write_text("half")
+    live.write_text("being written")
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert live.exists() and not stale.exists()
+
+
+def test_code_hash_covers_the_library_and_skips_presentation(tmp_path):
+    files = {p.relative_to(environment.REPO_ROOT).as_posix() for p in environment.code_files()}
+    assert "mvlib/voters.py" in files and "cuda_numba/cpu_kernels.py" in files and "mvlib/study/experiment.py" in files
+    assert "mvlib/study/report.py" not in files and "mvlib/study/plots.py" not in files
+    for pkg in ("mvlib", "cuda_numba"):
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "a.py").write_text("x = 1\n")
+    h = environment.compute_code_hash(tmp_path)
+    (tmp_path / "mvlib" / "a.py").write_text("x = 2\n")
+    assert environment.compute_code_hash(tmp_path) != h

@@ -23,8 +23,22 @@ whose name contains ``fc``).
 
 Defaults and sources: ``clip_factor`` has no default here (0 = off in the
 configuration, key ``agc_clip``); the BNN_NoBN scripts use 0.02 for all their
-runs (``--clip_value 0.02``; its ``train.py`` default is 0.04); NFNets use
-0.01 at batch 4096 and larger values for smaller batches.
+runs (``--clip_value 0.02``; its ``train.py`` default is 0.04, l. 44); NFNets
+use 0.01 at batch 4096 and larger values for smaller batches.
+
+Which cells clip, in the official code (VITA-Group/BNN_NoBN at d277784): the
+only published scripts (ImageNet ReActNet-A) pass ``--agc --clip_value 0.02``
+to *every* variant, BN and w/o BN included, and to both training steps
+(``script/imagenet_reactnet_A_{bn,none,bf}.sh`` l. 19-20 and 38-39);
+``train.py`` clips between ``backward`` and ``step`` (l. 223-231, 282-290),
+every parameter but those whose name contains ``fc`` (the classifier), after
+which Adam steps. No CIFAR script is published. The configuration decides
+which cells of notebook 06 clip.
+
+Equivalence with their ``agc.py`` (l. 12-24): they replace ``G_i`` by
+``G_i * max_norm / max(||G_i||, 1e-6)`` where ``||G_i|| >= max_norm`` and keep it
+otherwise; here ``factor = max_norm / max(||G_i||, max_norm)``, the same
+numbers since ``max_norm >= clip * eps > 1e-6`` for any clip above 1e-3.
 
 How the caller excludes the classifier:
 

@@ -34,13 +34,13 @@ _names_before_parameters = set(globals())
 
 # %% tags=["parameters"]
 profile = "cpu"         # ci | cpu | paper
-seeds = None            # training seeds, e.g. [0, 1, 2]; None = the profile's
-models = None           # e.g. ["reactnet18", "birealnet18"]; None = the profile's
-width = None            # channels of stage 1; None = the profile's
-epochs = None           # training epochs; None = the profile's
-train_per_class = None  # training images per class; None = the profile's
-lr = None               # peak learning rate; None = the profile's
-results_dir = None      # where run records go; None = results/
+seeds = None            # training seeds, e.g. [0, 1, 2] (None: the profile's)
+models = None           # e.g. ["reactnet18", "birealnet18"] (None: the profile's)
+width = None            # channels of stage 1 (None: the profile's)
+epochs = None           # training epochs (None: the profile's)
+train_per_class = None  # training images per class (None: the profile's)
+lr = None               # peak learning rate (None: the profile's)
+results_dir = None      # where run records go (None: results/)
 progress = None         # tqdm bars (False in batch runs)
 force = None            # True: train again even where a finished run of the same identity exists
 

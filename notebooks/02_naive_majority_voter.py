@@ -36,10 +36,10 @@ _names_before_parameters = set(globals())
 
 # %% tags=["parameters"]
 profile = "cpu"         # ci | cpu | paper
-seeds = None            # baselines (seeds of notebook 01) of the main rows; None = the profile's
-sweep_seeds = None      # baselines of the sensitivity sweep; None = the profile's
-mv_output_scales = None # e.g. ["none", "alpha", "matched"]; None = the profile's
-results_dir = None      # where run records go; None = results/
+seeds = None            # baselines (seeds of notebook 01) of the main rows (None: the profile's)
+sweep_seeds = None      # baselines of the sensitivity sweep (None: the profile's)
+mv_output_scales = None # e.g. ["none", "alpha", "matched"] (None: the profile's)
+results_dir = None      # where run records go (None: results/)
 progress = None         # tqdm bars (False in batch runs)
 force = None            # True: evaluate again even where a finished record exists
 

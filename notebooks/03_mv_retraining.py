@@ -36,12 +36,12 @@ _names_before_parameters = set(globals())
 
 # %% tags=["parameters"]
 profile = "cpu"                   # ci | cpu | paper
-seeds = None                      # baselines (seeds of notebook 01) retrained with ApproxSign; None = the profile's
-sweep_seeds = None                # baselines retrained with the other estimators; None = the profile's
-mv_retrain_epochs = None          # epochs of retraining; None = the profile's
-mv_retrain_lr = None              # peak learning rate of retraining; None = the profile's
-mv_retrain_train_per_class = None # training images per class of retraining; None = the profile's
-results_dir = None                # where run records go; None = results/
+seeds = None                      # baselines (seeds of notebook 01) retrained with ApproxSign (None: the profile's)
+sweep_seeds = None                # baselines retrained with the other estimators (None: the profile's)
+mv_retrain_epochs = None          # epochs of retraining (None: the profile's)
+mv_retrain_lr = None              # peak learning rate of retraining (None: the profile's)
+mv_retrain_train_per_class = None # training images per class of retraining (None: the profile's)
+results_dir = None                # where run records go (None: results/)
 progress = None                   # tqdm bars (False in batch runs)
 force = None                      # True: retrain even where a finished run of the same identity exists
 

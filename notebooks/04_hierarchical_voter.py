@@ -40,11 +40,11 @@ _names_before_parameters = set(globals())
 
 # %% tags=["parameters"]
 profile = "cpu"                # ci | cpu | paper
-sweep_seeds = None             # baselines (seeds of notebook 01) of the sweeps and retraining; None = the profile's
-hmv_groups = None              # outer fan-ins G, e.g. [2, 4, 8, 16]; None = the profile's
-hmv_ties = None                # tie rules, e.g. ["pos", "neg", "first"]; None = the profile's
-hmv_sweep_val_per_class = None # validation images per class of the sweep; None = the profile's
-results_dir = None             # where run records go; None = results/
+sweep_seeds = None             # baselines (seeds of notebook 01) of the sweeps and retraining (None: the profile's)
+hmv_groups = None              # outer fan-ins G, e.g. [2, 4, 8, 16] (None: the profile's)
+hmv_ties = None                # tie rules, e.g. ["pos", "neg", "first"] (None: the profile's)
+hmv_sweep_val_per_class = None # validation images per class of the sweep (None: the profile's)
+results_dir = None             # where run records go (None: results/)
 progress = None                # tqdm bars (False in batch runs)
 force = None                   # True: evaluate / retrain again even where a finished record exists
 

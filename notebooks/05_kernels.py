@@ -58,9 +58,9 @@ _names_before_parameters = set(globals())
 
 # %% tags=["parameters"]
 profile = "cpu"        # ci | cpu | paper
-kernel_reps = None     # timed calls per measurement (best reported); None = the profile's
-kernel_threads = None  # threads for torch and Numba; 0 = all logical CPUs; None = the profile's
-results_dir = None     # where results go; None = results/
+kernel_reps = None     # timed calls per measurement (best reported) (None: the profile's)
+kernel_threads = None  # threads for torch and Numba, 0 for all logical CPUs (None: the profile's)
+results_dir = None     # where results go (None: results/)
 
 # %%
 cfg = notebook_config(globals(), _names_before_parameters)

@@ -48,9 +48,9 @@ _names_before_parameters = set(globals())
 
 # %% tags=["parameters"]
 profile = "cpu"          # ci | cpu | paper
-appendix_epochs = None   # training epochs per cell; None = the profile's
-appendix_width = None    # ResNet-18 base width of the cells; None = the profile's
-results_dir = None       # where run records go; None = results/
+appendix_epochs = None   # training epochs per cell (None: the profile's)
+appendix_width = None    # ResNet-18 base width of the cells (None: the profile's)
+results_dir = None       # where run records go (None: results/)
 progress = None          # tqdm bars (False in batch runs)
 force = None             # True: train again even where a finished run of the same identity exists
 

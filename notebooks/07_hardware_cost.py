@@ -49,7 +49,7 @@ _names_before_parameters = set(globals())
 
 # %% tags=["parameters"]
 profile = "cpu"      # ci | cpu | paper
-results_dir = None   # where tables go; None = results/
+results_dir = None   # where tables go (None: results/)
 
 # %%
 cfg = notebook_config(globals(), _names_before_parameters)

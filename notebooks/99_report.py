@@ -38,7 +38,7 @@ _names_before_parameters = set(globals())
 
 # %% tags=["parameters"]
 profile = "cpu"      # the profile whose results are reported
-results_dir = None   # where the records are; None = results/
+results_dir = None   # where the records are (None: results/)
 
 # %%
 cfg = notebook_config(globals(), _names_before_parameters)

@@ -103,8 +103,9 @@ def test_cell_settings_and_missing_data(tmp_path):
     s10, s100 = appendix.cell_settings(cfg, "cifar10"), appendix.cell_settings(cfg, "cifar100")
     assert s10["train_file"] == "train.npz" and s100["train_file"] == cfg["cifar100_train_file"]
     assert s10["train_per_class"] == cfg["appendix_train_per_class"]
-    assert s100["cfg"]["test_per_class"] == cfg["appendix_cifar100_test_per_class"]
-    assert s10["cfg"]["batch_size"] == cfg["appendix_batch_size"] and cfg["batch_size"] == 128  # cfg untouched
+    assert s100["test_per_class"] == cfg["appendix_cifar100_test_per_class"]
+    assert s100["val_per_class"] == cfg["cifar100_val_per_class"] and s10["val_per_class"] == cfg["val_per_class"]
+    assert s10["batch_size"] == (cfg["appendix_batch_size"] or cfg["batch_size"]) and cfg["batch_size"] == 128
     (tmp_path / "cifar100").mkdir()
     (tmp_path / "cifar100" / "test.npz").write_bytes(b"")
     why = appendix.data_missing(cfg, "cifar100")
@@ -128,8 +129,9 @@ def test_notebook06_ci(tmp_path, data_root, monkeypatch):
     assert sorted((m["model"], m["variant"], m["dataset"]) for m in metrics) == sorted(
         (m, v, d) for m in MODELS for v in VARIANTS for d in datasets)
     assert all(m["profile"] == "ci" for m in metrics)
-    params = {json.loads(p.read_text())["model"]: json.loads(p.read_text())
-              for p in results.glob(f"runs/{appendix.STEP}/*bnfree*/params.json")}
+    params = [json.loads(p.read_text())["identity"]["params"]
+              for p in results.glob(f"runs/{appendix.STEP}/*bnfree*/params.json")]
+    params = {p["model"]: p for p in params}
     assert params["reactneta"]["width"] == 2 and params["reactnet18"]["width"] == 4  # relative widths recorded
     assert params["reactnet18"]["agc_clip"] == 0.02
     text = out.read_text()

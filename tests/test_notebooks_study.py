@@ -38,9 +38,17 @@ def test_notebooks_02_to_04_ci(ci_results, tmp_path):
         for v in ("naive", "naive-alpha", "naive-matched", "naive+recal"):
             assert (model, v) in variants
     assert all(m["profile"] == "ci" and m.get("evaluation_only") for m in m02)
+    # main rows on every seed of the profile (ci: 0 and 1), with validation and test numbers
+    assert {m["seed"] for m in m02 if m["variant"] == "naive+recal"} == {0, 1}
+    assert all("val_top1" in m and "top1" in m for m in m02)
     m03 = {(m["model"], m["variant"]) for m in metrics(ci_results, "03_mv_retraining")}
     assert {("reactnet18", "retrain-approx"), ("reactnet18", "retrain-ste"), ("birealnet18", "retrain-approx"),
             ("birealnet18", "retrain-ste")} <= m03
+    seeds03 = {(m["variant"], m["seed"]) for m in metrics(ci_results, "03_mv_retraining")}
+    assert {("retrain-approx", 0), ("retrain-approx", 1), ("retrain-ste", 0)} <= seeds03
+    assert ("retrain-ste", 1) not in seeds03  # ablations on sweep_seeds only
+    sweep = [m for m in metrics(ci_results, "04_hierarchical_voter") if m["variant"].endswith("naive")]
+    assert sweep and all("top1" not in m and m["val_images"] == 50 for m in sweep)  # sweeps: validation only
     m04 = {m["variant"] for m in metrics(ci_results, "04_hierarchical_voter")}
     assert {"hmv-g4-tiepos-naive", "hmv-g2-tieneg-naive", "hmv-g2-tiefirst-naive+recal",
             "hmv-g4-tiepos-retrain-approx", "hmv-g4x2-tiepos-naive"} <= m04
@@ -48,6 +56,8 @@ def test_notebooks_02_to_04_ci(ci_results, tmp_path):
     assert (ci_results / "tables" / "02_naive_majority_voter_sensitivity_ci.csv").is_file()
     summary = (ci_results / "summary.csv").read_text()
     assert "naive+recal" in summary and "hmv-g4-tiepos-retrain-approx" in summary
+    header = summary.splitlines()[0].split(",")
+    assert {"seeds", "top1_std", "top1_ci95", "top5_std", "top5_ci95"} <= set(header)
     # a second run of 02 reuses every evaluation record instead of adding rows
     before = len(metrics(ci_results, "02_naive_majority_voter"))
     execute(NOTEBOOKS[0], ci_results, tmp_path)
@@ -67,5 +77,6 @@ def test_notebooks_05_07_and_report_ci(ci_results, tmp_path):
     report = nbformat.read(tmp_path / "99_report.ipynb", as_version=4)
     shown = json.dumps([c.get("outputs", []) for c in report.cells])
     assert "deck top1" in shown and "deck_m512" in shown and "reactnet18" in shown
+    assert "substitution costs accuracy" in shown and "± 95 %" in shown
     if metrics(ci_results, "03_mv_retraining"):  # when notebooks 02-04 ran first in this session
         assert "retrain-approx" in shown and "hmv-g4-tiepos" in shown

@@ -19,12 +19,28 @@ def test_notebook01_ci_via_pipeline(tmp_path, data_root, monkeypatch):
     html = (out / "01_baseline.html").read_text()
     assert "data:image/png;base64" in html  # curves embedded: self-contained
     metrics = [json.loads(p.read_text()) for p in results.glob("runs/01_baseline/*/metrics.json")]
-    assert sorted(m["model"] for m in metrics) == ["birealnet18", "reactnet18"]
+    assert sorted((m["model"], m["seed"]) for m in metrics) == [("birealnet18", 0), ("birealnet18", 1),
+                                                                ("reactnet18", 0), ("reactnet18", 1)]
     assert all(m["profile"] == "ci" and m["variant"] == "baseline" for m in metrics)
+    # live progress: one line per epoch of every run, streamed from the kernel
+    assert any(line.startswith("[01_baseline]") and "reactnet18 seed 1: epoch 1/1" in line and "elapsed" in line
+               for line in logs)
     # rerun: the step is skipped, nothing recomputed
     logs.clear()
     pipeline.run_pipeline("ci", only=["01"], overrides={"results_dir": str(results)}, log=logs.append)
     assert any("skipped" in line for line in logs)
+    # other code: the step runs again (and its runs are new: their identity holds the code hash)
+    logs.clear()
+    monkeypatch.setattr(pipeline, "code_hash", lambda: "feedfacefeedface")
+    assert pipeline.step_key(pipeline.NOTEBOOK_DIR / "01_baseline.ipynb", {"profile": "ci"}) != json.loads(
+        (out / "01_baseline.done.json").read_text())["hash"]
+    monkeypatch.undo()
+    # a record an earlier step wrote changed: the later step's inputs changed
+    before = pipeline.upstream_digest(results, "02_naive_majority_voter")
+    m = next(results.glob("runs/01_baseline/*/metrics.json"))
+    m.write_text(m.read_text().replace('"profile"', '"profile" ', 1))
+    assert pipeline.upstream_digest(results, "02_naive_majority_voter") != before
+    assert pipeline.upstream_digest(results, "01_baseline") == pipeline.upstream_digest(results, "01_x")
 
 
 def test_unknown_parameter_rejected_before_work(tmp_path):
@@ -66,5 +82,5 @@ def test_failed_step_names_notebook_and_cell_and_keeps_earlier_steps(tmp_path, m
     nbformat.write(nb, nbdir / "02_bad.ipynb")
     logs = []
     pipeline.run_pipeline("ci", overrides={"results_dir": str(results)}, log=logs.append)
-    assert any("01_ok] already done" in line for line in logs)
+    assert any("[01_ok] unchanged" in line and "skipped" in line for line in logs)
     assert (out / "02_bad.ipynb").is_file() and not (out / "02_bad.failed.ipynb").exists()

@@ -1,38 +1,62 @@
-"""The report: tables from records only, rendered self-contained, opened in headless Chromium."""
+"""The report: tables and verdicts from records only, rendered self-contained, opened in headless Chromium."""
 import shutil
 import subprocess
 
 import pytest
 
-from mvlib.study import pipeline, records, report
-from mvlib.study.config import REPO_ROOT
+from mvlib.environment import REPO_ROOT
+from mvlib.study import pipeline, records
+from mvlib.study.deck_pattern import main_table, verdicts
+from mvlib.study.report import hmv_table, records_of
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+STEPS = {"baseline": "01_baseline", "retrain-approx": "03_mv_retraining", "retrain-ste": "03_mv_retraining"}
+# per seed: (model, variant, top1) -- test fixtures written through the real record path
+FIXTURE = {
+    "reactnet18": {"baseline": [60.0, 61.0, 59.0], "naive": [30.0, 33.0, 27.0], "naive-matched": [40.0, 41.0, 42.0],
+                   "retrain-approx": [58.0, 58.5, 57.0], "retrain-ste": [57.0, None, None],
+                   "hmv-g4-tiepos-naive": [25.0, None, None]},
+    "birealnet18": {"baseline": [55.0, 56.0, 54.0], "naive": [45.0, 44.0, 46.0], "naive-matched": [41.0, 40.0, 42.0],
+                    "retrain-approx": [50.0, 51.0, 49.5]},
+}
 
 
 def _fake_runs(results):
-    """Two models' main rows written through the real record path (numbers are test fixtures)."""
-    for model, variant, top1 in [("reactnet18", "baseline", 60.0), ("reactnet18", "naive", 30.0),
-                                 ("reactnet18", "retrain-approx", 58.0), ("birealnet18", "baseline", 55.0),
-                                 ("reactnet18", "retrain-ste", 57.0), ("reactnet18", "hmv-g4-tiepos-naive", 25.0)]:
-        step = {"baseline": "01_baseline", "retrain-approx": "03_mv_retraining", "retrain-ste": "03_mv_retraining"}.get(variant, "02_naive_majority_voter" if not variant.startswith("hmv") else "04_hierarchical_voter")
-        run = records.open_run(step, model, variant, {"profile": "ci", "seed": 0}, results)
-        run.write_history([{"epoch": 1, "train_loss": 2.0, "test_top1": top1 - 5},
-                           {"epoch": 2, "train_loss": 1.5, "test_top1": top1}])
-        run.finish({"model": model, "variant": variant, "profile": "ci", "dataset": "cifar10", "top1": top1,
-                    "top5": 90.0, "seconds": 1.0, "test_images": 1000})
+    for model, variants in FIXTURE.items():
+        for variant, values in variants.items():
+            step = STEPS.get(variant, "04_hierarchical_voter" if variant.startswith("hmv") else "02_naive_majority_voter")
+            for seed, top1 in enumerate(values):
+                if top1 is None:
+                    continue
+                with records.claim_run(step, model, variant, {"profile": "ci", "seed": seed}, {}, results) as run:
+                    run.write_history([{"epoch": 1, "train_loss": 2.0, "val_top1": top1 - 5},
+                                       {"epoch": 2, "train_loss": 1.5, "val_top1": top1}])
+                    run.finish({"model": model, "variant": variant, "profile": "ci", "dataset": "cifar10",
+                                "top1": top1, "top5": 90.0, "val_top1": top1 - 1, "seconds": 1.0,
+                                "test_images": 1000})
 
 
-def test_main_table_from_records(tmp_path):
+def test_main_table_and_verdicts_from_records(tmp_path):
     results = tmp_path / "results"
     _fake_runs(results)
-    t = report.main_table(results, "ci")
-    assert list(t["variant"][:6]) == ["baseline", "naive", "retrain-approx", "baseline", "naive", "retrain-approx"]
+    rows = records_of(results, "ci")
+    t = main_table(rows, "ci")
+    assert list(t["variant"][:4]) == ["baseline", "naive", "naive-matched", "retrain-approx"]
     r = t[(t.model == "reactnet18") & (t.variant == "baseline")].iloc[0]
-    assert r["deck top1"] == 93.38 and r["ours top1"] == 60.0 and r["Δ top1"] == pytest.approx(-33.38)
-    assert r["± (s.e. or std)"] == pytest.approx(1.55, abs=0.01)  # sqrt(.6*.4/1000)
-    assert "retrain-ste" in set(t["variant"])
-    assert report.hmv_table(results, "ci")["G"].tolist() == ["4"]
+    assert r["deck top1"] == 93.38 and r["ours top1"] == pytest.approx(60.0) and r["seeds"] == 3
+    assert r["± 95 %"] == pytest.approx(2.484, abs=1e-3)  # t(0.975, 2) * 1 / sqrt(3)
+    naive = t[(t.model == "reactnet18") & (t.variant == "naive")].iloc[0]
+    assert naive["vs baseline"] == pytest.approx(-30.0)  # paired per seed
+    claims, lines = verdicts(rows, "ci")
+    c = claims.set_index(["claim", "model"])
+    assert c.loc[("substitution costs accuracy", "reactnet18"), "verdict"] == "yes"
+    assert c.loc[("retraining wins accuracy back", "birealnet18"), "verdict"] == "yes"
+    # ReActNet-18 loses 30 points, Bi-RealNet-18 10: the deck's ordering is reversed here, clearly
+    assert c.loc[("Bi-RealNet-18 loses more than ReActNet-18 (naive)", "both"), "verdict"] == "no"
+    # with the matched scale the two drops (20 vs 14) differ too, Bi-Real still losing less
+    assert c.loc[("Bi-RealNet-18 loses more than ReActNet-18 (naive-matched)", "both"), "verdict"] == "no"
+    assert any("Drop-then-recovery pattern: **yes**" in line for line in lines)
+    assert hmv_table(rows)["G"].tolist() == ["4"]
 
 
 def test_report_renders_and_opens_in_chromium(tmp_path):
@@ -44,6 +68,8 @@ def test_report_renders_and_opens_in_chromium(tmp_path):
     html = out / "99_report.html"
     text = html.read_text()
     assert "<table" in text and "deck top1" in text and "data:image/png;base64" in text
+    assert "Traceback" not in text and "TqdmWarning" not in text and str(tmp_path) not in text
+    assert "not resolved at 95 %" in text or "**yes**" in text or ">yes<" in text
     if CHROMIUM is None:
         pytest.skip("Chromium is not installed (Debian package 'chromium'); .ci/run installs it")
     _check_in_chromium(html)

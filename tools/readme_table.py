@@ -3,8 +3,8 @@
 Each block sits between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->`` and is replaced
 whole (the README is rewritten atomically; text outside the blocks is kept):
 
-* ``results`` - the report's main table (:func:`mvlib.study.report.main_table`),
-* ``pattern`` - the deck-pattern sentences (:func:`mvlib.study.voter_study.deck_pattern`),
+* ``results`` - the report's main table, means over seeds with 95 % intervals (:func:`mvlib.study.deck_pattern.main_table`),
+* ``pattern`` - the deck's claims with their verdicts (:func:`mvlib.study.deck_pattern.verdicts`),
 * ``timings`` - wall seconds per executed notebook (``results/notebooks/<profile>/*.done.json``),
 * ``kernels`` - the kernel benchmark's headline (``results/bench/``, as the report reads it),
 * ``train_voters`` - training-step images/s through each voter (``results/bench/train_voters_cpu.json``).
@@ -18,22 +18,30 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mvlib.files import write_atomic  # noqa: E402
 from mvlib.study import report  # noqa: E402
-from mvlib.study.records import write_atomic  # noqa: E402
-from mvlib.study.voter_study import deck_pattern  # noqa: E402
+from mvlib.study.deck_pattern import main_table, verdicts  # noqa: E402
 
 STEP_NAMES = {"01": "baselines", "02": "naive voter", "03": "retraining", "04": "hierarchical voter",
               "05": "kernels", "06": "BN-Free appendix", "07": "hardware cost", "99": "report"}
 
 
-def results_block(main) -> str:
-    t = main.drop(columns=["run", "seeds", "runs of config"])
+def markdown_table(t) -> str:
     cols = list(t.columns)
     lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
     for _, r in t.iterrows():
         lines.append("| " + " | ".join("" if v is None or v != v else (f"{v:.2f}" if isinstance(v, float) else str(v))
                                        for v in r) + " |")
     return "\n".join(lines)
+
+
+def results_block(main) -> str:
+    return markdown_table(main.drop(columns=["std"]))
+
+
+def pattern_block(claims, sentences) -> str:
+    t = claims[["claim", "model", "deck", "ours", "± 95 %", "seeds", "verdict"]]
+    return markdown_table(t) + "\n\n" + "\n".join(f"- {s}" for s in sentences)
 
 
 def timings_block(seconds: dict[str, float]) -> str:
@@ -89,11 +97,12 @@ def replace_block(text: str, name: str, body: str) -> str:
 
 
 def main(profile: str = "cpu", readme: Path = Path("README.md")) -> None:
-    main_t = report.main_table("results", profile)
-    _, sentences = deck_pattern(report.pattern_inputs(main_t))
+    rows = report.records_of("results", profile)
+    main_t = main_table(rows, profile)
+    claims, sentences = verdicts(rows, profile)
     text = readme.read_text()
     text = replace_block(text, "results", results_block(main_t))
-    text = replace_block(text, "pattern", "\n".join(f"- {s}" for s in sentences))
+    text = replace_block(text, "pattern", pattern_block(claims, sentences))
     text = replace_block(text, "timings", timings_block(report.step_seconds("results", profile)))
     voters_json = Path("results/bench/train_voters_cpu.json")
     if profile == "cpu" and voters_json.is_file():

@@ -46,7 +46,11 @@ classes) has ~29.3M, the same body. ``width=8``: 1,784,746 (``bn``, 10 classes).
 With ``norm="bnfree"`` each sub-block is ``x + alpha_res * f(x / beta)`` with
 ``beta`` from :class:`mvlib.models.norms.SignalPropagation` (one step per
 sub-block; the stride-2 3x3 sub-block is the transition, its AvgPool
-shortcut takes ``x / beta``), weights standardized, no BN.
+shortcut takes ``x / beta``), weights standardized, no BN. With
+``norm="none"`` the binary latent weights start at ``nn.Conv2d``'s
+``U(-1/sqrt(N), 1/sqrt(N))`` (``binary_init``, see
+:func:`mvlib.models.norms.init_binary_weight_`). BNN_NoBN's models:
+``models/Qaw_reactnet_A_{bn,none,bf}.py``.
 """
 from __future__ import annotations
 

@@ -29,7 +29,16 @@ The blocks differ only in what surrounds the binary convolution:
 ``norm`` selects the normalization: ``bn`` (BatchNorm), ``none`` (every BN
 removed, nothing else changed) or ``bnfree`` ("BNN - BN = ?": scaled weight
 standardization, branch scalings ``x + alpha_res * f(x / beta)``, no BN; see
-:mod:`mvlib.models.norms`, which holds all of it).
+:mod:`mvlib.models.norms`, which holds all of it). ``binary_init`` sets the
+binary convolutions' latent weights: ReActNet's ``U(0, 1e-3)`` where a BN or
+weight standardization follows the convolution, ``nn.Conv2d``'s
+``U(-1/sqrt(N), 1/sqrt(N))`` where its output reaches the residual sum
+unnormalized (``none``, and XNOR-Net's pre-norm block), so that the binary
+branches start at the shortcut's order of magnitude
+(:func:`mvlib.models.norms.default_binary_init`; measured by
+:func:`mvlib.models.diagnostics.branch_ratios`). A block's ``branch_enabled``
+(False: ``y = act(shortcut(x))``) gives the shortcut-only network
+(:func:`mvlib.models.diagnostics.set_shortcut_only`).
 """
 from __future__ import annotations
 
@@ -38,8 +47,8 @@ import torch.nn as nn
 
 from ..binarizers import WeightSTESign
 from ..layers import RPReLU
-from .norms import (BNFREE_ALPHA, SignalPropagation, default_binary_init, make_binary_conv, make_norm,
-                    make_real_conv, scale_branch_input, scale_branch_output, standardize_weight)
+from .norms import (BNFREE_ALPHA, SignalPropagation, default_binary_init, init_binary_weight_, make_binary_conv,
+                    make_norm, make_real_conv, scale_branch_input, scale_branch_output, standardize_weight)
 
 STYLES = {
     # style: (activation estimator, learnable RSign shift, RPReLU, norm position)
@@ -135,6 +144,8 @@ class Shortcut(nn.Module):
                 conv = make_binary_conv(norm, cin, cout, 1, 1, 0, act_binarizer, learnable_shift, None, binary_init)
             elif self.kind == "weights":
                 conv = BinaryWeightConv2d(cin, cout, 1, 1, 0, norm)
+                if binary_init != "reactnet":  # w/o BN: alpha = mean|W| would shrink the shortcut ~1e-3 at U(0, 1e-3)
+                    init_binary_weight_(conv.weight, binary_init)
             else:
                 conv = make_real_conv(norm, cin, cout, 1, 1, 0)
             self.body = nn.Sequential(

@@ -98,7 +98,8 @@ def _finished_runs(results_dir, step: str = STEP) -> list[dict[str, Any]]:
     for mpath in sorted(root.glob("*/metrics.json")) if root.is_dir() else []:
         m = json.loads(mpath.read_text())
         ppath = mpath.with_name("params.json")
-        m["params"] = json.loads(ppath.read_text()) if ppath.is_file() else {}
+        saved = json.loads(ppath.read_text()) if ppath.is_file() else {}
+        m["params"] = saved["identity"]["params"] if "identity" in saved else saved
         m.setdefault("run_id", mpath.parent.name)
         out.append(m)
     return out

@@ -136,16 +136,17 @@ def _final_metrics(model, val_loader, test_loader, dev) -> dict[str, Any]:
 def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, model_options: dict | None = None,
               voter: Any = None, voter_layers=None, init_from: records.Run | None = None,
               teacher: tuple[nn.Module, records.Run] | None = None, prepare=None, extra: dict | None = None,
-              lookup_only: bool = False, log: Log = say):
+              test: bool = True, lookup_only: bool = False, log: Log = say):
     """Train (or reuse, or resume) one run of ``cfg`` and write its record; ``(model, run)``.
 
     ``init_from``: start from that run's weights (retraining); ``voter``: a
     voter spec put on ``voter_layers`` after loading them; ``teacher``:
     ``(model, run)`` of a distillation teacher; ``prepare``: a callable
     ``prepare(model)`` run before training (its effect must be named in
-    ``extra`` so that it enters the identity). ``lookup_only``: train
-    nothing, return the newest finished run of this identity
-    (FileNotFoundError when there is none).
+    ``extra`` so that it enters the identity). ``test=False``: evaluate the
+    final model on the validation split only (runs that choose settings).
+    ``lookup_only``: train nothing, return the newest finished run of this
+    identity (FileNotFoundError when there is none).
     """
     if model_name not in MODELS:
         raise ValueError(f"unknown model {model_name!r}; choose one of {sorted(MODELS)}")
@@ -155,7 +156,8 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
                         voter_layers=voter_layers if voter_layers is None or isinstance(voter_layers, str)
                         else list(voter_layers),
                         init_run=init_from.run_id if init_from else None,
-                        teacher_run=teacher[1].run_id if teacher else None, **(extra or {}))
+                        teacher_run=teacher[1].run_id if teacher else None, **(extra or {}),
+                        **({} if test else {"evaluated_on": "val"}))
     data = data_identity(cfg)
     if lookup_only:
         found = records.find_finished(step, model_name, variant, params, data, cfg["results_dir"])
@@ -173,7 +175,7 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
     with records.claim_run(step, model_name, variant, params, data, cfg["results_dir"], force=cfg["force"],
                            device=dev, reusable=lambda r: r.checkpoint.is_file()) as run:
         if run.finished:
-            log(f"reusing finished run {run.run_id}: test top1 {run.metrics['top1']:.2f}%")
+            log(f"reusing finished run {run.run_id}: val top1 {run.metrics['val_top1']:.2f}%")
             return load_run_model(run, dev), run
         if not run.checkpoint.is_file():
             if init_from is not None:  # weights of the run it starts from; the voter stays as set above
@@ -191,11 +193,13 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
         run.write_history(state["history"])
         seconds = sum(r["seconds"] for r in hist) if hist else time.time() - t0
         run.finish({"model": model_name, "variant": variant, "profile": cfg["profile"], "dataset": cfg["dataset"],
-                    **_final_metrics(model, val_loader, test_loader, dev), "seconds": round(seconds, 1),
+                    **_final_metrics(model, val_loader, test_loader if test else None, dev),
+                    "seconds": round(seconds, 1),
                     "epochs": cfg["epochs"], "train_images": len(train_loader.labels),
                     "train_file": cfg["train_file"], "device": dev},
                    epochs=cfg["epochs"], checkpoint_epoch=state["epoch"])
-        log(f"finished {run.run_id}: val top1 {run.metrics['val_top1']:.2f}%, test top1 {run.metrics['top1']:.2f}%")
+        log(f"finished {run.run_id}: val top1 {run.metrics['val_top1']:.2f}%"
+            + (f", test top1 {run.metrics['top1']:.2f}%" if test else ""))
         return model.eval(), run
 
 

@@ -145,7 +145,7 @@ def layer_sensitivity(cfg: dict[str, Any], baseline: records.Run, spec: dict[str
 
 
 def retrain(cfg: dict[str, Any], step: str, baseline: records.Run, spec: dict[str, Any],
-            variant: str | None = None, log=say):
+            variant: str | None = None, test: bool = True, log=say):
     """Train through the voter from the baseline's weights (``cfg``'s ``mv_retrain_*`` keys); (model, run).
 
     The run has the baseline's seed. BN running statistics are first
@@ -162,7 +162,7 @@ def retrain(cfg: dict[str, Any], step: str, baseline: records.Run, spec: dict[st
     recal_loader = loaders(c)[0]
     return train_run(c, step, model_name, variant, init_from=baseline, voter=spec,
                      prepare=lambda model: recalibrate_bn(model, recal_loader, cfg["mv_recal_batches"]),
-                     extra={"prepare": "recalibrate_bn", "recal_batches": cfg["mv_recal_batches"]},
+                     extra={"prepare": "recalibrate_bn", "recal_batches": cfg["mv_recal_batches"]}, test=test,
                      log=lambda line: log(f"{model_name} seed {c['seed']} {variant}: {line}"))
 
 

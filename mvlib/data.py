@@ -5,10 +5,12 @@ Two sources, never mixed and never substituted for one another:
 * a folder of ``.npz`` files (``train.npz`` / ``test.npz``; uint8 ``images``
   [N, 32, 32, 3] HWC RGB, int64 ``labels`` [N]) -- the format of the shared
   lossless copy (``shared/data/cifar10``); the folder comes from the
-  ``data_dir`` argument or the ``MVLIB_DATA`` environment variable and may be
-  the dataset folder itself or a root holding ``<dataset>/``;
+  ``data_dir`` argument or, without one, from :func:`data_search_path`
+  (``$MVLIB_DATA``, the per-user config, ``data/`` in or ``../shared/data``
+  beside the checkout) and may be the dataset folder itself or a root holding
+  ``<dataset>/``;
 * torchvision's ``CIFAR10`` / ``CIFAR100`` (``download=True``), used only when
-  no folder is given at all.
+  no folder is found at all.
 
 Anything wrong with a file (missing, truncated or corrupt zip, missing array,
 wrong shape or dtype, labels out of range, image and label counts that differ)
@@ -63,21 +65,54 @@ def dataset_num_classes(dataset: str) -> int:
         raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}") from None
 
 
+USER_CONFIG = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "mvlib" / "config.yaml"
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def data_search_path() -> list[tuple[str, Path]]:
+    """Where a data folder is looked for when none is given, in order, as ``(source, folder)``.
+
+    1. ``$MVLIB_DATA``; 2. ``data_dir:`` in the per-user file ``~/.config/mvlib/config.yaml``;
+    3. ``data/`` inside the checkout; 4. ``../shared/data`` beside the checkout (this workplace's
+    offline copy). The first that is set (1, 2) or exists (3, 4) is used; with none, torchvision
+    downloads CIFAR. ``make``, papermill, JupyterLab and plain Python all resolve it the same way.
+    """
+    out = []
+    if os.environ.get("MVLIB_DATA"):
+        out.append(("MVLIB_DATA", Path(os.environ["MVLIB_DATA"]).expanduser()))
+    if USER_CONFIG.is_file():
+        import yaml
+        try:
+            value = (yaml.safe_load(USER_CONFIG.read_text()) or {}).get("data_dir")
+        except (yaml.YAMLError, AttributeError) as e:
+            raise DataError(f"{USER_CONFIG}: not a YAML mapping with a data_dir entry ({e})") from None
+        if value:
+            out.append((str(USER_CONFIG), Path(str(value)).expanduser()))
+    for folder in (CHECKOUT / "data", CHECKOUT.parent / "shared" / "data"):
+        if folder.is_dir():
+            out.append((f"the folder {folder.name}/ {'inside' if folder.parent == CHECKOUT else 'beside'} the checkout",
+                        folder))
+    return out
+
+
 def resolve_data_dir(dataset: str, data_dir: str | os.PathLike | None) -> Path | None:
     """The folder holding ``dataset``'s npz files, or None (= torchvision download).
 
-    ``data_dir`` wins over ``$MVLIB_DATA``; an empty string counts as not given
-    (the configuration's default). The folder is used as the dataset folder
-    when it holds npz files itself, else ``<folder>/<dataset>/`` is used. A
-    folder named after the *other* dataset is refused, since CIFAR-10 labels
-    would silently pass as valid CIFAR-100 labels.
+    ``data_dir`` wins; an empty string counts as not given (the
+    configuration's default), and then :func:`data_search_path` decides. The
+    folder is used as the dataset folder when it holds npz files itself, else
+    ``<folder>/<dataset>/`` is used. A folder named after the *other* dataset
+    is refused, since CIFAR-10 labels would silently pass as valid CIFAR-100
+    labels.
     """
     dataset_num_classes(dataset)
-    given = data_dir if data_dir not in (None, "") else os.environ.get("MVLIB_DATA") or None
-    if given is None:
-        return None
-    root = Path(given).expanduser()
-    source = "data_dir" if data_dir not in (None, "") else "MVLIB_DATA"
+    if data_dir not in (None, ""):
+        source, root = "data_dir", Path(data_dir).expanduser()
+    else:
+        found = data_search_path()
+        if not found:
+            return None
+        source, root = found[0]
     if not root.is_dir():
         raise DataError(f"{source} {str(root)!r} is not a folder")
     sub = root / dataset

@@ -38,7 +38,8 @@ import torch.nn.functional as F
 
 from .binarizers import sign_pm1
 from .layers import BinaryConv2d, binary_convs
-from .voter_ops import LayerSpec, _hooked_eval_passes, calibrate_matched_scale, select_layers, set_voter
+from .voter_ops import (LayerSpec, _hooked_eval_passes, calibrate_matched_scale, popcount_network, select_layers,
+                        set_voter, voters_kept)
 from .voters import OUTPUT_SCALES, ThresholdVoter, threshold_vote
 
 _BN = nn.modules.batchnorm._BatchNorm
@@ -74,20 +75,16 @@ def conv_bn_pairs(model: nn.Module, image_size: int = 32) -> dict[str, tuple[str
                 pairs[name] = (bn_names[mod], mod)
 
     convs = binary_convs(model)
-    voters = {n: m.voter for n, m in convs}
     handles = [m.register_forward_hook(conv_hook(n)) for n, m in convs]
     handles += [m.register_forward_pre_hook(bn_hook) for m in bn_names]
     was_training = model.training
     try:
-        for _, m in convs:
-            m.voter = None
-        model.eval()
-        model(torch.zeros(2, first.in_channels, image_size, image_size, device=first.weight.device))
+        with popcount_network(model):
+            model.eval()
+            model(torch.zeros(2, first.in_channels, image_size, image_size, device=first.weight.device))
     finally:
         for h in handles:
             h.remove()
-        for n, m in convs:
-            m.voter = voters[n]
         model.train(was_training)
     return pairs
 
@@ -363,14 +360,8 @@ def calibrate_threshold_voters(model: nn.Module, loader, batches: int = 4,
                 add(a, "n", torch.tensor(out.shape[0] * out.shape[2] * out.shape[3]))
         return fn
 
-    voters = {n: m.voter for n, m in binary_convs(model)}
-    try:
-        for _, m in binary_convs(model):
-            m.voter = None
+    with popcount_network(model):
         _hooked_eval_passes(model, [(m, hook(n)) for n, m in targets], loader, batches)
-    finally:
-        for n, m in binary_convs(model):
-            m.voter = voters[n]
     report = {}
     for n, m in targets:
         f, (bn_name, bn), a = folds[n], pairs[n], acc[n]
@@ -436,13 +427,9 @@ def layer_sign_flips(model: nn.Module, loader, batches: int = 2, layers: LayerSp
     chosen = select_layers(model, layers)
     pairs = conv_bn_pairs(model)
     paired = [(n, m) for n, m in chosen if n in pairs]
-    saved = {n: m.voter for n, m in binary_convs(model)}
-    try:  # the matched magnitudes, by the library's own calibration on the same batches
+    with voters_kept(model):  # the matched magnitudes, by the library's own calibration on the same batches
         set_voter(model, {"name": "mv", "output_scale": "matched"}, [n for n, _ in paired])
         matched = calibrate_matched_scale(model, loader, batches) if paired else {}
-    finally:
-        for n, m in binary_convs(model):
-            m.voter = saved[n]
     folds = {n: fold_bn_threshold(m, pairs[n][1]) for n, m in paired}
     keys = [f"flip_{s}" for s in OUTPUT_SCALES] + ["flip_threshold", "vote_change"]
     errs = [f"rel_err_{s}" for s in OUTPUT_SCALES]
@@ -466,13 +453,8 @@ def layer_sign_flips(model: nn.Module, loader, batches: int = 2, layers: LayerSp
             c["n"] += s.numel()
         return fn
 
-    try:
-        for _, m in binary_convs(model):
-            m.voter = None
+    with popcount_network(model):
         _hooked_eval_passes(model, [(m, hook(n)) for n, m in paired], loader, batches)
-    finally:
-        for n, m in binary_convs(model):
-            m.voter = saved[n]
     rows = []
     for n, m in chosen:
         row: dict[str, Any] = {"layer": n, "kernel_size": m.kernel_size, "fanin": m.in_channels * m.kernel_size ** 2,

@@ -12,8 +12,9 @@ real activations, with outer tie rates).
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -106,6 +107,30 @@ def set_voter(model: nn.Module, spec: VoterSpec, layers: LayerSpec = None) -> nn
     return model
 
 
+@contextlib.contextmanager
+def voters_kept(model: nn.Module) -> Iterator[dict[str, nn.Module | None]]:
+    """Yield the binary convolutions' voters by name; put them all back on exit, whatever the block changed."""
+    saved = {n: m.voter for n, m in binary_convs(model)}
+    try:
+        yield saved
+    finally:
+        for n, m in binary_convs(model):
+            m.voter = saved[n]
+
+
+@contextlib.contextmanager
+def popcount_network(model: nn.Module) -> Iterator[dict[str, nn.Module | None]]:
+    """The model with every voter switched off (the trained popcount network); the voters come back on exit.
+
+    Calibrations measure the float convolutions on the activations the
+    network was trained on, which a voter upstream would change.
+    """
+    with voters_kept(model) as saved:
+        for _, m in binary_convs(model):
+            m.voter = None
+        yield saved
+
+
 def voter_summary(model: nn.Module) -> list[str]:
     """One line per binary convolution: its name and its voter (or 'popcount')."""
     return [f"{n}: {m.voter!r}" if m.voter is not None else f"{n}: popcount" for n, m in binary_convs(model)]
@@ -162,7 +187,6 @@ def calibrate_matched_scale(model: nn.Module, loader, batches: int = 4) -> dict[
              if m.voter is not None and getattr(m.voter, "output_scale", None) == "matched"]
     if not convs:
         return {}
-    voters = {n: m.voter for n, m in binary_convs(model)}
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
 
@@ -172,13 +196,8 @@ def calibrate_matched_scale(model: nn.Module, loader, batches: int = 4) -> dict[
             counts[name] = counts.get(name, 0) + out.shape[0] * out.shape[2] * out.shape[3]
         return fn
 
-    try:
-        for _, m in binary_convs(model):
-            m.voter = None
+    with popcount_network(model):
         _hooked_eval_passes(model, [(m, hook(n)) for n, m in convs], loader, batches)
-    finally:
-        for n, m in binary_convs(model):
-            m.voter = voters[n]
     scales = {}
     for n, m in convs:
         scale = (sums[n] / counts[n]).float().to(m.weight.device)

@@ -47,13 +47,15 @@ force = None            # True: train again even where a finished run of the sam
 # %%
 cfg = notebook_config(globals(), _names_before_parameters)
 import matplotlib.pyplot as plt
+import pandas as pd
 from IPython.display import Markdown, display
 from mvlib.study.experiment import train_baseline, with_seed
 from mvlib.study.plots import plot_histories
 from mvlib.study.deck_pattern import main_table
 from mvlib.study.records import all_metrics
-{k: cfg[k] for k in ("profile", "models", "seeds", "width", "train_per_class", "val_per_class", "epochs",
-                     "batch_size", "lr", "two_step", "distill")}
+from mvlib.study.report import show
+show(pd.Series({k: str(cfg[k]) for k in ("profile", "models", "seeds", "width", "train_per_class", "val_per_class",
+                                         "epochs", "batch_size", "lr", "two_step", "distill")}, name="value").to_frame())
 
 # %% [markdown]
 # ## Train (or reuse finished runs of this exact configuration, data and code), one run per model and seed
@@ -67,7 +69,7 @@ runs = {(name, seed): train_baseline(with_seed(cfg, seed), name)[1] for name in 
 # %%
 table = main_table(all_metrics(cfg["results_dir"]), cfg["profile"], models=cfg["models"])
 table = table[(table.variant == "baseline") & table.model.isin(cfg["models"])]
-display(table.drop(columns=["vs baseline", "vs baseline ± 95 %"]).round(2).style.hide(axis="index"))
+show(table.drop(columns=["vs baseline", "vs baseline ± 95 %"]))
 
 # %%
 fig = plot_histories({f"{n} seed {s}": r.history() for (n, s), r in runs.items()},

@@ -52,11 +52,12 @@ from mvlib.files import write_atomic
 from mvlib.study.deck_pattern import main_table
 from mvlib.study.experiment import baselines_by_seed
 from mvlib.study.records import all_metrics, resolve_results_dir
+from mvlib.study.report import show
 from mvlib.study.voter_study import layer_sensitivity, substitute, voter_spec
 STEP = "02_naive_majority_voter"
-{k: cfg[k] for k in ("profile", "mv_models", "seeds", "sweep_seeds", "width", "mv_output_scales",
-                     "mv_surrogate_norm", "mv_calib_batches", "mv_recal_batches", "mv_sensitivity_scales",
-                     "mv_sensitivity_val_per_class")}
+show(pd.Series({k: str(cfg[k]) for k in ("profile", "mv_models", "seeds", "sweep_seeds", "width", "mv_output_scales",
+    "mv_surrogate_norm", "mv_calib_batches", "mv_recal_batches", "mv_sensitivity_scales",
+    "mv_sensitivity_val_per_class")}, name="value").to_frame())
 
 # %% [markdown]
 # ## The voter substituted in every binary 3×3 convolution of each baseline (every seed)
@@ -73,7 +74,7 @@ for name, by_seed in baselines.items():
 # %%
 table = main_table(all_metrics(cfg["results_dir"]), cfg["profile"], models=cfg["mv_models"])
 table = table[~table.variant.str.startswith("retrain")]
-display(table.round(2).style.hide(axis="index"))
+show(table)
 
 # %%
 lines = []
@@ -101,7 +102,7 @@ sens = pd.concat([layer_sensitivity(cfg, baselines[name][seed], voter_spec(norm=
                  ignore_index=True)
 write_atomic(resolve_results_dir(cfg["results_dir"]) / "tables" / f"{STEP}_sensitivity_{cfg['profile']}.csv",
              sens.to_csv(index=False))
-sens.pivot_table(index="layer", columns=["model", "output_scale"], values="val_top1", sort=False).round(1)
+show(sens.pivot_table(index="layer", columns=["model", "output_scale"], values="val_top1", sort=False), digits=1)
 
 # %%
 fig, axes = plt.subplots(1, len(baselines), figsize=(6 * len(baselines), 3.8), squeeze=False)

@@ -48,15 +48,17 @@ force = None                      # True: retrain even where a finished run of t
 # %%
 cfg = notebook_config(globals(), _names_before_parameters)
 import matplotlib.pyplot as plt
+import pandas as pd
 from IPython.display import Markdown, display
 from mvlib.study.deck_pattern import main_table, verdicts
 from mvlib.study.experiment import baselines_by_seed
 from mvlib.study.plots import plot_histories
 from mvlib.study.records import all_metrics
+from mvlib.study.report import show
 from mvlib.study.voter_study import retrain, substitute, voter_spec
 STEP = "03_mv_retraining"
-{k: cfg[k] for k in ("profile", "mv_models", "seeds", "sweep_seeds", "width", "mv_surrogate_norm",
-                     "mv_retrain_estimators", "mv_retrain_epochs", "mv_retrain_lr", "mv_retrain_train_per_class")}
+show(pd.Series({k: str(cfg[k]) for k in ("profile", "mv_models", "seeds", "sweep_seeds", "width", "mv_surrogate_norm",
+    "mv_retrain_estimators", "mv_retrain_epochs", "mv_retrain_lr", "mv_retrain_train_per_class")}, name="value").to_frame())
 
 # %% [markdown]
 # ## Retrain each baseline through the exact voter
@@ -76,8 +78,7 @@ for name in cfg["mv_models"]:
 # %%
 rows = all_metrics(cfg["results_dir"])
 table = main_table(rows, cfg["profile"], models=cfg["mv_models"])
-display(table[table.variant.isin(["baseline", "naive", "retrain-approx", "retrain-ste"])].round(2)
-        .style.hide(axis="index"))
+show(table[table.variant.isin(["baseline", "naive", "retrain-approx", "retrain-ste"])])
 
 # %% [markdown]
 # ## Training curves of the retraining runs (validation top-1 after the epoch)
@@ -93,5 +94,5 @@ plt.show()
 
 # %%
 claims, sentences = verdicts(rows, cfg["profile"])
-display(claims.round(2).style.hide(axis="index"))
+show(claims)
 display(Markdown("\n".join(f"- {s}" for s in sentences)))

@@ -57,6 +57,7 @@ from IPython.display import display
 from mvlib.files import write_atomic
 from mvlib.study.experiment import baselines_by_seed
 from mvlib.study.records import resolve_results_dir
+from mvlib.study.report import show
 from mvlib.study.voter_study import disagreement_table, retrain, substitute, voter_spec
 STEP = "04_hierarchical_voter"
 groups = [g for g in cfg["hmv_groups"] if cfg["width"] % g == 0]  # G must divide every layer's input channels
@@ -64,9 +65,9 @@ nested = [list(f) for f in cfg["hmv_nested"] if cfg["width"] % math.prod(f) == 0
 norm = cfg["mv_surrogate_norm"]
 sweep_vpc = cfg["hmv_sweep_val_per_class"]
 tables_dir = resolve_results_dir(cfg["results_dir"]) / "tables"
-{"groups": groups, "nested": nested, **{k: cfg[k] for k in ("profile", "mv_models", "sweep_seeds", "width",
- "hmv_ties", "hmv_sweep_val_per_class", "hmv_recal", "hmv_disagreement_batches", "hmv_retrain_groups",
- "hmv_retrain_ties")}}
+show(pd.Series({"groups": str(groups), "nested": str(nested), **{k: str(cfg[k]) for k in ("profile", "mv_models",
+    "sweep_seeds", "width", "hmv_ties", "hmv_sweep_val_per_class", "hmv_recal", "hmv_disagreement_batches",
+    "hmv_retrain_groups", "hmv_retrain_ties")}}, name="value").to_frame())
 
 # %% [markdown]
 # ## Disagreement with the exact voter and outer tie rate, per layer, on real activations
@@ -83,7 +84,7 @@ write_atomic(tables_dir / f"{STEP}_disagreement_{cfg['profile']}.csv", dis.to_cs
 summary = (dis.groupby(["model", "fanins", "tie"], sort=False)[["disagree_rate", "outer_tie_rate", "exact_tie_rate"]]
            .mean().mul(100).round(2))
 summary.columns = ["disagree % (mean over layers)", "outer tie %", "exact-voter tie %"]
-summary
+show(summary)
 
 # %%
 fig, axes = plt.subplots(1, len(baselines), figsize=(6 * len(baselines), 3.6), squeeze=False)
@@ -103,7 +104,7 @@ plt.show()
 
 # %%
 deck_case = dis[(dis.in_channels == 64) & (dis.fanins == "4")]
-deck_case[["model", "seed", "layer", "fanin", "block_fanin", "tie", "disagree_rate", "outer_tie_rate"]].round(4)
+show(deck_case[["model", "seed", "layer", "fanin", "block_fanin", "tie", "disagree_rate", "outer_tie_rate"]], digits=4)
 
 # %% [markdown]
 # ## Accuracy with the hierarchical voter substituted (no retraining), against G — validation subset
@@ -123,7 +124,7 @@ for name, by_seed in baselines.items():
 acc = pd.DataFrame([{"model": k[0], "seed": k[1], "G": k[2], "tie": k[3], "recal": k[4],
                      "val_top1": r.metrics["val_top1"], "val_images": r.metrics["val_images"],
                      "variant": r.metrics["variant"]} for k, r in runs.items()])
-acc.pivot_table(index=["model", "G"], columns=["recal", "tie"], values="val_top1", sort=False).round(2)
+show(acc.pivot_table(index=["model", "G"], columns=["recal", "tie"], values="val_top1", sort=False))
 
 # %%
 fig, axes = plt.subplots(1, len(baselines), figsize=(6 * len(baselines), 3.8), squeeze=False)
@@ -164,5 +165,5 @@ for name, by_seed in baselines.items():
 table = pd.DataFrame([{"model": m, "seed": s, "variant": v, "val_top1": r.metrics["val_top1"],
                        "top1": r.metrics["top1"], "top5": r.metrics["top5"],
                        "below baseline": main[(m, s, "baseline")].metrics["top1"] - r.metrics["top1"],
-                       "run": r.run_id} for (m, s, v), r in main.items()])
-table.round(2)
+                       } for (m, s, v), r in main.items()])
+show(table)

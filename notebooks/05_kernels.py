@@ -54,6 +54,7 @@ from IPython.display import Image, display
 from cuda_numba import bench
 from mvlib.study.config import notebook_config
 from mvlib.study.records import resolve_results_dir
+from mvlib.study.report import show
 _names_before_parameters = set(globals())
 
 # %% tags=["parameters"]
@@ -66,7 +67,8 @@ results_dir = None     # where results go (None: results/)
 cfg = notebook_config(globals(), _names_before_parameters)
 out_dir = resolve_results_dir(cfg["results_dir"]) / "bench"
 suffix = "" if cfg["profile"] in ("cpu", "paper") else "_" + cfg["profile"]  # ci runs do not overwrite results
-{k: v for k, v in cfg.items() if k.startswith("kernel_") or k in ("profile", "results_dir")}
+show(pd.Series({k: str(v) for k, v in cfg.items() if k.startswith("kernel_") or k in ("profile", "results_dir")},
+               name="value").to_frame())
 
 # %% [markdown]
 # ## Layout and semantics
@@ -83,7 +85,7 @@ suffix = "" if cfg["profile"] in ("cpu", "paper") else "_" + cfg["profile"]  # c
 # %%
 exact = pd.DataFrame(bench.verify_layers(batch=2))
 assert exact[["xnor_exact", "mv_exact", "hmv_exact"]].all().all(), exact
-exact
+show(exact)
 
 # %% [markdown]
 # ## Per-layer benchmark against torch fp32 `conv2d`
@@ -105,7 +107,7 @@ peak = result["peak"]  # measured in the same run: L1-resident micro-kernel, 204
 print(f"peaks: XOR-popcount {peak['binary_tmacs']:.2f} T binary MAC/s, torch fp32 {peak['fp32_gmacs']:.0f} GMAC/s "
       f"-> a kernel at its peak is {peak['ceiling']:.1f}x a torch convolution at its peak")
 summary = pd.DataFrame(result["summary"]).T.rename_axis("batch")
-summary.round(2)
+show(summary)
 
 # %%
 layers = pd.DataFrame(result["layers"])
@@ -113,7 +115,7 @@ for k in ("torch", "torch_cl", "pack", "xnor", "mv", "hmv"):
     layers[f"{k}_ms"] = 1e3 * layers[f"{k}_s"]
 cols = ["shape", "batch", "torch_ms", "torch_cl_ms", "pack_ms", "xnor_ms", "mv_ms", "hmv_ms", "xnor_ratio",
         "xnor_pack_ratio", "xnor_ratio_best_torch", "mv_ratio", "hmv_ratio", "mv_vs_xnor", "xnor_tmacs", "mv_tmacs", "torch_frac_peak", "xnor_frac_peak"]
-layers[cols].round(2)
+show(layers[cols])
 
 # %%
 display(Image(filename=result["files"]["png"]))
@@ -129,7 +131,7 @@ display(Image(filename=result["files"]["png"]))
 net = result["network"]
 print(f"float simulation {net['float_images_per_s']:.0f} img/s, bit kernels {net['bit_images_per_s']:.0f} img/s: "
       f"{net['speedup']:.2f}x; identical logits: {net['identical_logits']}")
-pd.DataFrame(net["layers"]).round(2)
+show(pd.DataFrame(net["layers"]))
 
 # %% [markdown]
 # ## GPU (plan 1 on a card)
@@ -151,7 +153,7 @@ if gpu_report.is_file():
     gpu = json.loads(gpu_report.read_text())
     checks = pd.DataFrame(gpu["checks"])
     print(gpu["device"], f"{checks.ok.sum()}/{len(checks)} checks bit-exact")
-    display(pd.DataFrame(gpu["bench"]).round(3))
+    show(pd.DataFrame(gpu["bench"]), digits=3)
 else:
     print("no GPU results in results/bench/gpu: run `python -m cuda_numba.gpu_check --out results/bench/gpu` "
           "on a CUDA machine")
@@ -159,4 +161,4 @@ else:
 # %%
 from mvlib.study.trained_check import trained_agreement
 agreement = trained_agreement(cfg)
-agreement.round(4)
+show(agreement, digits=4)

@@ -44,6 +44,7 @@ import pandas as pd
 from mvlib.hw import cost, flow, synth
 from mvlib.study.config import notebook_config
 from mvlib.study.records import resolve_results_dir
+from mvlib.study.report import show as show_table
 
 _names_before_parameters = set(globals())
 
@@ -83,16 +84,15 @@ print(f"every netlist matched mvlib.voters on >= {df.check_vectors.min()} vector
 # ## Area (NAND2 equivalents) and logic depth against N
 
 # %%
-pd.options.display.float_format = "{:,.1f}".format
-print("area, GE"); display(flow.pivot(df, "area_ge"))
-print("logic depth, cells on the longest path"); display(flow.pivot(df, "depth"))
-print("area per input, GE / N"); display(flow.pivot(df, "area_ge") / flow.pivot(df, "area_ge").columns.values)
+print("area, GE"); show_table(flow.pivot(df, "area_ge"), digits=0)
+print("logic depth, cells on the longest path"); show_table(flow.pivot(df, "depth"), digits=0)
+print("area per input, GE / N"); show_table(flow.pivot(df, "area_ge") / flow.pivot(df, "area_ge").columns.values, digits=2)
 
 # %%
 n_show = 576 if 576 in ns else ns[len(ns) // 2]
 by_type = pd.DataFrame({c: r for c, r in df[df.n == n_show].set_index("circuit")["cells"].items()}).T.fillna(0).astype(int)
 print(f"cell counts by type at N={n_show}")
-display(by_type[sorted(by_type.columns, key=lambda k: -by_type[k].sum())])
+show_table(by_type[sorted(by_type.columns, key=lambda k: -by_type[k].sum())], index=True)
 
 # %%
 show = ["popcount", "pc_cmp", "pc_thr", "mv"] + [f"hmv{g}_pos" for g in groups]
@@ -117,7 +117,7 @@ plt.tight_layout(); plt.show()
 
 # %%
 sav = flow.savings(df)
-display((100 * sav).round(2).rename_axis("saving % vs pc_cmp"))
+show_table((100 * sav).rename_axis("saving % vs pc_cmp"))
 fig, ax = plt.subplots(figsize=(7, 4))
 for c in [c for c in show if c != "pc_cmp"]:
     ax.semilogx(sav.columns, 100 * sav.loc[c], "-o" if not c.startswith("hmv") else "--.", label=c)
@@ -127,7 +127,7 @@ ax.set(xlabel="fan-in N", ylabel="area saving vs popcount+compare (%)"); ax.lege
 plt.tight_layout(); plt.show()
 m = df.merge(comp, on=["circuit", "n"], suffixes=("_flat", "_composed"))
 m["diff_%"] = 100 * (m.area_ge_composed / m.area_ge_flat - 1)
-display(m.pivot_table(index="circuit", columns="n", values="diff_%").round(2).rename_axis("composed vs flat, %"))
+show_table(m.pivot_table(index="circuit", columns="n", values="diff_%").rename_axis("composed vs flat, %"))
 print(f"median |composed - flat| = {100 * scatter:.2f} % of the area")
 
 # %% [markdown]
@@ -135,7 +135,8 @@ print(f"median |composed - flat| = {100 * scatter:.2f} % of the area")
 
 # %%
 deck = flow.deck_table(allow_synth=cfg["hw_allow_synth"], jobs=cfg["hw_jobs"])
-display(deck.drop(columns=["circuit"]))
+show_table(deck.drop(columns=["circuit"]).assign(saving_vs_pc_cmp=lambda d: 100 * d.saving_vs_pc_cmp)
+           .rename(columns={"saving_vs_pc_cmp": "saving vs pc_cmp (%)"}), digits=1)
 
 # %% [markdown]
 # ## Per-network totals: ReActNet-18 (16 binary 3×3 layers)
@@ -146,10 +147,10 @@ display(deck.drop(columns=["circuit"]))
 
 # %%
 net = flow.network_table(df, widths, names)
-display(net.assign(ge_evals_per_image=net.ge_evals_per_image / 1e6, saving_vs_pc_cmp=100 * net.saving_vs_pc_cmp)
-        .rename(columns={"ge_evals_per_image": "M GE-evals / image", "saving_vs_pc_cmp": "saving %"})
-        .drop(columns=["cell_evals_per_image"]))
-display(pd.DataFrame(cost.reactnet18_layers(max(widths))).set_index("layer"))
+show_table(net.assign(ge_evals_per_image=net.ge_evals_per_image / 1e6, saving_vs_pc_cmp=100 * net.saving_vs_pc_cmp)
+           .rename(columns={"ge_evals_per_image": "M GE-evals / image", "saving_vs_pc_cmp": "saving %"})
+           .drop(columns=["cell_evals_per_image"]), digits=1)
+show_table(pd.DataFrame(cost.reactnet18_layers(max(widths))).set_index("layer"), digits=0)
 fig, ax = plt.subplots(figsize=(9, 3.5))
 for i, w in enumerate(widths):
     t = net[net.width == w].set_index("circuit").loc[show]

@@ -162,25 +162,113 @@ else:
 # ## 4 · Appendix: BN, without BN and BN-Free (from "BNN − BN = ?")
 
 # %%
-tab = appendix.appendix_table(cfg["results_dir"], cfg["profile"])
-if tab is None or len(tab) == 0:
+res = appendix.appendix_results(cfg["results_dir"], cfg["profile"])
+if not res.top1.notna().any():
     print("no appendix records for this profile (notebook 06)")
 else:
-    display(tab)
-    res = appendix.appendix_results(cfg["results_dir"], cfg["profile"])
+    report.show(appendix.appendix_table(results=res), index=True)
     fig = appendix.plot_appendix(res, title=f"appendix, profile {cfg['profile']}"); plt.show()
     display(Markdown(appendix.pattern_statement(res)))
 
 # %% [markdown]
 # ## 5 · Hardware cost of the voters (Yosys synthesis, notebook 07)
 #
-# Area in NAND2 equivalents of XNOR + popcount + comparison, the majority voter and the hierarchical
-# voters, and the per-image logic work of a whole ReActNet-18.
+# The deck's premise is that a majority voter is cheaper than XNOR + popcount. Each circuit is synthesized by
+# Yosys + ABC to NAND2 equivalents (GE) and simulated against the reference voters; "saving" is against XNOR +
+# popcount + comparison (what a popcount network computes per output). `hmv2_first` is degenerate: its outer tie
+# rule returns the first block's vote, so it is half a voter, not a cheaper whole one.
 
 # %%
 hw = report.hardware_tables(cfg["results_dir"], cfg["profile"])
 if not hw:
     print("no synthesis results for this profile (notebook 07)")
-for name in ("deck_m512", "network_totals"):
-    if name in hw:
-        print(name); display(hw[name])
+else:
+    deck_hw = hw.get("deck_m512")
+    if deck_hw is not None:
+        t = deck_hw.assign(saving=lambda d: 100 * d["saving_vs_pc_cmp"])[["design", "area_ge", "depth", "saving"]]
+        t.columns = ["design (N = 512)", "area (GE)", "logic depth", "saving vs popcount+compare (%)"]
+        display(Markdown("**The deck's M512 ≈ M4(M128 × 4)**"))
+        display(t.style.hide(axis="index").format({"area (GE)": "{:,.0f}", "saving vs popcount+compare (%)": "{:+.1f}"}))
+    costs = hw.get("costs")
+    if costs is not None:
+        base = costs[costs.circuit == "pc_cmp"].set_index("n").area_ge
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        for circuit in ["mv", "hmv4_pos", "hmv16_pos"]:
+            c = costs[costs.circuit == circuit].set_index("n").area_ge
+            if not c.empty:
+                ax.plot(c.index, 100 * (1 - c / base.reindex(c.index)), marker="o", label=circuit)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xscale("log", base=2); ax.set_xlabel("fan-in N (inputs of one output)")
+        ax.set_ylabel("area saving vs popcount+compare (%)"); ax.grid(alpha=0.3); ax.legend(fontsize=8)
+        ax.set_title("synthesized area: the exact voter saves nothing, approximation saves some")
+        plt.show()
+    net = hw.get("network_totals")
+    if net is not None:
+        t = net[net.circuit.isin(["pc_cmp", "mv", "hmv4_pos", "hmv16_pos"])].assign(
+            gevals=lambda d: d.ge_evals_per_image / 1e6, saving=lambda d: 100 * d.saving_vs_pc_cmp)
+        t = t[["circuit", "width", "gevals", "max_depth", "saving"]]
+        t.columns = ["circuit", "ReActNet-18 width", "M GE-evaluations / image", "max depth", "saving (%)"]
+        display(Markdown("**Logic work of a whole ReActNet-18 per image**"))
+        display(t.style.hide(axis="index").format({"M GE-evaluations / image": "{:,.1f}", "saving (%)": "{:+.1f}"}))
+    if costs is not None and net is not None:
+        from mvlib.hw import flow
+        comp = hw.get("composed")
+        scatter = flow.mapper_scatter(costs, comp) if comp is not None else 0.0
+        display(Markdown(flow.statement(costs, net, scatter)))
+
+
+# %% [markdown]
+# ## 6 · Why the voter hurts one network more than the other (notebook 08)
+#
+# The deck's substituted voter costs ReActNet-18 8.4 points and Bi-RealNet-18 58.7. The `naive` voter hands a bare
+# ±1 to a BN fitted to α·s, so its drop depends on the scale of the latent weights, which the float network does not
+# fix. Notebook 08 rescales the weights (the float network unchanged, proven on the test split), compares the rows
+# that do not depend on that scale (matched magnitude, BN recalibration, the BN folded into the voter's threshold),
+# trains the official code's binary 1×1 downsample and larger / longer networks with one shared recipe, and counts
+# per layer the signs the voter flips after the BN. The verdict names which of (a) the output-scale convention,
+# (b) the binary downsample, (c) scale and training length, (d) a genuine architectural difference reproduces or
+# removes the deck's ordering (Bi-RealNet-18 loses more), with the Welch 95 % interval of the difference of the two
+# networks' paired drops.
+
+# %%
+from mvlib.environment import code_hash
+from mvlib.study import voter_drop as vd
+from mvlib.study.deck import deck_numbers
+from mvlib.study.plots import plot_drop_vs_accuracy, plot_layer_flips, plot_rescale_sweep
+from mvlib.study.records import resolve_results_dir
+
+
+def vd_table(name):
+    """Notebook 08's table ``name`` for this profile, or None when it has not run."""
+    path = resolve_results_dir(cfg["results_dir"]) / "tables" / f"08_voter_drop_{name}_{cfg['profile']}.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
+
+vd_rows = vd_table("rows")
+if vd_rows is not None:  # the records of the running code only, as in every other section
+    vd_rows = vd_rows[vd_rows.code_hash == code_hash()]
+if vd_rows is None or vd_rows.empty:
+    print("no notebook-08 results of this code for this profile")
+else:
+    vd_order = vd.ordering_table(vd_rows)
+    vd_verdict, vd_lines = vd.factor_verdicts(vd_order)
+    fig = plot_rescale_sweep(vd_order, title="(a) naive voter against the weight scale k (validation)")
+    plt.show()
+    deck = deck_numbers("main").set_index(["model", "variant"]).top1
+    points = vd_order[(vd_order.convention == "naive") & (vd_order.kind == "real")]
+    fig = plot_drop_vs_accuracy(points, {n: (deck[n, "baseline"], deck[n, "baseline"] - deck[n, "naive"])
+                                         for n in vd.MODELS},
+                                title="(c) naive drop against float top-1, with the deck's two points")
+    plt.show()
+    flips, damage = vd_table("flips"), vd_table("damage")
+    if flips is not None and damage is not None:
+        fig = plot_layer_flips(flips, damage, title="where the voter breaks: sign flips after the BN (k = 1)")
+        plt.show()
+    report.show(vd_order[["factor", "condition", "split", "reactnet18 drop", "reactnet18 ± 95 %",
+                          "birealnet18 drop", "birealnet18 ± 95 %", "seeds", "difference", "difference ± 95 %",
+                          "ordering"]])
+    display(Markdown("\n\n".join(vd_lines)))
+    timing = vd_table("timing")
+    if timing is not None:
+        display(Markdown(f"Notebook 08 took {timing.wall_s.sum() / 60:.1f} min wall on this profile's machine: "
+                         + ", ".join(f"{r.part} {r.wall_s:.0f} s" for r in timing.itertuples()) + "."))

@@ -72,12 +72,15 @@ def test_dataset_folder_of_the_other_dataset_is_refused():
 
 # ---------------------------------------------------------------- folders
 def test_resolve_data_dir(tmp_path, monkeypatch):
+    import mvlib.data
     monkeypatch.delenv("MVLIB_DATA", raising=False)
+    monkeypatch.setattr(mvlib.data, "data_search_path", lambda: [])  # no folder anywhere
     assert resolve_data_dir("cifar10", None) is None
     assert resolve_data_dir("cifar10", "") is None
     write_split(tmp_path / "cifar10", "test.npz")
     assert resolve_data_dir("cifar10", tmp_path) == tmp_path / "cifar10"
     assert resolve_data_dir("cifar10", tmp_path / "cifar10") == tmp_path / "cifar10"
+    monkeypatch.undo()
     monkeypatch.setenv("MVLIB_DATA", str(tmp_path))
     assert resolve_data_dir("cifar10", None) == tmp_path / "cifar10"
     with pytest.raises(DataError, match="not a folder"):
@@ -157,7 +160,9 @@ def test_pickled_object_arrays_are_refused(tmp_path):
 
 
 def test_torchvision_path_refuses_other_train_files(monkeypatch):
+    import mvlib.data
     monkeypatch.delenv("MVLIB_DATA", raising=False)
+    monkeypatch.setattr(mvlib.data, "data_search_path", lambda: [])
     with pytest.raises(DataError, match="needs a data folder"):
         load_split("cifar100", "train", None, train_file="train_subset.npz")
 
@@ -321,3 +326,27 @@ def test_split_identity_sees_contents_and_membership(tmp_path):
     time.sleep(0.01)
     write_split(tmp_path / "a", "train.npz", n=60, seed=1, labels=labels)
     assert split_identity("cifar10", "train", tmp_path / "a", val_per_class=2)["file_sha256"] != a["file_sha256"]
+
+
+def test_data_search_order(tmp_path, monkeypatch):
+    """$MVLIB_DATA, then the per-user config, then data/ in or ../shared/data beside the checkout."""
+    import mvlib.data
+    env_dir, user_dir, checkout = tmp_path / "env", tmp_path / "user", tmp_path / "repo"
+    for d in (env_dir / "cifar10", user_dir / "cifar10", checkout / "data" / "cifar10",
+              tmp_path / "shared" / "data" / "cifar10"):
+        d.mkdir(parents=True)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data_dir: {user_dir}\n")
+    monkeypatch.setattr(mvlib.data, "USER_CONFIG", config)
+    monkeypatch.setattr(mvlib.data, "CHECKOUT", checkout)
+    monkeypatch.setenv("MVLIB_DATA", str(env_dir))
+    assert [src for src, _ in mvlib.data.data_search_path()][:2] == ["MVLIB_DATA", str(config)]
+    assert resolve_data_dir("cifar10", None) == env_dir / "cifar10"
+    monkeypatch.delenv("MVLIB_DATA")
+    assert resolve_data_dir("cifar10", None) == user_dir / "cifar10"
+    config.unlink()
+    assert resolve_data_dir("cifar10", None) == checkout / "data" / "cifar10"
+    (checkout / "data" / "cifar10").rmdir()
+    (checkout / "data").rmdir()
+    assert resolve_data_dir("cifar10", None) == tmp_path / "shared" / "data" / "cifar10"
+    assert resolve_data_dir("cifar10", env_dir) == env_dir / "cifar10"  # an explicit folder wins over all

@@ -42,11 +42,14 @@ from ..binarizers import BINARIZERS
 from ..data import DATASETS
 from ..environment import REPO_ROOT
 from ..models import MODELS, NORMS
+from ..voter_analysis import THRESHOLD_LEVELS
 from ..voters import OUTPUT_SCALES, SURROGATE_NORMS, TIE_RULES
 
 CONFIG_DIR = REPO_ROOT / "configs"
 # the choices the library knows, so that a configuration is refused before the library would refuse it
 MODEL_NAMES, ESTIMATORS = tuple(MODELS), tuple(BINARIZERS)
+# the voter rows of notebook 08 (mvlib.study.voter_drop.CONVENTIONS and the BN-folded "threshold")
+VOTER_DROP_CONVENTIONS = ("naive", "naive-alpha", "naive-matched", "naive+recal", "threshold")
 
 
 class Key(NamedTuple):
@@ -109,6 +112,11 @@ def fanin_lists(items):
         if not isinstance(f, list) or not f or ints_at_least(2)(f):
             return f"item {f!r} must be a non-empty list of ints >= 2"
     return None
+
+
+def positive_number(v):
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and v != float("inf")
+    return None if ok else "must be a positive finite number"
 
 
 def device_name(v):
@@ -251,6 +259,38 @@ SCHEMA: dict[str, Key] = {
     "kernel_network_width": Key(int, 64, "width of the ReActNet-18 of the whole-network benchmark", "study",
                                 at_least(1)),
     "kernel_network_batch": Key(int, 128, "batch of the whole-network benchmark (images)", "study", at_least(1)),
+    # ---- why the voter hurts (notebook 08, mvlib.study.voter_drop) ---------------------------------
+    "vd_ks": Key(list, [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0], "weight scales k of experiment 1: every binary "
+                 "conv's latent weights times k, its BN's mean times k and variance (and eps) times k^2, so the "
+                 "float network is unchanged (powers of two: bit-exact)", "study",
+                 nonempty(each(positive_number))),
+    "vd_sweep_val_per_class": Key(int, 0, "validation images per class of the k sweep; 0 = the whole validation "
+                                  "split", "study", at_least(0)),
+    "vd_threshold_levels": Key(list, ["conditional"], "output levels of the BN-folded threshold voter "
+                               "(conditional: mean float output given the vote; symmetric: +-mean|BN| after the BN)",
+                               "study", nonempty(each(one_of(*THRESHOLD_LEVELS)))),
+    "vd_flip_batches": Key(int, 1, "validation batches (eval_batch_size images each) of the per-layer sign-flip "
+                           "count, per baseline and k", "study", at_least(1)),
+    "vd_conventions": Key(list, list(VOTER_DROP_CONVENTIONS), "voter rows evaluated on each trained variant of "
+                          "experiments 3-4", "study", nonempty(each(one_of(*VOTER_DROP_CONVENTIONS)))),
+    "vd_train_width": Key(int, 16, "base width (channels of stage 1) of the trained variants' shared recipe "
+                          "(experiments 3-4)", "study", at_least(1)),
+    "vd_wide_width": Key(int, 32, "base width of the wide point of experiment 4 (same recipe otherwise)", "study",
+                         at_least(1)),
+    "vd_train_epochs": Key(int, 1, "training epochs of the shared recipe", "study", at_least(1)),
+    "vd_long_factor": Key(int, 3, "the long point of experiment 4 trains this many times vd_train_epochs", "study",
+                          at_least(2)),
+    "vd_train_per_class": Key(int, 0, "train images per class of the shared recipe; 0 = all outside the validation "
+                              "split", "study", at_least(0)),
+    "vd_train_val_per_class": Key(int, 0, "validation images per class on which the trained variants and their "
+                                  "voter rows are evaluated; 0 = the whole validation split", "study", at_least(0)),
+    "vd_train_seeds": Key(list, [0], "seeds of the shared recipe's reference (real 1x1) and binary-1x1 variants",
+                          "study", seed_list),
+    "vd_scale_seeds": Key(list, [0], "seeds of the wide and long points (the costliest; may be fewer)", "study",
+                          seed_list),
+    "vd_downsample_kinds": Key(list, ["binary"], "binary 1x1 shortcuts trained beside the real one (binary: fully "
+                               "binary, a voter can replace it; weights: the official code's binary weights on "
+                               "real activations)", "study", each(one_of("binary", "weights"))),
 }
 
 SCOPES = ("exec", "data", "train", "study")

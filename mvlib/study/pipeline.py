@@ -164,6 +164,16 @@ def run_step(step: str, profile: str, overrides: dict, out_dir: Path, force: boo
     return record
 
 
+def ensure_kernel(log=print) -> None:
+    """Register the ``mvlib`` Jupyter kernel for this Python when it is missing (conda or pip installs without make)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    if KERNEL_NAME in KernelSpecManager().find_kernel_specs():
+        return
+    from ipykernel.kernelspec import install
+    install(kernel_name=KERNEL_NAME, display_name=f"{KERNEL_NAME} ({Path(sys.prefix).name})", prefix=sys.prefix)
+    log(f"registered the Jupyter kernel {KERNEL_NAME!r} for {sys.executable}")
+
+
 def check_data(cfg: dict) -> None:
     """Fail before any kernel starts when the data folder the study would read is missing or malformed."""
     from ..data import inspect_npz, resolve_data_dir
@@ -188,6 +198,7 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
     if unknown:
         raise ValueError(f"unknown step(s) {sorted(unknown)}; steps are {all_steps}")
     check_data(cfg)
+    ensure_kernel(log)
     results = resolve_results_dir(cfg["results_dir"])
     out_dir = results / "notebooks" / profile
     out_dir.mkdir(parents=True, exist_ok=True)

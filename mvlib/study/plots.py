@@ -43,3 +43,86 @@ def bar_compare(labels, series: Mapping[str, list[float]], ylabel: str = "top-1 
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+# ---- notebook 08 (why the voter hurts): drawn from mvlib.study.voter_drop's tables ----------------------------
+NETWORK_COLORS = {"reactnet18": "tab:blue", "birealnet18": "tab:red"}
+
+
+def plot_rescale_sweep(order, title: str = ""):
+    """Experiment 1: each network's naive drop against the weight scale k (left) and their difference (right).
+
+    ``order``: :func:`mvlib.study.voter_drop.ordering_table` rows with a ``k`` (mean and 95 % half-widths).
+    """
+    g = order[order["k"].notna()].sort_values("k")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for net, color in NETWORK_COLORS.items():
+        ax.errorbar(g["k"], g[f"{net} drop"], yerr=g[f"{net} ± 95 %"].fillna(0), marker="o", capsize=3,
+                    color=color, label=net)
+    bx.errorbar(g["k"], g["difference"], yerr=g["difference ± 95 %"].fillna(0), marker="o", capsize=3, color="k",
+                label="Bi-RealNet-18 − ReActNet-18")
+    bx.axhline(0, color="gray", lw=1)
+    for a, ylabel in ((ax, "drop: float − naive voter (points)"), (bx, "difference of drops (points)")):
+        a.set_xscale("log", base=2)
+        a.set_xticks(list(g["k"]), [f"{k:g}" if k >= 1 else f"1/{1 / k:g}" for k in g["k"]])
+        a.set_xlabel("weight scale k (float network unchanged)")
+        a.set_ylabel(ylabel)
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    bx.set_title("> 0: the deck's ordering (Bi-RealNet-18 loses more)", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_drop_vs_accuracy(points, deck_points, title: str = ""):
+    """Experiment 4: drop against float top-1 per network and training point, with the deck's two points.
+
+    ``points``: ordering-table rows (one per training point, one convention); ``deck_points``:
+    ``{model: (baseline top-1, drop)}``.
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    for net, color in NETWORK_COLORS.items():
+        ax.errorbar(points[f"{net} float"], points[f"{net} drop"], yerr=points[f"{net} ± 95 %"].fillna(0),
+                    fmt="o", capsize=3, color=color, label=f"{net} (ours)")
+        for _, r in points.iterrows():
+            ax.annotate(str(r["recipe"]), (r[f"{net} float"], r[f"{net} drop"]), fontsize=7, xytext=(4, 3),
+                        textcoords="offset points", color=color)
+        x, y = deck_points[net]
+        ax.plot([x], [y], marker="*", ms=14, ls="", color=color, mec="k", label=f"{net} (deck)")
+    ax.set_xlabel("float network top-1 (%)")
+    ax.set_ylabel("drop by the naive voter (points)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_layer_flips(flips, sensitivity, title: str = ""):
+    """Experiment 5: per layer, the fraction of BN outputs whose sign flips under each convention (lines) and
+    the accuracy lost with the voter in that layer alone (bars, right axis), one panel per network."""
+    nets = [n for n in NETWORK_COLORS if n in set(flips["model"])]
+    fig, axes = plt.subplots(1, len(nets), figsize=(6.5 * len(nets), 3.8), squeeze=False)
+    for ax, net in zip(axes[0], nets):
+        f = flips[(flips["model"] == net) & (flips["k"] == 1.0)].groupby("index").mean(numeric_only=True)
+        s = sensitivity[sensitivity["model"] == net]
+        if len(s):
+            bx = ax.twinx()
+            bx.bar(s["index"], s["damage"], color="gray", alpha=0.25, label="top-1 lost, voter in this layer only")
+            bx.set_ylabel("top-1 lost (points)")
+            bx.legend(fontsize=7, loc="upper right")
+        for col, label in (("flip_none", "±1 (naive)"), ("flip_alpha", "α"), ("flip_matched", "matched"),
+                           ("flip_threshold", "BN-folded threshold"), ("vote_change", "MV vote ≠ folded vote")):
+            ax.plot(f.index, f[col], marker="o", ms=3, label=label)
+        ax.set_title(net)
+        ax.set_xlabel("binary conv (forward order)")
+        ax.set_ylabel("fraction of outputs")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

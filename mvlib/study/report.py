@@ -19,6 +19,17 @@ from .records import all_metrics, resolve_results_dir, run_from_dir
 from .summary import latest_per_seed
 
 
+def show(df: pd.DataFrame, digits: int = 2, index: bool | None = None):
+    """Display a table as a reader wants it: ``digits`` decimals, "–" for a missing value, no meaningless index.
+
+    The index is hidden when it is a plain row counter (``index=None``); pass ``index=True`` to keep it.
+    """
+    from IPython.display import display
+    keep = index if index is not None else not isinstance(df.index, pd.RangeIndex)
+    styler = df.style.format(precision=digits, na_rep="–", thousands=",")
+    display(styler if keep else styler.hide(axis="index"))
+
+
 def records_of(results_dir="results", profile: str = "cpu", code: str | None = "current") -> list[dict]:
     """The latest run per (group, seed) of one profile, from the running code (``code=None``: any code)."""
     want = code_hash() if code == "current" else code

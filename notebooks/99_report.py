@@ -160,13 +160,18 @@ else:
 
 # %% [markdown]
 # ## 4 · Appendix: BN, without BN and BN-Free (from "BNN − BN = ?")
+#
+# Recipe and scale in notebook 06 (`cpu`: width 8, 3 epochs, 6,000 CIFAR-10 / 9,000 CIFAR-100 training images, three
+# seeds for the CIFAR-10 cells of ReActNet-18 and Bi-RealNet-18, one elsewhere; every cell on the full test split).
+# "± 95 %" is over seeds, or 1.96 binomial standard errors of the test set for a single-seed cell; the dotted lines
+# are the shortcut-only floors.
 
 # %%
-res = appendix.appendix_results(cfg["results_dir"], cfg["profile"])
+res = appendix.appendix_results(rows, cfg["profile"])
 if not res.top1.notna().any():
     print("no appendix records for this profile (notebook 06)")
 else:
-    report.show(appendix.appendix_table(results=res), index=True)
+    report.show(appendix.appendix_table(res), index=True, digits=1)
     fig = appendix.plot_appendix(res, title=f"appendix, profile {cfg['profile']}"); plt.show()
     display(Markdown(appendix.pattern_statement(res)))
 
@@ -264,11 +269,12 @@ else:
     if flips is not None and damage is not None:
         fig = plot_layer_flips(flips, damage, title="where the voter breaks: sign flips after the BN (k = 1)")
         plt.show()
+        display(Markdown("\n".join(f"- {line}" for line in vd.damage_lines(flips, damage))))
     report.show(vd_order[["factor", "condition", "split", "reactnet18 drop", "reactnet18 ± 95 %",
                           "birealnet18 drop", "birealnet18 ± 95 %", "seeds", "difference", "difference ± 95 %",
                           "ordering"]])
     display(Markdown("\n\n".join(vd_lines)))
-    timing = vd_table("timing")
-    if timing is not None:
-        display(Markdown(f"Notebook 08 took {timing.wall_s.sum() / 60:.1f} min wall on this profile's machine: "
-                         + ", ".join(f"{r.part} {r.wall_s:.0f} s" for r in timing.itertuples()) + "."))
+    vd_timing = vd_table("timing")
+    if vd_timing is not None:
+        display(Markdown(f"Notebook 08's parts took {vd_timing.wall_s.sum() / 60:.1f} min wall: "
+                         + ", ".join(f"{r.part} {r.wall_s:.0f} s" for r in vd_timing.itertuples()) + "."))

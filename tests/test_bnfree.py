@@ -457,3 +457,12 @@ def test_branch_ratios_rows_and_buffers_untouched():
     assert r["ratio"] == pytest.approx(r["branch_rms"] / r["shortcut_rms"])
     ra = branch_ratios(small("reactneta", "none"), torch.randn(2, 3, 32, 32))
     assert len(ra) == 26 and [r["block"] for r in ra[:2]] == ["blocks.0.1", "blocks.0.2"]
+
+
+@pytest.mark.parametrize("downsample", ("weights", "binary"))
+def test_binary_downsample_without_bn_keeps_the_shortcut(downsample):
+    """A binary 1x1 shortcut without BN takes the fanin init too: its alpha would otherwise shrink it ~1e-3."""
+    rows = _init_ratios("reactnet18", "none", binary_downsample=downsample)
+    s = ratio_summary(rows)
+    assert 1 / GMEAN_FACTOR <= s["ratio_gmean"] <= GMEAN_FACTOR and s["ratio_min"] >= 1 / BLOCK_FACTOR, s
+    assert s["ratio_max"] <= BLOCK_FACTOR, s

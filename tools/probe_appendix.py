@@ -128,7 +128,8 @@ def run_cell(spec: dict, data_dir: str, timing_steps: int = 0) -> str:
         evaluate(model, val)
         ev = time.perf_counter() - t0
         return (f"{tag} | {step * 1000:.0f} ms/step = {len(train) * step:.1f} s/epoch train, "
-                f"val pass {ev:.1f} s ({len(val.images)} img), threads {torch.get_num_threads()}")
+                f"val pass {ev:.1f} s ({len(val.images)} img), threads {torch.get_num_threads()}, "
+                f"load {os.getloadavg()[0]:.1f}")
     r0 = ratio_text(model, xb)
     t0 = time.time()
     try:
@@ -148,7 +149,7 @@ def run_cell(spec: dict, data_dir: str, timing_steps: int = 0) -> str:
     finite = all(math.isfinite(h["train_loss"]) for h in hist)
     return (f"{tag} | val top1 by epoch {curve} | final {ev['top1']:.2f} | train loss {hist[-1]['train_loss']:.3f}"
             f"{'' if finite else ' (NaN)'} | {train_s:.1f} s/epoch train, {ev_s:.1f} s/val pass | "
-            f"ratio init {r0} end {r1}")
+            f"ratio init {r0} end {r1} | load {os.getloadavg()[0]:.1f}")
 
 
 def main(argv=None):
@@ -166,7 +167,8 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = "python tools/probe_appendix.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     with out.open("a") as f:
-        f.write(f"\n# {cmd}\n# {time.strftime('%Y-%m-%d %H:%M:%S')}, torch threads {args.threads}\n")
+        f.write(f"\n# {cmd}\n# {time.strftime('%Y-%m-%d %H:%M:%S')}, torch threads {args.threads}; 'load' = the "
+                f"1-minute load average of this 2-core machine, shared with other jobs (timings above ~2 are inflated)\n")
     for text in args.cells:
         line = run_cell(parse_spec(text, base), args.data, args.timing)
         print(line, flush=True)

@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from ..layers import set_binarization
 
+from .diagnostics import set_shortcut_only
 from .norms import NORMS, variant_name  # re-exported: the norms and their run-record names
 from .reactneta import ReActNetA
 from .resnet18 import BinaryResNet18, BinaryWeightConv2d
@@ -41,6 +42,10 @@ def build_model(name: str, num_classes: int = 10, width: int | None = None, **op
     "BNN - BN = ?" shortcut, binary weights on real activations; see
     :class:`mvlib.models.resnet18.Shortcut`). The default voter layers stay
     the binary 3x3 convolutions (:func:`mvlib.voter_ops.select_layers`).
+    ``binary_init`` (``"reactnet"`` U(0, 1e-3) or ``"fanin"`` U(±1/sqrt(N));
+    default per norm and style, :func:`mvlib.models.norms.default_binary_init`)
+    and ``shortcut_only`` (default ``False``; ``True`` skips every residual
+    branch: the floor of notebook 06, :func:`mvlib.models.diagnostics.set_shortcut_only`).
     """
     try:
         ctor = MODELS[name]
@@ -51,8 +56,11 @@ def build_model(name: str, num_classes: int = 10, width: int | None = None, **op
     if not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be a positive int, got {width!r}")
     bin_w, bin_a = options.pop("binary_weights", True), options.pop("binary_activations", True)
+    shortcut_only = options.pop("shortcut_only", False)
     model = ctor(num_classes=num_classes, width=width, **options)
     set_binarization(model, bin_w, bin_a)
+    if shortcut_only:  # the floor a network whose binary branches carry nothing falls to (notebook 06)
+        set_shortcut_only(model)
     for m in model.modules():  # the "weights" shortcut is no BinaryConv2d: its weights follow the same switch
         if isinstance(m, BinaryWeightConv2d):
             m.binary_weights = bool(bin_w)

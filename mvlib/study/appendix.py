@@ -3,38 +3,52 @@
 The deck's appendix Table 2 (taken from "BNN - BN = ?: Training Binary Neural
 Networks without Batch Normalization", Chen et al., CVPR Workshops 2021)
 gives top-1 of XNORNet-18, Bi-RealNet-18, ReActNet-18 and ReActNet-A, each
-with BN, without BN and BN-Free, on CIFAR-10 and CIFAR-100. This module runs
-one cell of that grid (:func:`run_cell`) and builds the comparison from the
-run records alone (:func:`appendix_results`, :func:`appendix_table`,
-:func:`pattern_summary`, :func:`pattern_statement`), so that notebook 06 and
-the report show the same numbers.
+with BN, without BN and BN-Free, on CIFAR-10 and CIFAR-100. Its pattern:
+without BN, XNORNet-18 and Bi-RealNet-18 lose ~18 points on CIFAR-10 while
+ReActNet-18 loses ~2; BN-Free wins most of it back.
+
+* Running: :func:`cells` lists the grid (each cell with its seeds),
+  :func:`run_cell` trains one cell and seed, :func:`run_floor` the
+  shortcut-only network of a model (the floor a w/o-BN network whose binary
+  branches carry nothing falls to), :func:`branch_ratio_rows` the per-block
+  binary-branch / shortcut magnitudes of a cell at initialization and after
+  training.
+* Reading, from run records only: :func:`appendix_results` (one row per
+  cell: mean over seeds, interval, the deck's number), :func:`appendix_table`
+  (the deck's layout), :func:`pattern_summary` / :func:`pattern_statement`
+  (the pattern's parts with intervals and verdicts), :func:`plot_appendix`.
+
+Intervals: a cell run on several seeds has the 95 % Student-t interval over
+seeds, and a difference of two such cells is paired per seed. A cell run on
+one seed has only the test set's binomial error: its interval (1.96 s.e.,
+differences with independent errors) measures test sampling, not seed
+variation, and the tables say "1 seed" beside it.
 
 Run records of this step: step ``06_bn_free``, variant ``bn`` / ``nobn`` /
-``bnfree`` (:func:`mvlib.models.variant_name`), dataset ``cifar10`` /
-``cifar100``.
+``bnfree`` / ``shortcut-only`` (:func:`mvlib.models.variant_name`), dataset
+``cifar10`` / ``cifar100``.
 """
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..data import DataError, resolve_data_dir
-from .deck import deck_numbers
-from .summary import binomial_se
 from ..models import relative_width, variant_name
-from .records import resolve_results_dir
+from .deck import deck_numbers
+from .stats import Interval, UNRESOLVED, paired, t_interval, verdict, welch
+from .summary import binomial_se, by_seed, latest_per_seed
 
 STEP = "06_bn_free"
+FLOOR = "shortcut-only"
 MODEL_LABELS = {"xnornet18": "XNORNet-18", "birealnet18": "Bi-RealNet-18", "reactnet18": "ReActNet-18",
                 "reactneta": "ReActNet-A"}
 VARIANT_LABELS = {"bn": "BN", "nobn": "w/o BN", "bnfree": "BN-Free"}
 DATASET_LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
-# a difference counts as real only beyond this many standard errors (about 95 % two-sided)
-NOISE_Z = 2.0
+COLLAPSING = ("xnornet18", "birealnet18")  # the deck's networks that lose ~18 points without BN
+Z95 = 1.959964
 
 
 # ----------------------------------------------------------------- running
@@ -42,28 +56,25 @@ def cell_settings(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
     """The configuration keys of notebook 06's cells on ``dataset`` (appendix keys mapped onto run keys).
 
     CIFAR-100 trains on ``cifar100_train_file`` (here the 100-per-class
-    subset) with its own per-class counts and validation slice, since one
-    per-class number cannot fit both datasets.
+    subset) with its own per-class counts, validation slice and epochs, since
+    one number cannot fit both datasets.
     """
     c100 = dataset == "cifar100"
     return {"dataset": dataset,
             "train_file": cfg["cifar100_train_file"] if c100 else cfg["train_file"],
             "val_per_class": cfg["cifar100_val_per_class"] if c100 else cfg["val_per_class"],
+            "val_eval_per_class": 0 if c100 else cfg["appendix_val_eval_per_class"],
             "train_per_class": cfg["appendix_cifar100_train_per_class"] if c100 else cfg["appendix_train_per_class"],
             "test_per_class": cfg["appendix_cifar100_test_per_class"] if c100 else cfg["appendix_test_per_class"],
-            "batch_size": cfg["appendix_batch_size"] or cfg["batch_size"], "epochs": cfg["appendix_epochs"],
+            "batch_size": cfg["appendix_batch_size"] or cfg["batch_size"],
+            "epochs": (cfg["appendix_cifar100_epochs"] or cfg["appendix_epochs"]) if c100 else cfg["appendix_epochs"],
+            "augment": cfg["appendix_augment"],
             # threads: only how fast the cells run, not part of any identity
             "threads": cfg["appendix_threads"] or cfg["threads"]}
 
 
 def data_missing(cfg: dict[str, Any], dataset: str) -> str | None:
-    """Why ``dataset``'s notebook-06 files cannot be read, or None when they are there.
-
-    Only looks for the files (no loading): a folder from ``data_dir`` /
-    ``$MVLIB_DATA`` must hold the train file and ``test.npz``. Without any
-    folder only torchvision's full train split exists, so a named train
-    subset file counts as missing.
-    """
+    """Why ``dataset``'s notebook-06 files cannot be read, or None when they are there (files only, no loading)."""
     s = cell_settings(cfg, dataset)
     try:
         folder = resolve_data_dir(dataset, cfg["data_dir"])
@@ -71,205 +82,241 @@ def data_missing(cfg: dict[str, Any], dataset: str) -> str | None:
         return str(e)
     if folder is None:
         if s["train_file"] != "train.npz":
-            return (f"no data folder (data_dir / $MVLIB_DATA) and torchvision has no {s['train_file']!r} "
-                    f"for {dataset}")
+            return (f"no data folder (data_dir / $MVLIB_DATA / the search path) and torchvision has no "
+                    f"{s['train_file']!r} for {dataset}")
         return None  # torchvision download; its own errors are clear
     absent = [n for n in (s["train_file"], "test.npz") if not (folder / n).is_file()]
     return f"{folder} lacks {', '.join(absent)}" if absent else None
 
 
-def run_cell(cfg: dict[str, Any], model: str, norm: str, dataset: str, log=print):
-    """Train (or reuse) one cell of the grid; returns ``(model, run)``.
-
-    ReActNet-A is built at the same fraction of its paper width as the
-    ResNet-18s (``relative_width``). Adaptive gradient clipping (``agc_clip``)
-    is part of the BN-Free recipe only, so only ``bnfree`` cells use it.
-    """
-    from .experiment import run_config, train_run  # experiment imports the trainer; keep this module light
-    c = run_config(cfg, **cell_settings(cfg, dataset), norm=norm, width=relative_width(model, cfg["appendix_width"]),
-                   agc_clip=cfg["agc_clip"] if norm == "bnfree" else 0.0)
-    return train_run(c, STEP, model, variant_name(norm), log=log)
-
-
-# ----------------------------------------------------------------- reading
-def _finished_runs(results_dir, step: str = STEP) -> list[dict[str, Any]]:
-    root = resolve_results_dir(results_dir) / "runs" / step
+def cells(cfg: dict[str, Any]) -> list[tuple[str, str, str, list[int]]]:
+    """``(model, norm, dataset, seeds)`` of the grid: every ``appendix_seeds`` for the CIFAR-10 cells of
+    ``appendix_seed_models``, the first seed elsewhere (the trimming is the profile's, and the tables say it)."""
     out = []
-    for mpath in sorted(root.glob("*/metrics.json")) if root.is_dir() else []:
-        m = json.loads(mpath.read_text())
-        ppath = mpath.with_name("params.json")
-        saved = json.loads(ppath.read_text()) if ppath.is_file() else {}
-        m["params"] = saved["identity"]["params"] if "identity" in saved else saved
-        m.setdefault("run_id", mpath.parent.name)
-        out.append(m)
+    for dataset in cfg["appendix_datasets"]:
+        for model in cfg["appendix_models"]:
+            many = dataset == "cifar10" and model in cfg["appendix_seed_models"]
+            seeds = list(cfg["appendix_seeds"]) if many else cfg["appendix_seeds"][:1]
+            for norm in cfg["appendix_norms"]:
+                out.append((model, norm, dataset, seeds))
     return out
 
 
-def appendix_results(results_dir="results", profile: str | None = None) -> pd.DataFrame:
-    """One row per (model, dataset, variant): our latest finished run beside the deck.
+def _cell_cfg(cfg: dict[str, Any], model: str, norm: str, dataset: str, seed: int) -> dict[str, Any]:
+    from .experiment import run_config
+    return run_config(cfg, **cell_settings(cfg, dataset), norm=norm, seed=seed,
+                      width=relative_width(model, cfg["appendix_width"]),
+                      agc_clip=cfg["appendix_agc_clip"] if norm in cfg["appendix_agc_norms"] else 0.0)
 
-    Reads ``runs/06_bn_free/*/metrics.json`` (and ``params.json``) under
-    ``results_dir``; ``profile`` keeps only that profile's runs. Where a cell
-    was run more than once (another configuration, or ``force``), the newest
-    run wins (run ids begin with their UTC start time). Columns: model,
-    dataset, variant, deck_top1, top1, delta (ours - deck), se (binomial
-    standard error of ours), test_images, train_images, width, epochs,
-    seconds, run_id. Deck cells without a run have NaN in our columns.
+
+def run_cell(cfg: dict[str, Any], model: str, norm: str, dataset: str, seed: int | None = None, log=print):
+    """Train (or reuse) one cell and seed of the grid; returns ``(model, run)``.
+
+    ReActNet-A is built at the same fraction of its paper width as the
+    ResNet-18s (``relative_width``). Adaptive gradient clipping applies to
+    the norms in ``appendix_agc_norms`` (the official scripts clip every cell).
     """
-    rows = {}
-    for m in _finished_runs(results_dir):
-        if profile is not None and m.get("profile") != profile:
-            continue
-        key = (m["model"], m["dataset"], m["variant"])
-        if key not in rows or m["run_id"] > rows[key]["run_id"]:
-            rows[key] = m
+    from .experiment import train_run  # experiment imports the trainer; keep this module light
+    seed = cfg["appendix_seeds"][0] if seed is None else seed
+    return train_run(_cell_cfg(cfg, model, norm, dataset, seed), STEP, model, variant_name(norm), log=log)
+
+
+def run_floor(cfg: dict[str, Any], model: str, dataset: str, log=print):
+    """The shortcut-only network of ``model`` (no BN, every binary branch skipped), trained like a w/o-BN cell."""
+    from .experiment import train_run
+    c = _cell_cfg(cfg, model, "none", dataset, cfg["appendix_seeds"][0])
+    return train_run(c, STEP, model, FLOOR, model_options={"shortcut_only": True}, log=log)
+
+
+def branch_ratio_rows(cfg: dict[str, Any], run, batch: int = 64) -> list[dict[str, Any]]:
+    """Per block, the binary-branch / shortcut rms ratio of a cell at initialization and after training.
+
+    Measured on the first ``batch`` validation images of the cell's data;
+    the initial model is the one the run started from (same seed, same build).
+    """
+    import torch
+
+    from ..models import build_model
+    from ..models.diagnostics import branch_ratios
+    from .experiment import load_run_model, loaders
+    p = run.params
+    c = _cell_cfg(cfg, p["model"], p["norm"], p["dataset"], p["seed"])
+    x = next(iter(loaders(c)[1]))[0][:batch]
+    torch.manual_seed(p["seed"])
+    init = build_model(p["model"], num_classes=p["num_classes"], width=p["width"], norm=p["norm"],
+                       **(p.get("model_options") or {}))
+    rows = []
+    for when, net in (("init", init), ("end", load_run_model(run))):
+        with torch.no_grad():
+            measured = branch_ratios(net.eval(), x)
+        for r in measured:
+            rows.append({"model": p["model"], "variant": run.metrics["variant"], "dataset": p["dataset"],
+                         "seed": p["seed"], "when": when, **r})
+    return rows
+
+
+# ----------------------------------------------------------------- reading
+def _runs_by_cell(rows: list[dict[str, Any]], profile: str | None) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = {}
+    for r in latest_per_seed(r for r in rows if str(r.get("step", "")).startswith(STEP[:2])):
+        if profile is None or r.get("profile") == profile:
+            out.setdefault((r["model"], r["dataset"], r["variant"]), []).append(r)
+    for key, runs in out.items():  # several configurations of one cell: the newest one's runs
+        newest = max(runs, key=lambda r: r["run_id"])["group"]
+        out[key] = [r for r in runs if r["group"] == newest]
+    return out
+
+
+def cell_interval(runs: list[dict[str, Any]]) -> Interval:
+    """Mean top-1 over the runs' seeds with its 95 % interval (one seed: 1.96 binomial s.e. of the test set)."""
+    if len(runs) == 1:
+        r = runs[0]
+        return Interval(r["top1"], math.nan, Z95 * binomial_se(r["top1"], r.get("test_images") or 1), 1)
+    return t_interval([r["top1"] for r in runs])
+
+
+def difference(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> Interval:
+    """``a - b`` in top-1: paired over common seeds (two or more), else the binomial interval of one seed each."""
+    sa, sb = by_seed(a), by_seed(b)
+    if len(set(sa) & set(sb)) >= 2:
+        return paired(sa, sb)
+    ia, ib = cell_interval(a[:1]), cell_interval(b[:1])
+    return Interval(ia.mean - ib.mean, math.nan, math.hypot(ia.half, ib.half), 1)
+
+
+def appendix_results(rows: list[dict[str, Any]], profile: str | None = None) -> pd.DataFrame:
+    """One row per (model, dataset, variant) of the deck's grid (plus our floors): deck and ours over seeds.
+
+    Columns: model, dataset, variant, deck_top1, top1 (mean over seeds), half
+    (95 % half-width, see the module docstring), seeds, delta (ours - deck),
+    test_images, train_images, width, epochs, seconds, runs (the records).
+    """
+    by_cell = _runs_by_cell(rows, profile)
     deck = deck_numbers("appendix")
+    keys = [(d.model, d.dataset, d.variant, d.top1) for d in deck.itertuples()]
+    keys += [(m, d, v, math.nan) for (m, d, v) in sorted(by_cell) if v == FLOOR]
     out = []
-    for d in deck.itertuples():
-        m = rows.pop((d.model, d.dataset, d.variant), None)
-        out.append(_row(d.model, d.dataset, d.variant, d.top1, m))
-    # runs outside the deck's grid (should not happen) are kept, not dropped silently
-    out += [_row(k[0], k[1], k[2], math.nan, m) for k, m in sorted(rows.items())]
+    for model, dataset, variant, deck_top1 in keys:
+        runs = by_cell.get((model, dataset, variant), [])
+        row = {"model": model, "dataset": dataset, "variant": variant, "deck_top1": deck_top1}
+        if runs:
+            iv = cell_interval(runs)
+            first = runs[0]
+            row.update(top1=iv.mean, half=iv.half, seeds=iv.n, delta=iv.mean - deck_top1,
+                       test_images=first.get("test_images"), train_images=first.get("train_images"),
+                       epochs=first.get("epochs"), seconds=sum(r.get("seconds") or 0 for r in runs), runs=runs)
+        else:
+            row.update(top1=math.nan, half=math.nan, seeds=0, delta=math.nan, test_images=math.nan,
+                       train_images=math.nan, epochs=math.nan, seconds=math.nan, runs=[])
+        out.append(row)
     return pd.DataFrame(out)
 
 
-def _row(model, dataset, variant, deck_top1, m) -> dict[str, Any]:
-    row = {"model": model, "dataset": dataset, "variant": variant, "deck_top1": deck_top1}
-    if m is None:
-        return {**row, "top1": math.nan, "delta": math.nan, "se": math.nan, "test_images": math.nan,
-                "train_images": math.nan, "width": math.nan, "epochs": math.nan, "seconds": math.nan,
-                "run_id": None}
-    n = m.get("test_images") or 0
-    return {**row, "top1": m["top1"], "delta": m["top1"] - deck_top1,
-            "se": binomial_se(m["top1"], n) if n else math.nan, "test_images": n or math.nan,
-            "train_images": m.get("train_images", math.nan), "width": m["params"].get("width", math.nan),
-            "epochs": m.get("epochs", math.nan), "seconds": m.get("seconds", math.nan), "run_id": m["run_id"]}
-
-
-def appendix_table(results_dir="results", profile: str | None = None,
-                   results: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The deck's appendix layout: one row per network, columns (dataset, norm, deck | ours | Δ).
-
-    Built from :func:`appendix_results` (pass ``results`` to reuse one
-    already read). Δ = ours - deck, in percentage points of top-1.
-    """
-    df = appendix_results(results_dir, profile) if results is None else results
-    models = [m for m in MODEL_LABELS if m in set(df.model)] + sorted(set(df.model) - set(MODEL_LABELS))
-    datasets = [d for d in DATASET_LABELS if d in set(df.dataset)]
-    variants = [v for v in VARIANT_LABELS if v in set(df.variant)]
-    cols = pd.MultiIndex.from_tuples([(DATASET_LABELS[d], VARIANT_LABELS[v], k) for d in datasets for v in variants
-                                      for k in ("deck", "ours", "Δ")])
-    idx = df.set_index(["model", "dataset", "variant"])
-    data = []
-    for m in models:
-        vals = []
-        for d in datasets:
-            for v in variants:
-                r = idx.loc[(m, d, v)] if (m, d, v) in idx.index else None
-                vals += [math.nan, math.nan, math.nan] if r is None else [r.deck_top1, r.top1, r.delta]
-        data.append(vals)
-    return pd.DataFrame(data, index=pd.Index([MODEL_LABELS.get(m, m) for m in models], name="network"), columns=cols)
+def appendix_table(results: pd.DataFrame) -> pd.DataFrame:
+    """The deck's appendix layout: one row per network, columns (dataset, norm, deck | ours | ± | Δ)."""
+    grid = results[results.variant.isin(VARIANT_LABELS)]
+    models = [m for m in MODEL_LABELS if m in set(grid.model)]
+    datasets = [d for d in DATASET_LABELS if d in set(grid.dataset)]
+    cols = pd.MultiIndex.from_tuples([(DATASET_LABELS[d], VARIANT_LABELS[v], k) for d in datasets
+                                      for v in VARIANT_LABELS for k in ("deck", "ours", "± 95 %", "Δ")])
+    idx = grid.set_index(["model", "dataset", "variant"])
+    data = [[x for d in datasets for v in VARIANT_LABELS
+             for x in ((idx.loc[(m, d, v)].deck_top1, idx.loc[(m, d, v)].top1, idx.loc[(m, d, v)].half,
+                        idx.loc[(m, d, v)].delta) if (m, d, v) in idx.index else (math.nan,) * 4)]
+            for m in models]
+    return pd.DataFrame(data, index=pd.Index([MODEL_LABELS[m] for m in models], name="network"), columns=cols)
 
 
 # ----------------------------------------------------------------- the pattern
 def pattern_summary(results: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, model): the top-1 lost without BN and the share BN-Free wins back, deck and ours.
+    """Per (dataset, model): the top-1 lost without BN and won back by BN-Free, deck and ours, with verdicts.
 
-    ``drop`` = BN - w/o BN (pp); ``recovered`` = (BN-Free - w/o BN) /
-    (BN - w/o BN), the fraction of the BN gap BN-Free closes (NaN when our
-    gap is within noise, where the fraction means nothing). ``*_se``: the
-    standard error of our difference (independent binomial errors), and
-    ``*_clear``: whether ours exceeds ``NOISE_Z`` of them.
+    ``drop`` = BN - w/o BN, ``gain`` = BN-Free - w/o BN (paired per seed, or
+    the one-seed binomial interval); ``floor_margin`` = w/o BN - the
+    shortcut-only floor (negative: the w/o-BN network learned nothing through
+    its branches). Verdicts say whether each is positive.
     """
     out = []
     for (dataset, model), g in results.groupby(["dataset", "model"], sort=False):
         v = g.set_index("variant")
-        # a triple with a missing run (dataset skipped, step unfinished) says nothing about the pattern
-        if not {"bn", "nobn", "bnfree"} <= set(v.index) or v.top1[["bn", "nobn", "bnfree"]].isna().any():
+        if not {"bn", "nobn", "bnfree"} <= set(v.index) or any(not v.loc[k, "runs"] for k in ("bn", "nobn", "bnfree")):
             continue
-        deck_drop = v.deck_top1["bn"] - v.deck_top1["nobn"]
-        drop = v.top1["bn"] - v.top1["nobn"]
-        drop_se = math.hypot(v.se["bn"], v.se["nobn"])
-        gain = v.top1["bnfree"] - v.top1["nobn"]
-        gain_se = math.hypot(v.se["bnfree"], v.se["nobn"])
-        drop_clear = bool(drop > NOISE_Z * drop_se)
-        out.append({"dataset": dataset, "model": model,
-                    "deck_drop": deck_drop, "drop": drop, "drop_se": drop_se, "drop_clear": drop_clear,
-                    "deck_gain": v.deck_top1["bnfree"] - v.deck_top1["nobn"], "gain": gain, "gain_se": gain_se,
-                    "gain_clear": bool(gain > NOISE_Z * gain_se),
-                    "deck_recovered": (v.deck_top1["bnfree"] - v.deck_top1["nobn"]) / deck_drop,
-                    "recovered": gain / drop if drop_clear else math.nan})
+        drop, gain = difference(v.loc["bn", "runs"], v.loc["nobn", "runs"]), difference(v.loc["bnfree", "runs"],
+                                                                                       v.loc["nobn", "runs"])
+        floor = difference(v.loc["nobn", "runs"], v.loc[FLOOR, "runs"]) if FLOOR in v.index else None
+        out.append({"dataset": dataset, "model": model, "seeds": drop.n,
+                    "deck_drop": v.deck_top1["bn"] - v.deck_top1["nobn"], "drop": drop.mean, "drop_half": drop.half,
+                    "drop_verdict": verdict(drop), "deck_gain": v.deck_top1["bnfree"] - v.deck_top1["nobn"],
+                    "gain": gain.mean, "gain_half": gain.half, "gain_verdict": verdict(gain),
+                    "floor_margin": floor.mean if floor else math.nan,
+                    "floor_half": floor.half if floor else math.nan,
+                    "per_seed_drop": {s: a - b for s, (a, b) in _common(v.loc["bn", "runs"], v.loc["nobn", "runs"])}})
     return pd.DataFrame(out)
 
 
-def _fmt_pp(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.1f} pp"
+def _common(a, b):
+    sa, sb = by_seed(a), by_seed(b)
+    return [(s, (sa[s], sb[s])) for s in sorted(set(sa) & set(sb))]
+
+
+def contrast(summary: pd.DataFrame, dataset: str, model: str, reference: str = "reactnet18") -> Interval | None:
+    """How much more ``model`` loses without BN than ``reference`` (Welch over per-seed drops; one seed: binomial)."""
+    s = summary[summary.dataset == dataset].set_index("model")
+    if model not in s.index or reference not in s.index:
+        return None
+    a, b = s.loc[model], s.loc[reference]
+    if len(a.per_seed_drop) >= 2 and len(b.per_seed_drop) >= 2:
+        return welch(list(a.per_seed_drop.values()), list(b.per_seed_drop.values()))
+    return Interval(a["drop"] - b["drop"], math.nan, math.hypot(a.drop_half, b.drop_half), 1)
+
+
+def _pp(iv_mean: float, half: float) -> str:
+    return f"{iv_mean:+.1f} ± {half:.1f} pp" if not math.isnan(half) else f"{iv_mean:+.1f} pp"
 
 
 def pattern_statement(results: pd.DataFrame) -> str:
-    """A plain statement, per dataset, of how our pattern compares with the deck's.
-
-    The deck's pattern: without BN, XNORNet-18 and Bi-RealNet-18 collapse
-    (lose 16-18 pp on CIFAR-10) while ReActNet-18 barely moves (2 pp), and
-    BN-Free wins back much of the loss. Each part is checked on our records
-    against the binomial noise of our test set, so that a difference smaller
-    than the noise is called that rather than a confirmation.
-    """
+    """Per dataset, the deck's pattern checked part by part, each part "yes", "no" or "not resolved at 95 %"."""
     summary = pattern_summary(results)
     if summary.empty:
         return "No complete BN / w/o BN / BN-Free triple in the records: nothing to compare."
     parts = []
     for dataset in [d for d in DATASET_LABELS if d in set(summary.dataset)]:
         s = summary[summary.dataset == dataset].set_index("model")
-        r = results[(results.dataset == dataset) & results.top1.notna()]
-        n = int(r.test_images.min())
-        lines = [f"{DATASET_LABELS[dataset]} ({n} test images per cell; one cell's s.e. is up to "
-                 f"{r.se.max():.1f} pp, a difference of two cells about {math.sqrt(2) * r.se.max():.1f} pp):"]
-        lines.append("  Top-1 lost without BN (BN - w/o BN), ours vs deck: " + "; ".join(
-            f"{MODEL_LABELS.get(m, m)} {_fmt_pp(row['drop'])} (deck {_fmt_pp(row['deck_drop'])})"
-            + ("" if row["drop_clear"] else ", within noise") for m, row in s.iterrows()) + ".")
-        collapse = [m for m in ("xnornet18", "birealnet18") if m in s.index]
-        verdicts = []
-        if collapse and "reactnet18" in s.index:
-            # s["drop"], not s.drop: DataFrame.drop is a method
-            drop, drop_se = s["drop"], s["drop_se"]
-            collapsed = all(s["drop_clear"][m] for m in collapse)
-            react_smaller = all(drop["reactnet18"] < drop[m] for m in collapse)
-            react_clear = all(drop[m] - drop["reactnet18"] > NOISE_Z * math.hypot(drop_se[m], drop_se["reactnet18"])
-                              for m in collapse)
-            names = " and ".join(MODEL_LABELS[m] for m in collapse)
-            if collapsed and react_clear:
-                verdicts.append(f"the deck's pattern appears: {names} lose clearly more without BN than "
-                                f"ReActNet-18 does")
-            elif react_smaller:
-                verdicts.append(f"the deck's pattern appears only weakly: {names} lose more without BN than "
-                                f"ReActNet-18, but " + ("not by more than the noise" if not react_clear else
-                                                         "not every loss is beyond the noise"))
-            else:
-                react_more = all(drop["reactnet18"] - drop[m] > NOISE_Z * math.hypot(drop_se[m], drop_se["reactnet18"])
-                                 for m in collapse)
-                verdicts.append(f"the deck's pattern does not appear: ReActNet-18 loses "
-                                + (f"clearly more without BN than {names}" if react_more else
-                                   f"as much without BN as {names} or more (the differences are within noise)"))
-        gains = [f"{MODEL_LABELS.get(m, m)} {_fmt_pp(row['gain'])}"
-                 + ("" if math.isnan(row["recovered"]) else f" = {100 * row['recovered']:.0f}% of the loss")
-                 + f" (deck {100 * row['deck_recovered']:.0f}%)" + ("" if row["gain_clear"] else ", within noise")
-                 for m, row in s.iterrows()]
-        n_clear = int(s.gain_clear.sum())
-        verdicts.append(f"BN-Free beats w/o BN clearly for {n_clear} of {len(s)} networks "
-                        f"(deck: {int((s.deck_gain > 0).sum())} of {len(s)})")
-        lines.append("  BN-Free over w/o BN: " + "; ".join(gains) + ".")
-        lines.append("  So " + "; ".join(verdicts) + ".")
+        lines = [f"**{DATASET_LABELS[dataset]}**"]
+        for m, r in s.iterrows():
+            seeds = f"{r.seeds} seeds" if r.seeds > 1 else "1 seed, test-sampling interval"
+            floor = "" if math.isnan(r.floor_margin) else (
+                f"; w/o BN vs its shortcut-only floor {_pp(r.floor_margin, r.floor_half)}"
+                + (" (at or below the floor: its binary branches learned nothing)" if r.floor_margin <= 0 else ""))
+            lines.append(f"- {MODEL_LABELS.get(m, m)} ({seeds}): loses {_pp(r['drop'], r.drop_half)} without BN "
+                         f"(deck {r.deck_drop:+.1f}) → **{r.drop_verdict}**; BN-Free wins back "
+                         f"{_pp(r.gain, r.gain_half)} (deck {r.deck_gain:+.1f}) → **{r.gain_verdict}**{floor}.")
+        contrasts = []
+        for m in COLLAPSING:
+            iv = contrast(summary, dataset, m)
+            if iv is not None:
+                contrasts.append(f"{MODEL_LABELS[m]} loses more than ReActNet-18: {_pp(iv.mean, iv.half)} → "
+                                 f"**{verdict(iv)}**")
+        if contrasts:
+            lines.append("- The deck's contrast (" + "; ".join(contrasts) + ").")
+            vs = [verdict(contrast(summary, dataset, m)) for m in COLLAPSING if contrast(summary, dataset, m)]
+            gains = list(s.gain_verdict)
+            appears = ("yes" if all(v == "yes" for v in vs) and all(g == "yes" for g in gains)
+                       else "no" if any(v == "no" for v in vs) else UNRESOLVED)
+            lines.append(f"- The deck's pattern (collapse of XNORNet-18 / Bi-RealNet-18 against ReActNet-18, and "
+                         f"BN-Free winning it back everywhere) at this scale: **{appears}**.")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
 
 def plot_appendix(results: pd.DataFrame, title: str = ""):
-    """One panel per dataset: our top-1 per network and norm (bars), the deck's as markers."""
+    """One panel per dataset: our top-1 per network and norm (bars, 95 % intervals), the deck's as markers,
+    the shortcut-only floor as a dotted line."""
     import matplotlib.pyplot as plt
     import numpy as np
-    datasets = [d for d in DATASET_LABELS if d in set(results.dataset[results.top1.notna()])] or ["cifar10"]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 3.8), squeeze=False)
+    have = results[results.top1.notna()]
+    datasets = [d for d in DATASET_LABELS if d in set(have.dataset)] or ["cifar10"]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 3.9), squeeze=False)
     models = [m for m in MODEL_LABELS if m in set(results.model)]
     x = np.arange(len(models))
     w = 0.8 / len(VARIANT_LABELS)
@@ -278,9 +325,12 @@ def plot_appendix(results: pd.DataFrame, title: str = ""):
         for i, (v, label) in enumerate(VARIANT_LABELS.items()):
             pos = x + (i - (len(VARIANT_LABELS) - 1) / 2) * w
             get = lambda col: [d[col].get((m, v), np.nan) for m in models]  # noqa: E731
-            bars = ax.bar(pos, get("top1"), w, yerr=get("se"), capsize=2, label=f"ours {label}")
+            bars = ax.bar(pos, get("top1"), w, yerr=[0 if e != e else e for e in get("half")], capsize=2,
+                          label=f"ours {label}")
             ax.scatter(pos, get("deck_top1"), marker="_", s=200, color=bars.patches[0].get_facecolor(),
                        linewidths=3, zorder=3, label=f"deck {label}")
+        floors = [d["top1"].get((m, FLOOR), np.nan) for m in models]
+        ax.hlines(floors, x - 0.4, x + 0.4, colors="k", linestyles=":", label="shortcut-only floor")
         ax.set_xticks(x, [MODEL_LABELS[m] for m in models], rotation=15)
         ax.set_ylabel("top-1 (%)")
         ax.set_ylim(0, 100)

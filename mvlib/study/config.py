@@ -164,8 +164,8 @@ SCHEMA: dict[str, Key] = {
     "teacher_epochs": Key(int, 0, "epochs of the real-valued teacher (distill=True)", "train", at_least(0)),
     "norm": Key(str, "bn", "normalization: bn, none (variant nobn: every BN removed) or bnfree (BNN - BN = ?)",
                 "train", one_of(*NORMS)),
-    "agc_clip": Key(float, 0.0, "adaptive gradient clipping factor lambda, classifier excluded; 0 = off", "train",
-                    at_least(0.0)),
+    "agc_clip": Key(float, 0.0, "adaptive gradient clipping factor lambda of a training run, classifier excluded; "
+                    "0 = off (notebook 06 sets it per cell from appendix_agc_clip)", "train", at_least(0.0)),
     # ---- the study: which runs the notebooks make --------------------------------------------------
     "models": Key(list, ["reactnet18", "birealnet18"], "models trained in notebook 01", "study",
                   nonempty(each(one_of(*MODEL_NAMES)))),
@@ -197,6 +197,20 @@ SCHEMA: dict[str, Key] = {
     "appendix_batch_size": Key(int, 0, "training batch (images) in notebook 06; 0 = batch_size", "study",
                                at_least(0)),
     "appendix_threads": Key(int, 0, "torch CPU threads in notebook 06; 0 = the threads key", "exec", at_least(0)),
+    "appendix_seeds": Key(list, [0], "training seeds of notebook 06; the first one for every cell", "study", seed_list),
+    "appendix_seed_models": Key(list, ["reactnet18", "birealnet18"], "models whose CIFAR-10 cells run on every "
+                                "appendix seed (the others on the first)", "study", each(one_of(*MODEL_NAMES))),
+    "appendix_augment": Key(bool, True, "pad-4 crop + flip in notebook 06 (off in cpu: chosen on validation)",
+                            "study"),
+    "appendix_cifar100_epochs": Key(int, 0, "training epochs of the CIFAR-100 cells; 0 = appendix_epochs", "study",
+                                    at_least(0)),
+    "appendix_val_eval_per_class": Key(int, 0, "CIFAR-10 validation images per class evaluated after each epoch "
+                                       "of a cell (curves); 0 = the whole validation split", "study", at_least(0)),
+    "appendix_agc_clip": Key(float, 0.02, "adaptive gradient clipping factor of notebook 06's cells (the BNN-BN "
+                             "scripts' 0.02); classifier excluded", "study", at_least(0.0)),
+    "appendix_agc_norms": Key(list, ["bnfree"], "norms whose cells use appendix_agc_clip; the official BNN-BN "
+                              "scripts clip every cell", "study", each(one_of(*NORMS))),
+    "appendix_floors": Key(bool, True, "train the shortcut-only floor of each model and dataset", "study"),
     # hardware cost (notebook 07)
     "hw_widths": Key(list, [16, 64], "ReActNet-18 base widths whose voter fan-ins (C_in*9) are synthesized",
                      "study", nonempty(ints_at_least(1))),

@@ -14,8 +14,10 @@ Modules:
 * :mod:`cuda_numba.cuda_kernels` - CUDA convolutions and packing (imported
   lazily: ``numba.cuda`` is only loaded when a GPU path or the simulator is used);
 * :mod:`cuda_numba.ops` - torch operators for CPU and CUDA tensors;
-* :mod:`cuda_numba.convert` - ``convert_model``: an mvlib model on bit kernels;
-* :mod:`cuda_numba.bench` - ``python -m cuda_numba.bench``;
+* :mod:`cuda_numba.convert` - ``convert_model``: an mvlib model on bit kernels, layer by layer;
+* :mod:`cuda_numba.engine` - ``compile_engine``: a binary ResNet-18 on fused block kernels
+  (:mod:`cuda_numba.engine_kernels`, :mod:`cuda_numba.simd`), bit-identical to the float model;
+* :mod:`cuda_numba.bench` - ``python -m cuda_numba.bench`` (``--network``: :mod:`cuda_numba.bench_network`);
 * :mod:`cuda_numba.gpu_check` - bit-exactness and benchmark on a real GPU
   (``--simulate`` runs it under the CUDA simulator).
 """
@@ -25,6 +27,7 @@ drop_stale_kernel_cache()  # before any njit(cache=True) function of this packag
 
 # isort: off
 from .convert import BitConv2d, bit_convs, convert_model, prediction_agreement  # noqa: E402
+from .engine import BinaryEngine, compile_engine, configure_threads  # noqa: E402
 from .cpu_kernels import (CpuWeights, conv_hmv_cpu, conv_mv_cpu, conv_popcount_cpu, pad_packed,  # noqa: E402
                           prepare_cpu_weights)
 from .layout import (WORD_BITS, n_words, pack_activations, pack_reference, unpack_activations,  # noqa: E402
@@ -33,8 +36,8 @@ from .ops import BitConvWeights, conv_hmv, conv_mv, conv_popcount, pack, unpack 
 # isort: on
 
 __all__ = [
-    "BitConv2d", "BitConvWeights", "CpuWeights", "WORD_BITS", "bit_convs", "conv_hmv", "conv_hmv_cpu",
-    "conv_mv", "conv_mv_cpu", "conv_popcount", "conv_popcount_cpu", "convert_model", "n_words", "pack",
-    "pack_activations", "pack_reference", "pad_packed", "prediction_agreement", "prepare_cpu_weights", "unpack",
-    "unpack_activations", "unpack_reference",
+    "BinaryEngine", "BitConv2d", "BitConvWeights", "CpuWeights", "WORD_BITS", "bit_convs", "compile_engine",
+    "configure_threads", "conv_hmv", "conv_hmv_cpu", "conv_mv", "conv_mv_cpu", "conv_popcount", "conv_popcount_cpu",
+    "convert_model", "n_words", "pack", "pack_activations", "pack_reference", "pad_packed", "prediction_agreement",
+    "prepare_cpu_weights", "unpack", "unpack_activations", "unpack_reference",
 ]

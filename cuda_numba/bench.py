@@ -34,6 +34,7 @@ import os
 import platform
 import re
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -381,7 +382,16 @@ def run(batches=(1, 16, 128), reps=5, threads=0, network=True, net_width=64, net
 
 
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--network" in argv:  # the whole-network engine benchmark has its own options
+        from .bench_network import main as network_main
+
+        argv.remove("--network")
+        return network_main(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--network", action="store_true",
+                   help="only the whole-network inference benchmark of the engine (cuda_numba.bench_network; "
+                        "see its --help)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 16, 128])
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="0 = all logical CPUs")

@@ -1,0 +1,395 @@
+"""Inference engine for the binary ResNet-18s: fused bit kernels end to end (CPU, Numba).
+
+``engine = BinaryEngine(model)`` compiles a trained :class:`mvlib.models.resnet18.BinaryResNet18`
+(ReActNet-18, Bi-RealNet-18, XNORNet-18; ``norm="bn"`` or ``"none"``; popcount,
+MV, HMV or BN-folded threshold voters, per layer) into a plan; ``engine(images)``
+returns the logits. Why it is fast where :func:`cuda_numba.convert_model` is
+not: the converted model calls the bit kernels per layer and leaves packing,
+``alpha * s``, BN, the residual add, RPReLU and the next sign to torch and to
+separate passes; here each binary block is *one* kernel call
+(:func:`cuda_numba.engine_kernels.block_kernel`) that reads packed bits and
+writes the float residual stream and the next layer's packed bits, with
+the epilogue applied per chunk of output pixels while its sums are in cache.
+
+One layout end to end: the residual stream is float32 NHWC (one flat
+buffer, updated in place by every block), every packed input is ``[B, H(+2), W(+2), NW]``
+uint64 (with the zero border the direct kernel path reads in place), and all
+of it is allocated once per batch size (:meth:`BinaryEngine.buffers`).
+What stays in torch is what is real-valued and not elementwise: the stem's
+3x3 convolution, the projection shortcuts' AvgPool + 1x1 convolution (their
+BN is folded into the block's epilogue), global pooling and the classifier.
+They are the float model's own modules, run on the same memory layout, so
+their outputs are bit-identical to the float model's (checked in the tests).
+
+Exactness: the integer sums are exact and every float operation of the
+epilogue is the one the float simulation performs (see
+:mod:`cuda_numba.engine_kernels`), so the residual stream, every sign and
+the logits equal the float model's bit for bit; the tests check this on random
+models of awkward widths and :func:`cuda_numba.prediction_agreement` on trained ones.
+
+Threads: Numba's ``omp`` layer with a short spin is much faster here than the
+``workqueue`` layer :mod:`mvlib.fused` selects (1.5-1.8x on 2 cores): call
+:func:`configure_threads` first thing in the process (the benchmark does).
+:class:`BinaryEngine` keeps ``model`` (its real-valued modules run the stem,
+the shortcuts and the head) and puts it in eval mode: do not train it
+afterwards; :func:`compile_engine` works on a copy.
+
+Not supported (a clear error): ``norm="bnfree"`` (weight standardization and
+branch scalings), ``binary_downsample=True`` (a binary 1x1 shortcut; use
+``convert_model``), a shortcut-only block, real weights or activations,
+other voters. ``binary_downsample="weights"`` runs (it is a torch module).
+"""
+from __future__ import annotations
+
+import time
+
+import numba
+import numpy as np
+import torch
+import torch.nn as nn
+
+from mvlib.layers import BinaryActivation, BinaryConv2d, RPReLU
+
+from .bitops import vote_plan
+from .cpu_kernels import MAX_CHUNK, CpuWeights, _chunk_size
+from .engine_kernels import (F_BITS, F_HAS_BN, F_MODE, F_OUT_PAD, F_RES_BN, F_RPRELU, F_TIE, MODE_HMV,
+                             MODE_LINEAR, MODE_MV, MODE_THRESHOLD, N_FLAGS, N_PARAMS, P_ALPHA, P_BN_A, P_BN_B,
+                             P_GAMMA, P_LNEG, P_LPOS, P_NEXT_A, P_NEXT_B, P_POL, P_RES_A, P_RES_B, P_SLOPE,
+                             P_THETA, P_ZETA, affine_fma, block_kernel, bn_terms, stem_kernel)
+from .layout import n_words
+
+
+def _f32(t) -> np.ndarray:
+    return t.detach().reshape(-1).to(torch.float32).contiguous().numpy().copy()
+
+
+def bn_affine(bn: nn.Module, channels: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(A, B)`` with ``BN(x) = fma(x, A, B)`` exactly as torch's CPU eval kernel; None for ``nn.Identity``."""
+    if isinstance(bn, nn.Identity):
+        return None
+    if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None:
+        raise ValueError(f"only BatchNorm2d with running statistics (or no norm) is supported, got {bn}")
+    w = _f32(bn.weight) if bn.weight is not None else np.ones(channels, np.float32)
+    b = _f32(bn.bias) if bn.bias is not None else np.zeros(channels, np.float32)
+    return bn_terms(w, b, _f32(bn.running_mean), _f32(bn.running_var), np.float32(bn.eps))
+
+
+def _voter_mode(conv: BinaryConv2d):
+    """(mode, fan-ins, tie code, blocks) of a binary convolution's voter."""
+    voter = conv.voter
+    name = None if voter is None else getattr(voter, "name", None)
+    if voter is None:
+        return MODE_LINEAR, np.ones(1, np.int64), 0, 1
+    if name == "mv":
+        return MODE_MV, np.ones(1, np.int64), 0, 1
+    if name == "hmv":
+        fan, blocks, tie = vote_plan(voter.fanins, voter.tie)
+        return MODE_HMV, fan, tie, blocks
+    if name == "threshold":
+        return MODE_THRESHOLD, np.ones(1, np.int64), 0, 1
+    raise TypeError(f"no engine kernel for voter {type(voter).__name__}")
+
+
+class _Block:
+    """One binary block's plan: weights in the kernels' layout, per-channel parameters, flags, shortcut."""
+
+    def __init__(self, blk, style: str):
+        conv = blk.conv
+        if type(conv).forward is not BinaryConv2d.forward or not isinstance(conv, BinaryConv2d):
+            raise TypeError(f"no engine kernel for {type(conv).__name__} (BN-Free and other variants)")
+        if not (conv.binary_weights and conv.binary_activations):
+            raise ValueError("the engine needs binary weights and activations")
+        if type(conv.act) is not BinaryActivation or conv.kernel_size != 3 or conv.padding != 1:
+            raise ValueError("the engine runs 3x3 binary convolutions with padding 1 and RSign activations")
+        if not blk.branch_enabled or blk.beta != 1.0 or blk.alpha_res != 1.0:
+            raise ValueError("shortcut-only blocks and branch scalings (bnfree) are not supported")
+        self.cin, self.cout, self.stride = conv.in_channels, conv.out_channels, conv.stride
+        self.mode, self.fanins, tie, blocks = _voter_mode(conv)
+        with torch.no_grad():
+            w_sign, alpha = conv.binary_weight()
+        self.wts = CpuWeights((w_sign.detach() >= 0).numpy().astype(np.int8) * 2 - 1, blocks)
+        # direct kernel path (taps read in place from a zero-bordered input) as in cpu_kernels._conv_kernel
+        self.in_pad = 1 if (blocks == 1 and self.cin % 64 == 0) else 0
+        co = self.cout
+        P = np.zeros((N_PARAMS, co), np.float32)
+        P[P_NEXT_A] = 1.0
+        P[P_ALPHA] = _f32(alpha)
+        flags = np.zeros(N_FLAGS, np.int64)
+        flags[F_MODE], flags[F_TIE] = self.mode, tie
+        if self.mode in (MODE_MV, MODE_HMV):  # the voter's own scale rule on +-1: exact levels
+            with torch.no_grad():
+                ones = torch.ones(1, co, 1, 1)
+                P[P_LPOS], P[P_LNEG] = _f32(conv.voter.scale(ones, alpha)), _f32(conv.voter.scale(-ones, alpha))
+        elif self.mode == MODE_THRESHOLD:
+            v = conv.voter
+            if v.theta.numel() == 0:
+                raise RuntimeError("the threshold voter needs calibration first")
+            P[P_POL], P[P_THETA], P[P_LPOS], P[P_LNEG] = (_f32(v.polarity), _f32(v.theta), _f32(v.level_pos),
+                                                          _f32(v.level_neg))
+        post = bn_affine(blk.norm, co)
+        if post is not None and self.mode == MODE_LINEAR:
+            flags[F_HAS_BN] = 1
+            P[P_BN_A], P[P_BN_B] = post
+        elif post is not None:  # a voter's output takes two values per channel: BN folded into them, exactly
+            P[P_LPOS], P[P_LNEG] = affine_fma(P[P_LPOS], *post), affine_fma(P[P_LNEG], *post)
+        self.shortcut = None
+        if blk.shortcut.body is not None:
+            pool, sc_conv, sc_bn = blk.shortcut.body
+            if isinstance(sc_conv, BinaryConv2d):
+                raise ValueError("binary 1x1 shortcut convolutions (binary_downsample=True) are not fused; "
+                                 "use cuda_numba.convert_model for such a model")
+            if not (isinstance(pool, nn.Identity) or (isinstance(pool, nn.AvgPool2d) and pool.kernel_size == 2
+                                                      and pool.stride == 2 and pool.padding == 0
+                                                      and not pool.ceil_mode)):
+                raise ValueError(f"unexpected shortcut pooling {pool}")
+            self.shortcut = (pool, sc_conv)
+            aff = bn_affine(sc_bn, co)
+            if aff is not None:
+                flags[F_RES_BN] = 1
+                P[P_RES_A], P[P_RES_B] = aff
+        if style == "reactnet":
+            if not isinstance(blk.act, RPReLU):
+                raise ValueError("a reactnet block without RPReLU")
+            flags[F_RPRELU] = 1
+            P[P_GAMMA], P[P_SLOPE], P[P_ZETA] = _f32(blk.act.shift_in), _f32(blk.act.slope), _f32(blk.act.shift_out)
+        elif not isinstance(blk.act, nn.Identity):
+            raise ValueError(f"unexpected activation {blk.act} in a {style} block")
+        self.P, self.flags = P, flags
+
+    def set_next(self, nxt: "_Block | None", pre: tuple[np.ndarray, np.ndarray] | None, shift: np.ndarray | None):
+        """What the epilogue packs: the next layer's ``sign(fma(x, A, B))`` (its shift or pre-norm), or nothing."""
+        if nxt is None:
+            self.flags[F_BITS], self.flags[F_OUT_PAD] = 0, 0
+            return
+        self.flags[F_BITS], self.flags[F_OUT_PAD] = 1, nxt.in_pad
+        _next_terms(self.P, pre, shift)
+
+
+def _next_terms(P, pre, shift):
+    if pre is not None:  # XNOR-Net: the next block's BN before its sign
+        P[P_NEXT_A], P[P_NEXT_B] = pre
+    elif shift is not None:  # ReActNet's RSign: x + b (fma(x, 1, b) is that sum, rounded once)
+        P[P_NEXT_A], P[P_NEXT_B] = 1.0, shift
+    else:
+        P[P_NEXT_A], P[P_NEXT_B] = 1.0, 0.0
+
+
+def _layout_of(t: torch.Tensor) -> str:
+    if t.is_contiguous():
+        return "nchw"
+    return "cl" if t.is_contiguous(memory_format=torch.channels_last) else "other"
+
+
+class BinaryEngine(nn.Module):
+    """A trained binary ResNet-18 compiled for inference on fused CPU bit kernels (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, torch_threads: int | None = None, sub_batch: int = 32):
+        super().__init__()
+        # larger batches run in slices of sub_batch images: the residual stream of one slice (8 MiB at
+        # width 64) stays in cache from block to block (measured +8 % at batch 128 over one slice of 128)
+        self.sub_batch = int(sub_batch)
+        # threads of the torch parts (stem conv, shortcuts, head): None = 1 below a (sub-)batch of 32, else
+        # torch's own. Small torch ops gain nothing from a second thread, and its OpenMP workers keep spinning
+        # after each op while the Numba kernel that follows wants both cores (measured on the workqueue
+        # layer: 1.9x at batch 1, 1.5x at batch 16 with one torch thread).
+        self.torch_threads = torch_threads
+        from mvlib.models.resnet18 import BinaryResNet18
+
+        if not isinstance(model, BinaryResNet18):
+            raise TypeError(f"the engine compiles mvlib's BinaryResNet18 models, got {type(model).__name__}")
+        if model.norm_kind not in ("bn", "none"):
+            raise ValueError(f"norm={model.norm_kind!r} is not supported by the engine (bn and none are)")
+        if model.downsample_kind == "binary":
+            raise ValueError("binary_downsample=True (a binary 1x1 shortcut) is not fused; use convert_model")
+        self.model = model  # the float model whose modules run the real-valued parts (and the layout probe)
+        self.style = model.style
+        blocks = list(model.blocks)
+        self.plan = [_Block(b, self.style) for b in blocks]
+        self.stem_conv = model.stem[0]
+        width = self.plan[0].cin
+        self.stem_P = np.zeros((N_PARAMS, width), np.float32)
+        self.stem_flags = np.zeros(N_FLAGS, np.int64)
+        stem_bn = bn_affine(model.stem[1], width)
+        if stem_bn is not None:
+            self.stem_flags[F_HAS_BN] = 1
+            self.stem_P[P_BN_A], self.stem_P[P_BN_B] = stem_bn
+        self.stem_flags[F_BITS], self.stem_flags[F_OUT_PAD] = 1, self.plan[0].in_pad
+        for i, blk in enumerate(blocks):  # each layer's epilogue packs the input of the next
+            pre = bn_affine(blk.pre_norm, blk.conv.in_channels)
+            shift = None if blk.conv.act.shift is None else _f32(blk.conv.act.shift)
+            if i == 0:
+                _next_terms(self.stem_P, pre, shift)
+            else:
+                self.plan[i - 1].set_next(self.plan[i], pre, shift)
+        self.plan[-1].set_next(None, None, None)
+        self._bufs: dict = {}
+        self.eval()
+
+    # ------------------------------------------------------------------
+    def buffers(self, batch: int, h: int = 32, w: int = 32) -> dict:
+        """Every array one forward at this batch size and image size needs, allocated once and kept."""
+        threads = numba.get_num_threads()
+        key = (batch, h, w, threads)
+        if key in self._bufs:
+            return self._bufs[key]
+        geo, sizes = [], []
+        for blk in self.plan:
+            ho, wo = blk.wts.out_size(h, w, blk.stride, 1)
+            bits = np.zeros((batch, h + 2 * blk.in_pad, w + 2 * blk.in_pad, n_words(blk.cin)), np.uint64)
+            base, pix_u = blk.wts.border_table(h, w, blk.stride, 1)
+            geo.append({"h": h, "w": w, "ho": ho, "wo": wo, "bits": bits, "base": base, "pix_u": pix_u,
+                        "chunk": _chunk_size(batch * ho * wo)})
+            sizes.append(batch * ho * wo * blk.cout)
+            h, w = ho, wo
+        stream = max([batch * geo[0]["h"] * geo[0]["w"] * self.plan[0].cin] + sizes)
+        k_max = max([b.wts.k for b in self.plan if b.in_pad == 0] + [1])
+        co_max = max(b.cout for b in self.plan)
+        bufs = {
+            "geo": geo, "stream": np.empty(stream, np.float32),
+            "scr_s": np.empty((threads, MAX_CHUNK * co_max), np.int32),
+            "scr_a": np.zeros((threads, MAX_CHUNK * k_max), np.uint64),
+            "scr_v": np.zeros((threads, MAX_CHUNK * n_words(co_max)), np.uint64),
+            "no_bits": np.zeros(1, np.uint64),
+            "pool_layout": self._probe_pool_layout(batch, geo[0]["h"], geo[0]["w"]),
+        }
+        self._bufs[key] = bufs
+        return bufs
+
+    @torch.no_grad()
+    def _probe_pool_layout(self, batch, h, w) -> str:
+        """The memory layout of the float model's input to global pooling (its result depends on it)."""
+        seen = []
+        handle = self.model.pool.register_forward_pre_hook(lambda m, inp: seen.append(_layout_of(inp[0])))
+        try:
+            self.model.eval()(torch.zeros(batch, self.stem_conv.in_channels, h, w))
+        finally:
+            handle.remove()
+        return seen[0]
+
+    # ------------------------------------------------------------------
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, times: dict | None = None, clock=time.perf_counter) -> torch.Tensor:
+        """Logits ``[B, classes]`` of images ``[B, C, H, W]`` (float32, CPU).
+
+        ``times`` (a dict): per-stage wall seconds are added to it
+        (``stem``, ``stem_epilogue``, ``block{i}``, ``shortcut{i}``, ``head``), read from ``clock``.
+        """
+        if x.device.type != "cpu":
+            raise ValueError("the engine runs on the CPU (the CUDA kernels are used through convert_model)")
+        sb = min(x.shape[0], self.sub_batch)
+        want = self.torch_threads or (1 if sb < 32 else torch.get_num_threads())
+        have = torch.get_num_threads()
+        if want != have:
+            torch.set_num_threads(want)
+        try:
+            if x.shape[0] <= sb:
+                feats = self._forward(x, times, clock)
+            else:
+                feats = torch.cat([self._forward(x[i: i + sb], times, clock) for i in range(0, x.shape[0], sb)])
+            # the classifier on the whole batch: torch's Linear rounds differently for a few rows than for many
+            # (MKL's small-M path), convolutions and pooling do not depend on the batch
+            t0 = clock()
+            logits = self.model.classifier(feats)
+            if times is not None:
+                times["head"] = times.get("head", 0.0) + (clock() - t0)
+            return logits
+        finally:
+            if want != have:
+                torch.set_num_threads(have)
+
+    def _forward(self, x: torch.Tensor, times: dict | None, clock) -> torch.Tensor:
+        """The pooled features ``[B, C]`` of one (sub-)batch: stem, the 16 fused blocks, global pooling."""
+        t0 = clock()
+        B, _, H, W = x.shape
+        bufs = self.buffers(B, H, W)
+        x = x.to(torch.float32).contiguous(memory_format=torch.channels_last)
+        y = self.stem_conv(x).contiguous(memory_format=torch.channels_last)  # the float model's own stem conv
+        t1 = clock()
+        xs = bufs["stream"]  # the residual stream, updated in place block after block
+        g0 = bufs["geo"][0]
+        stem_kernel(y.permute(0, 2, 3, 1).numpy().reshape(-1), self.stem_P, self.stem_flags, xs,
+                    g0["bits"].reshape(-1), B, H, W)
+        if times is not None:
+            t2 = clock()
+            times["stem"] = times.get("stem", 0.0) + (t1 - t0)
+            times["stem_epilogue"] = times.get("stem_epilogue", 0.0) + (t2 - t1)
+        for i, blk in enumerate(self.plan):
+            g = bufs["geo"][i]
+            t_a = clock()
+            out = xs[: B * g["ho"] * g["wo"] * blk.cout]
+            if blk.shortcut is None:
+                res = out  # identity: out[m, c] depends on res[m, c] only, so in place (no second stream)
+            else:  # torch's AvgPool + 1x1 conv of the stream (channels-last view); its BN is in the epilogue
+                pool, conv = blk.shortcut
+                xt = torch.from_numpy(xs[: B * g["h"] * g["w"] * blk.cin]).view(B, g["h"], g["w"], blk.cin)
+                r = conv(pool(xt.permute(0, 3, 1, 2))).contiguous(memory_format=torch.channels_last)
+                res = r.permute(0, 2, 3, 1).numpy().reshape(-1)  # the stream's old contents are dead from here
+            t_b = clock()
+            nbits = bufs["geo"][i + 1]["bits"].reshape(-1) if i + 1 < len(self.plan) else bufs["no_bits"]
+            w = blk.wts
+            block_kernel(g["bits"].reshape(-1), B, g["h"], g["w"], g["bits"].shape[3], blk.in_pad, w.panel,
+                         g["base"], g["pix_u"], w.ci, w.co, w.blocks, w.kh, w.kw, blk.stride, 1, g["ho"], g["wo"],
+                         g["chunk"], blk.fanins, blk.P, blk.flags, res, out, nbits, bufs["scr_s"], bufs["scr_a"],
+                         bufs["scr_v"])
+            if times is not None:
+                t_c = clock()
+                if blk.shortcut is not None:
+                    times[f"shortcut{i}"] = times.get(f"shortcut{i}", 0.0) + (t_b - t_a)
+                times[f"block{i}"] = times.get(f"block{i}", 0.0) + (t_c - t_b)
+        t_h = clock()
+        last, g = self.plan[-1], bufs["geo"][-1]
+        feat = torch.from_numpy(xs[: B * g["ho"] * g["wo"] * last.cout]).view(B, g["ho"], g["wo"], last.cout)
+        feat = feat.permute(0, 3, 1, 2)
+        if bufs["pool_layout"] != "cl":
+            feat = feat.contiguous()
+        pooled = self.model.pool(feat).flatten(1)
+        if times is not None:
+            times["head"] = times.get("head", 0.0) + (clock() - t_h)
+        return pooled
+
+    def binary_macs(self, h: int = 32, w: int = 32) -> int:
+        """Binary multiply-accumulates of one image's binary convolutions (the roofline's numerator)."""
+        total = 0
+        for blk in self.plan:
+            ho, wo = blk.wts.out_size(h, w, blk.stride, 1)
+            total += ho * wo * blk.cout * blk.cin * 9
+            h, w = ho, wo
+        return total
+
+    def extra_repr(self) -> str:
+        kinds = {MODE_LINEAR: "popcount", MODE_MV: "mv", MODE_HMV: "hmv", MODE_THRESHOLD: "threshold"}
+        return f"style={self.style}, voters={[kinds[b.mode] for b in self.plan]}"
+
+
+def configure_threads(spincount: int = 10_000) -> bool:
+    """Numba's OpenMP threading layer with a short spin, for this process; call before any Numba parallel kernel.
+
+    Measured on the 2-core VM (2 threads, ReActNet-18 width 64, interleaved):
+    the engine runs 1.5-1.8x faster on Numba's ``omp`` layer than on the
+    ``workqueue`` layer that :mod:`mvlib.fused` selects by default (each
+    parallel launch costs ~2 us instead of 50-140 us), and mvlib's own float
+    path gains 1.5x at batch 16-128 as well - *provided* the OpenMP workers stop
+    spinning soon after a kernel: with libgomp's default spin (300,000) they
+    compete with torch's threads and everything slows down 3-10x. Setting
+    ``GOMP_SPINCOUNT`` here, after torch has loaded its own libgomp, affects only
+    the libgomp that Numba loads at its first parallel launch. An explicit
+    ``NUMBA_THREADING_LAYER`` or ``GOMP_SPINCOUNT`` in the environment wins.
+    Returns False (and changes nothing) once a layer is running.
+    """
+    import os
+
+    from numba.np.ufunc import parallel
+
+    if getattr(parallel, "_is_initialized", False):
+        return False
+    os.environ.setdefault("GOMP_SPINCOUNT", str(int(spincount)))
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = "omp"
+    return True
+
+
+def compile_engine(model: nn.Module, torch_threads: int | None = None, sub_batch: int = 32) -> BinaryEngine:
+    """``BinaryEngine(model)`` on an eval-mode copy of ``model`` (the model itself is not modified)."""
+    import copy
+
+    return BinaryEngine(copy.deepcopy(model).eval(), torch_threads, sub_batch)

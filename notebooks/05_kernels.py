@@ -30,20 +30,13 @@
 # The GPU half (`python -m cuda_numba.gpu_check --out results/bench/gpu`) needs a CUDA card and was not run
 # here; its CUDA kernels are checked bit-exact under Numba's CUDA simulator in the tests.
 #
-# **Result (committed `cpu` run, batch 128, median over the seven 3×3 layer shapes;
-# `results/bench/cpu_intel-xeon_2t.json`).** Every kernel is bit-exact, and the trained models give 0 differing
-# predictions of 10,000 on the bit kernels. The XNOR kernel on packed inputs is **about 10×** faster than torch fp32
-# `conv2d` (9.8–10.9× in four runs on this shared machine; about 9× to 16× per shape; the 64-channel layers, where torch is least efficient, gain most),
-# **about 7.5×** including the packing of the fp32 activations; the MV kernel runs at the XNOR kernel's speed (ratio 1.0 within noise)
-# and returns 1 bit per output instead of a 16-bit count; the HMV (G = 4) at about 6×. A converted ReActNet-18
-# (width 64) gives bit-identical logits at **1.5×** the float model's images/s; the real-valued layers around
-# the binary convolutions (BN, RPReLU, shortcuts, stem) now take most of its time.
-# **The issue's 20× (kernel only) and 10× (with packing) goals are not reached, and cannot be by an
-# XOR + popcount kernel on this CPU:** the run opens with a roofline measured in the same process. The
-# micro-kernel on L1-resident data peaks at about 1.8–1.9 T binary MAC/s (XOR, VPOPCNTQ and an add per 512 binary MACs:
-# three 512-bit operations on the two vector ports), torch's fp32 matmul at about 160 GMAC/s (two FMA ports), so a
-# kernel at its peak is **11–12×** a torch convolution at its peak, and torch's convolutions of the 128- to
-# 512-channel layers run at 60–110 % of that matmul peak. Exact numbers are re-measured below each time the notebook runs (first cell of the benchmark section).
+# **Result.** Every number below is measured by this run and printed where it is computed: bit-exactness of every
+# kernel, the per-layer speed-up against torch fp32 `conv2d` (kernel only and with the packing of fp32
+# activations), the roofline that bounds it (the micro-kernel's peak on L1-resident data against torch's fp32
+# matmul peak, measured in the same process), a whole ReActNet-18 layer by layer and on the fused inference engine
+# against mvlib's float path, torch's fp32 / bf16 / int8 paths and (where installed) Larq Compute Engine, and the
+# trained models' predictions on the bit kernels against the float simulation (0 differing expected). The
+# README's kernel and engine blocks are generated from the files this notebook writes (`results/bench/`).
 
 # %%
 import json
@@ -121,17 +114,61 @@ show(layers[cols])
 display(Image(filename=result["files"]["png"]))
 
 # %% [markdown]
-# ## Whole network: ReActNet-18 (width 64) on the bit kernels
+# ## Whole network, layer by layer: ReActNet-18 (width 64) with its binary convolutions converted
 #
 # `cuda_numba.convert_model` replaces every binary 3×3 convolution by its bit-kernel twin; everything else
-# (stem, BN, RPReLU, shortcuts, classifier) is unchanged. Per-layer times come from forward hooks around each
-# binary convolution.
+# (stem, BN, RPReLU, shortcuts, classifier) stays in torch. Per-layer times come from forward hooks around each
+# binary convolution: most of the time goes to what surrounds the kernels.
 
 # %%
 net = result["network"]
 print(f"float simulation {net['float_images_per_s']:.0f} img/s, bit kernels {net['bit_images_per_s']:.0f} img/s: "
       f"{net['speedup']:.2f}x; identical logits: {net['identical_logits']}")
 show(pd.DataFrame(net["layers"]))
+
+# %% [markdown]
+# ## Whole network, fused: the inference engine (`cuda_numba.compile_engine`)
+#
+# The engine runs each binary block as one Numba call that reads packed bits and writes both the float residual
+# stream and the next layer's packed bits: α·s (or the voter's ±1 with BN folded into two levels per channel), BN,
+# residual add, RPReLU, the next layer's sign and bit packing in one pass over each output tile; no fp32
+# convolution output is materialized. Its benchmark runs in its own process (it sets Numba's OpenMP layer with a
+# short spin before any parallel kernel), interleaving the engine (popcount, MV, HMV G = 4), mvlib's float path,
+# the layer-by-layer conversion, a plain torch fp32 network, torch bf16 and int8, and Larq Compute Engine when an
+# interpreter with it is named (`engine_lce_python`); the roofline is measured in the same run. Logits of every
+# engine variant are compared with its float model's.
+
+# %%
+import subprocess
+import sys
+args = [sys.executable, "-m", "cuda_numba.bench", "--network", "--out", str(out_dir), "--threads", str(cfg["kernel_threads"])]
+args += ["--quick"] if cfg["engine_quick"] else ["--width", str(cfg["kernel_network_width"])]
+if cfg["engine_lce_python"]:
+    args += ["--lce-python", cfg["engine_lce_python"]]
+done = subprocess.run(args, capture_output=True, text=True)
+assert done.returncode == 0, done.stderr[-2000:]
+engine_files = sorted(out_dir.glob("network_*.json"), key=lambda p: p.stat().st_mtime)
+engine = json.loads(engine_files[-1].read_text())
+from cuda_numba.bench_network import summary_text
+print(summary_text(engine))
+show(pd.DataFrame(engine["summary"]).T.rename_axis("batch")[
+    ["engine_popcount", "engine_mv", "engine_hmv4", "mvlib_float", "mvlib_converted", "torch_fp32", "torch_bf16",
+     "torch_int8"] + (["lce"] if "lce" in engine["summary"][next(iter(engine["summary"]))] else [])
+    + ["engine_vs_mvlib_float", "engine_vs_best_torch", "mv_vs_popcount", "roofline_fraction"]], index=True)
+display(Image(filename=str(engine_files[-1].with_suffix(".png"))))
+
+# %% [markdown]
+# Where the engine's time goes (seconds per stage of one forward pass at each batch; "binary convs alone" is the
+# 16 layer kernels on ready packed input, so the stages' excess over it is what the fused epilogue costs).
+
+# %%
+per_batch = {}
+for b, by_engine in engine["stages_s"].items():
+    st = dict(by_engine["engine_popcount"])
+    conv_only = st.pop("conv_only", {})
+    per_batch[f"batch {b}"] = {**{k: 1e3 * v for k, v in st.items()},
+                               **{f"{k}: binary convs alone": 1e3 * v for k, v in conv_only.items()}}
+show(pd.DataFrame(per_batch).rename_axis("ms per forward (popcount engine)"), digits=3, index=True)
 
 # %% [markdown]
 # ## GPU (plan 1 on a card)

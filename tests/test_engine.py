@@ -1,6 +1,6 @@
 """The fused inference engine (issue 15): bit-identical to the float simulation.
 
-Random models (trained checkpoints are checked by ``python -m cuda_numba.engine_check``):
+Random models (trained checkpoints are checked by ``python -m mvlib.study.engine_check``):
 BN statistics and affine parameters, RSign shifts and RPReLU parameters are
 randomized so that no sign is trivial. Widths 5 and 12 give odd channel counts,
 channel counts that are not multiples of 16 or 64 (the epilogue's scalar

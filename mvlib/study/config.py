@@ -231,7 +231,7 @@ SCHEMA: dict[str, Key] = {
                             "alpha = weight scale, matched = float conv's mean |output| per channel)", "study",
                             each(one_of(*OUTPUT_SCALES))),
     "mv_surrogate_norm": Key(str, "batch_std", "voter surrogate pre-activation u = s / c: batch_std, sqrt_fanin, "
-                             "fanin (chosen on validation: tools/probe_surrogate_norm.py)", "study",
+                             "fanin (chosen on validation: tools/probe_retrain.py)", "study",
                              one_of(*SURROGATE_NORMS)),
     "mv_calib_batches": Key(int, 4, "training batches that calibrate the matched output scale", "study",
                             at_least(1)),
@@ -273,6 +273,10 @@ SCHEMA: dict[str, Key] = {
     "kernel_network_width": Key(int, 64, "width of the ReActNet-18 of the whole-network benchmark", "study",
                                 at_least(1)),
     "kernel_network_batch": Key(int, 128, "batch of the whole-network benchmark (images)", "study", at_least(1)),
+    "engine_quick": Key(bool, False, "the inference-engine benchmark in its quick form (batches 1 and 4, width 16, "
+                        "2 calls): the ci profile", "study"),
+    "engine_lce_python": Key(str, "", "an interpreter with Larq Compute Engine, measured side by side with the "
+                             "engine (cuda_numba/bench_network.py says how to make one); '' = not measured", "exec"),
     # ---- why the voter hurts (notebook 08, mvlib.study.voter_drop) ---------------------------------
     "vd_ks": Key(list, [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0], "weight scales k of experiment 1: every binary "
                  "conv's latent weights times k, its BN's mean times k and variance (and eps) times k^2, so the "

@@ -1,4 +1,4 @@
-"""The engine on the study's trained models: ``python -m cuda_numba.engine_check``.
+"""The engine on the study's trained models: ``python -m mvlib.study.engine_check``.
 
 For every finished run of the chosen steps that has a checkpoint
 (``results/runs/<step>/<run_id>``, weights in ``checkpoints/``), the run's
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from .convert import prediction_agreement
-from .engine import compile_engine, configure_threads
+from cuda_numba.convert import prediction_agreement
+from cuda_numba.engine import compile_engine, configure_threads
 
 SUBSTITUTIONS = {
     "mv": "mv", "mv-alpha": {"name": "mv", "output_scale": "alpha"},
@@ -69,8 +69,8 @@ def variants_of(model, params: dict, batches, names):
 def check_run(run_dir: Path, names, data_dir=None, limit=0, checkpoints=None, log=print) -> list[dict]:
     import dataclasses
 
-    from mvlib.study.experiment import load_run_model
-    from mvlib.study.records import run_from_dir
+    from .experiment import load_run_model
+    from .records import run_from_dir
 
     run = run_from_dir(run_dir)
     if checkpoints is not None:  # a copy of the results whose checkpoints/ lies elsewhere

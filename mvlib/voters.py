@@ -20,21 +20,14 @@ Surrogate normalization (``norm``; the backward pass only, forward values never
 depend on it). The surrogate sees ``u = s / c``: ``sqrt_fanin`` (c = sqrt(N), the
 std of s for random ±1 inputs), ``fanin`` (c = N, u in [-1, 1]) or ``batch_std``
 (c = the batch's std of s per output channel, detached, at least 1). Default
-``batch_std``, by measurements on the committed ``cpu`` baselines (width-16
-ReActNet-18 / Bi-RealNet-18, 55.2 / 49.1 % top-1; ``tools/probe_surrogate_norm.py``):
-at the start of retraining through the exact voter, ApproxSign's window |u| < 1
-held 59 / 62 % of pre-activations with ``batch_std`` against 29 / 21 % with
-``sqrt_fanin`` (the trained networks' sums are far wider than sqrt(N)) and 100 %
-with ``fanin``; the weight-gradient norm relative to the popcount network was
-1.36 / 1.23 (median over layers) with ``batch_std``, 2.09 / 1.80 with
-``sqrt_fanin`` and 0.10 / 0.09 with ``fanin`` (vanishing)
-(``results/probes/surrogate_norm.json``). The profile's own retraining (15,000
-images, one epoch, full test set; ``--retrain-per-class 1500 --test-per-class 0``
-→ ``results/probes/surrogate_norm_full.json``) ended at 50.96 / 45.50 % top-1 with
-``batch_std``, 49.44 / 45.32 with ``sqrt_fanin`` and 45.03 / 36.17 with ``fanin``
-(s.e. ~0.5 points). Why it fits: the BN after the convolution divides the popcount's
-gradient by std(s); dividing u by the same std gives the voter the step size the
-baseline was trained with.
+``batch_std``, chosen on the validation split by retraining the ``cpu``
+baselines through the exact voter with each (``python tools/probe_retrain.py
+--profile cpu``; every number, with the backward-pass diagnostics of each
+normalization, in ``results/probes/retrain_choice_cpu.json``). Why it fits: the
+BN after the convolution divides the popcount's gradient by std(s); dividing u
+by the same std gives the voter the step size the baseline was trained with,
+where sqrt(N) leaves most of a trained network's sums outside ApproxSign's
+window and N shrinks the gradient by about N.
 """
 from __future__ import annotations
 
@@ -51,7 +44,7 @@ TIE_RULES = ("pos", "neg", "first")
 OUTPUT_SCALES = ("none", "alpha", "matched")
 SURROGATE_NORMS = ("sqrt_fanin", "fanin", "batch_std")
 # The default normalization of the pre-activation the surrogate sees (u = s / c).
-# Measured choice: see "Surrogate normalization" below and results/probes/surrogate_norm.json.
+# Chosen on validation: see "Surrogate normalization" above and results/probes/retrain_choice_cpu.json.
 DEFAULT_SURROGATE_NORM = "batch_std"
 
 

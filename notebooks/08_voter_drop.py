@@ -25,12 +25,13 @@
 # (d) a genuine architectural difference reproduces or removes the deck's ordering (Bi-RealNet-18 loses more).
 #
 # **Hardware and scale.** Profile `cpu`: a 2-core CPU, within 20 minutes. Experiments 1, 2 and 5 evaluate the
-# width-16 baselines of notebook 01 (every seed; 20,000 training images, 4 epochs): the main rows on the validation
-# split and the full 10,000-image test set, the sweep over k on 1,000 validation images, the float-logit proof on
-# the whole test set (one seed per network). Experiments 3–4 cannot afford notebook 01's recipe: they train new
-# networks with one *shared* short recipe (`vd_train_*`: width 16, 8,000 images, 1 epoch; the scale points at width
-# 32 and at 3 epochs; 2 seeds each), so that each comparison differs in one factor only, and read them on 1,000
-# validation images. Profile `paper`: the shared recipe at width 32 against 64, the full schedule, 3 seeds, on a GPU.
+# width-16 baselines of notebook 01 (3 seeds; 20,000 training images, 4 epochs): the main rows on the full
+# 10,000-image test set, the sweep over k on 1,000 validation images, the float-logit proof on the whole test set and
+# the per-layer counts at k = 1/8, 1, 8 on one seed per network. Experiments 3–4 cannot afford notebook 01's
+# recipe: they train new networks with one *shared* short recipe (`vd_train_*`: width 16, 5,000 images, 1 epoch;
+# 3 seeds), whose scale points (width 32; 3 epochs) get 2 seeds, so that each comparison differs in one factor only,
+# and read them on 500 validation images. Profile `paper`: the shared recipe at width 32 against 64, the full
+# schedule, every k, 3 seeds, on a GPU.
 #
 # **Result.** Every number below comes from run records (`results/runs/08_voter_drop*`, and notebook 02's reused
 # rows); the verdict at the end — one line per factor, with its 95 % interval, or "not resolved at 95 %" — is
@@ -45,6 +46,7 @@ profile = "cpu"           # ci | cpu | paper
 seeds = None              # baselines (seeds of notebook 01) of experiments 1, 2 and 5 (None: the profile's)
 sweep_seeds = None        # baselines of the float-logit proof and the per-layer sensitivity (None: the profile's)
 vd_ks = None              # weight scales k of experiment 1, e.g. [0.125, 1.0, 8.0] (None: the profile's)
+vd_detail_ks = None       # k of the float-logit proof and the sign flips (None: the profile's)
 vd_train_seeds = None     # seeds of the reference and binary-1x1 variants (None: the profile's)
 vd_scale_seeds = None     # seeds of the wide and long points (None: the profile's)
 results_dir = None        # where run records go (None: results/)
@@ -96,14 +98,16 @@ baselines = {name: baselines_by_seed(cfg, name) for name in vd.MODELS}
 # %% [markdown]
 # ## 1 · Rescaling invariance: the float network does not fix the weight scale, the `naive` voter sees it
 #
-# Every binary convolution's latent weights × k (so α and α·s × k), the BN after it: mean × k, variance and ε × k².
-# The float network computes the same function: the proof is recorded per k (largest logit difference and differing
-# predictions on the whole validation and test splits, `sweep_seeds` baselines; k = 1 is the baseline itself).
+# Every binary convolution's latent weights × k (so α and α·s × k), the BN after it: mean × k, variance and
+# ε × k².
+# The float network computes the same function: the proof is recorded per k of `vd_detail_ks` (largest logit
+# difference and differing predictions on the whole test split and the sweep's validation images, `sweep_seeds`
+# baselines; k = 1 is the baseline itself).
 
 # %%
 with part("1 proof: rescaled float network"):
     checks = pd.DataFrame([r for name in vd.MODELS for s in cfg["sweep_seeds"]
-                           for r in vd.rescale_checks(cfg, baselines[name][s], cfg["vd_ks"])])
+                           for r in vd.rescale_checks(cfg, baselines[name][s], cfg["vd_detail_ks"])])
 save(checks, "rescale_check")
 show(checks[["model", "seed", "k", "val_images", "val_differing_predictions", "val_max_abs_logit_diff",
              "test_images", "test_differing_predictions", "test_max_abs_logit_diff", "top1"]], digits=3)
@@ -188,16 +192,17 @@ plt.show()
 # %% [markdown]
 # ## 5 · Where it breaks: per-layer sign flips after the BN against per-layer sensitivity
 #
-# For each binary convolution, on the trained network's own activations (`vd_flip_batches` validation batches, every
-# seed at k = 1, every k on the `sweep_seeds` baselines): the fraction of outputs whose sign after the BN differs
-# between BN(α·s) and BN(±1 × scale) for each convention, and how often the MV's vote differs from the BN-folded one
-# (the deviation from the MV's fixed threshold; `boundary_rms` is that threshold's distance from 0 in standard
-# deviations of s for random operands). Bars: validation top-1 lost with the voter in that layer alone (notebook
-# 02's sweep, `sweep_seeds`).
+# For each binary convolution, on the trained network's own activations (`vd_flip_batches` validation batches, the
+# `sweep_seeds` baselines at k = 1 and each k of `vd_detail_ks`): the fraction of outputs whose sign after the BN
+# differs between BN(α·s) and BN(±1 × scale) for each convention, and how often the MV's vote differs from the
+# BN-folded one (the deviation from the MV's fixed threshold; `boundary_rms` is that threshold's distance from 0 in
+# standard deviations of s for random operands). Bars: validation top-1 lost with the voter in that layer alone
+# (notebook 02's sweep, `sweep_seeds`).
 
 # %%
 with part("5 sign flips and sensitivity"):
-    flips = vd.flip_table(cfg, baselines, cfg["vd_ks"], cfg["sweep_seeds"])
+    flips = vd.flip_table(cfg, {n: {s: b[s] for s in cfg["sweep_seeds"]} for n, b in baselines.items()},
+                          sorted({1.0, *map(float, cfg["vd_detail_ks"])}))
     damage = vd.layer_damage(cfg, baselines, cfg["sweep_seeds"])
 save(flips, "flips")
 save(damage, "damage")
@@ -207,9 +212,8 @@ per_layer = (flips[flips.k == 1.0].groupby(["model", "index", "layer"], sort=Fal
 show(per_layer, digits=3)
 fig = plot_layer_flips(flips, damage, title="experiment 5: where the voter breaks (k = 1)")
 plt.show()
-by_k = flips[flips.seed.isin(cfg["sweep_seeds"])].groupby(["model", "k"])[["flip_none", "flip_alpha", "flip_matched"]].mean().unstack("model")
-display(Markdown("Mean sign-flip rate over layers at each k, `sweep_seeds` baselines (α and matched do not move "
-                 "with k):"))
+by_k = flips.groupby(["model", "k"])[["flip_none", "flip_alpha", "flip_matched"]].mean().unstack("model")
+display(Markdown("Mean sign-flip rate over layers at each k (α and matched do not move with k):"))
 show(by_k, digits=3)
 display(Markdown("\n".join(f"- {line}" for line in vd.damage_lines(flips, damage))))
 

@@ -75,8 +75,8 @@ def test_notebooks_05_07_and_report_ci(ci_results, tmp_path):
     assert "0 of 100 predictions differ" in text  # ci test subset: 100 images, bit kernels == float simulation
     assert (ci_results / "hw" / "ci" / "deck_m512.csv").is_file()
     report = nbformat.read(tmp_path / "99_report.ipynb", as_version=4)
-    shown = json.dumps([c.get("outputs", []) for c in report.cells])
-    assert "deck top1" in shown and "deck_m512" in shown and "reactnet18" in shown
+    shown = json.dumps([c.get("outputs", []) for c in report.cells], ensure_ascii=False)
+    assert "deck top1" in shown and "The deck's M512" in shown and "reactnet18" in shown
     assert "substitution costs accuracy" in shown and "± 95 %" in shown
     if metrics(ci_results, "03_mv_retraining"):  # when notebooks 02-04 ran first in this session
         assert "retrain-approx" in shown and "hmv-g4-tiepos" in shown

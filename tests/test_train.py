@@ -66,7 +66,7 @@ def test_kill9_and_resume_gives_identical_parameters(tmp_path, data_root):
     resumed = _train_cli(tmp_path / "b" / "results", data_root)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout
-    cks = [next((tmp_path / d / "checkpoints").rglob("last.pt")) for d in ("a", "b")]
+    cks = [next((tmp_path / d).rglob("last.pt")) for d in ("a", "b")]
     sa, sb = (load_checkpoint(c) for c in cks)
     assert sa["epoch"] == sb["epoch"] == 3
     for k in sa["model"]:

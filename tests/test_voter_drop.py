@@ -85,6 +85,11 @@ def test_factor_verdicts_follow_the_intervals():
                     _rows("b", "binary: naive", *unclear, **{**ref, "kind": "binary"}))
     assert dict(zip(*vd.factor_verdicts(order2)[0][["factor", "verdict"]].T.values))["b"] == \
         "removes the deck's ordering"
+    # never the deck's ordering, reversed somewhere: said so, with the count
+    order3 = _order(_rows("a", "naive, k = 1", *unclear, k=1.0), _rows("a", "naive, k = 8", *reversed_, k=8.0),
+                    _rows("a", "naive, k = 1/8", *reversed_, k=0.125))
+    assert vd.factor_verdicts(order3)[0].verdict.iloc[0] == \
+        "does not reproduce the deck's ordering (reversed in 2 of 3)"
     empty = vd.factor_verdicts(_order(_rows("a", "naive, k = 1", *deck_like, k=1.0)))[0]
     assert set(empty[empty.factor != "a"].verdict) == {"not measured in this profile"}
 
@@ -185,7 +190,7 @@ def test_two_step_and_distillation_share_the_teacher(tiny):
 
 def test_flips_and_damage(tiny):
     cfg, base = tiny
-    flips = vd.flip_table(cfg, base, [0.5, 1.0, 2.0], [0])
+    flips = vd.flip_table(cfg, base, [0.5, 1.0, 2.0])
     assert set(flips.k) == {0.5, 1.0, 2.0} and len(flips) == 3 * 2 * 16
     for col in ("flip_alpha", "flip_matched", "flip_threshold"):  # these conventions do not see k
         wide = flips.pivot_table(index=["model", "index"], columns="k", values=col)
@@ -215,7 +220,7 @@ def test_notebook_08_ci(ci_results, tmp_path):
     execute("08_voter_drop", ci_results, tmp_path)
     recs = metrics(ci_results, vd.STEP)
     variants = {m["variant"] for m in recs}
-    assert {"float-k0.125", "float-k8", "naive-k0.125", "naive-k1", "naive-k8", "threshold"} <= variants
+    assert {"float-k0.125", "naive-k0.125", "naive-k1", "naive-k8", "threshold"} <= variants
     assert all(m["val_differing_predictions"] == m["test_differing_predictions"] == 0
                for m in recs if m["variant"].startswith("float-k"))
     assert {m["variant"] for m in metrics(ci_results, vd.TRAIN_STEP)} >= {"w8-e1-real1x1", "w8-e1-binary1x1",
@@ -228,6 +233,12 @@ def test_notebook_08_ci(ci_results, tmp_path):
     shown = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert "Result (ci, 2 seeds)" in shown and "(d) A genuine architectural difference" in shown
     assert shown.count("image/png") >= 5  # one plot per experiment
+    execute("99_report", ci_results, tmp_path)  # section 6 regenerates the verdict from notebook 08's tables
+    report = json.dumps([c.get("outputs", []) for c in nbformat.read(tmp_path / "99_report.ipynb",
+                                                                     as_version=4).cells])
+    for line in vd.factor_verdicts(vd.ordering_table(pd.read_csv(ci_results / "tables"
+                                                                 / "08_voter_drop_rows_ci.csv")))[1]:
+        assert json.dumps(line)[1:-1] in report
     before = {s: len(metrics(ci_results, s)) for s in (vd.STEP, vd.TRAIN_STEP, vd.NAIVE_STEP)}
     execute("08_voter_drop", ci_results, tmp_path)  # a second run reuses every record
     assert {s: len(metrics(ci_results, s)) for s in before} == before

@@ -282,6 +282,9 @@ SCHEMA: dict[str, Key] = {
                  "conv's latent weights times k, its BN's mean times k and variance (and eps) times k^2, so the "
                  "float network is unchanged (powers of two: bit-exact)", "study",
                  nonempty(each(positive_number))),
+    "vd_detail_ks": Key(list, [0.125, 0.25, 0.5, 2.0, 4.0, 8.0], "weight scales k of the costlier per-k "
+                        "measurements: the float-logit proof on the whole test split and the per-layer sign flips "
+                        "(k = 1 always), on the sweep_seeds baselines", "study", each(positive_number)),
     "vd_sweep_val_per_class": Key(int, 0, "validation images per class of the k sweep; 0 = the whole validation "
                                   "split", "study", at_least(0)),
     "vd_threshold_levels": Key(list, ["conditional"], "output levels of the BN-folded threshold voter "

@@ -1,28 +1,21 @@
 """Why the voter hurts one network more than the other (issue 12, notebook 08): convention, architecture, scale.
 
-The deck: substituting the majority voter costs ReActNet-18 8.4 points and
-Bi-RealNet-18 58.7. The ``naive`` row puts the voter's bare ±1 into the BN
-fitted to ``alpha * s``, so its drop depends on the size of ``alpha``, i.e.
-on the scale of the latent weights, which the float network does not fix.
-Each function here is one kind of row (per network and seed, a *drop* =
-float top-1 - voter top-1 on the same split, paired per seed):
+The deck's substituted voter costs ReActNet-18 8.4 points and Bi-RealNet-18 58.7. The ``naive`` row hands the
+voter's bare ±1 to a BN fitted to ``alpha * s``, so its drop depends on the scale of the latent weights, which the
+float network does not fix. Each function is one kind of row (per network and seed, a *drop* = float top-1 -
+voter top-1 on the same split, so paired per seed), recorded through :mod:`mvlib.study.experiment`:
 
-* :func:`rescale_checks`, :func:`rescale_sweep` -- experiment 1: weights times
-  ``k`` with the BN compensating (:func:`mvlib.voter_analysis.rescale_binary_weights`):
-  the float logits are unchanged (recorded proof), the ``naive`` drop is not;
-* :func:`convention_rows` -- experiment 2: the rows that do not depend on the
-  weight scale (``naive-matched``, ``naive+recal``, ``threshold`` = the BN
-  folded into the voter's threshold) beside ``naive`` and ``naive-alpha``;
-* :func:`train_variants` + :func:`variant_rows` -- experiments 3-4: networks
-  trained with one shared recipe that differ in one factor only (binary 1x1
-  downsample, width, epochs);
-* :func:`flip_table` -- experiment 5: per layer, sign flips after the BN;
+* :func:`rescale_checks`, :func:`rescale_sweep` -- experiment 1: weights times k, the BN compensating
+  (:func:`mvlib.voter_analysis.rescale_binary_weights`): the float logits are unchanged, the naive drop is not;
+* :func:`convention_rows` -- experiment 2: rows free of the weight scale (``naive-matched``, ``naive+recal``,
+  ``threshold`` = the BN folded into the voter's threshold) beside ``naive`` and ``naive-alpha``;
+* :func:`train_variants`, :func:`variant_rows` -- experiments 3-4: networks of one shared recipe that differ in
+  one factor (binary 1x1 downsample, width, epochs);
+* :func:`flip_table`, :func:`layer_damage` -- experiment 5: per layer, sign flips after the BN and damage;
 * :func:`ordering_table`, :func:`factor_verdicts` -- the verdicts.
 
-Rows read on the test split are the 01 baselines' main rows (val + test
-recorded); the sweep and the trained variants are read on validation. The
-01 baselines' ``naive*`` rows are notebook 02's records (same function, same
-identity: reused, not recomputed).
+The 01 baselines' main rows are read on the test split (the ``naive*`` ones are notebook 02's records, reused);
+the k sweep and the trained variants on validation.
 """
 from __future__ import annotations
 
@@ -41,7 +34,7 @@ from .experiment import (data_identity, evaluate_record, load_run_model, loaders
                          run_params, train_run, with_seed)
 from .progress import say
 from .stats import UNRESOLVED, t_interval, verdict, welch
-from .voter_study import study_cfg, substitute, voter_spec
+from .voter_study import layer_sensitivity, study_cfg, substitute, voter_spec
 
 STEP, TRAIN_STEP, NAIVE_STEP = "08_voter_drop", "08_voter_drop_train", "02_naive_majority_voter"
 MODELS = ("reactnet18", "birealnet18")
@@ -57,10 +50,6 @@ def k_label(k: float) -> str:
     return f"1/{1 / k:g}" if k < 1 and float(1 / k).is_integer() else f"{k:g}"
 
 
-def _layers_tag(layers) -> str:
-    return "" if layers in (None, "3x3") else "-with1x1" if layers == "all" else f"-{layers}"
-
-
 def _row(factor, condition, ref: dict, run: records.Run, split: str, **extra) -> dict[str, Any]:
     """One per-seed drop row: the float network's and the voter's top-1 on ``split`` and their difference."""
     key = "top1" if split == "test" else "val_top1"
@@ -73,20 +62,14 @@ def _row(factor, condition, ref: dict, run: records.Run, split: str, **extra) ->
 # ---------------------------------------------------------------------------------------------- experiment 1
 @torch.no_grad()
 def _logits(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
-    model.eval()
-    out = [(model(x), y) for x, y in loader]
+    out = [(model.eval()(x), y) for x, y in loader]
     return torch.cat([o for o, _ in out]), torch.cat([y for _, y in out])
 
 
 def rescale_checks(cfg: dict, baseline: records.Run, ks, log=say) -> list[dict[str, Any]]:
-    """The proof of experiment 1: the rescaled *float* network against its baseline, on the whole test split
-    (and the validation images of the k sweep, ``vd_sweep_val_per_class``).
-
-    One record per ``k != 1`` (variant ``float-k<k>``): the largest absolute
-    logit difference and the number of differing top-1 predictions on each
-    split, and the rescaled network's own top-1. The baseline's logits are
-    computed once per call (only when some record is missing).
-    """
+    """The proof of experiment 1: the rescaled *float* network against its baseline on the whole test split and
+    the k sweep's validation images. One record per ``k != 1`` (variant ``float-k<k>``): largest absolute logit
+    difference and differing top-1 predictions per split, and its own top-1 (baseline logits computed once)."""
     c = run_config(study_cfg(cfg, baseline), val_eval_per_class=cfg["vd_sweep_val_per_class"])
     name, dev, data = baseline.params["model"], resolve_device(c), data_identity(c)
     ref: dict = {}  # the baseline's logits per split and its model, made when a record is missing
@@ -115,9 +98,8 @@ def rescale_checks(cfg: dict, baseline: records.Run, ks, log=say) -> list[dict[s
                 run.finish({"model": name, "variant": f"float-k{k:g}", "profile": c["profile"],
                             "dataset": c["dataset"], "weight_scale": k, **metrics,
                             "seconds": round(time.time() - t0, 1), "evaluation_only": True})
-                log(f"{name} seed {c['seed']} k={k_label(k)}: float logits differ by at most "
-                    f"{run.metrics['test_max_abs_logit_diff']:.2g}, {run.metrics['test_differing_predictions']} "
-                    f"test predictions differ")
+                log(f"{name} seed {c['seed']} k={k_label(k)}: test logits differ by <= "
+                    f"{metrics['test_max_abs_logit_diff']:.2g}, {metrics['test_differing_predictions']} predictions")
             out.append({**run.metrics, "k": k, "run_id": run.run_id})
     return out
 
@@ -152,18 +134,16 @@ def rescale_sweep(cfg: dict, baselines: dict, ks, log=say) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------- experiment 2
 def threshold_row(cfg: dict, step: str, baseline: records.Run, levels: str = "conditional", layers=None,
-                  val_per_class: int | None = None, log=say) -> records.Run:
-    """The BN-folded threshold voter on ``layers`` (vote = sign(BN(alpha * s)) exactly), evaluated and recorded.
-
-    Calibration (:func:`mvlib.voter_analysis.calibrate_threshold_voters`) reads
-    ``mv_calib_batches`` training batches. Validation and test, or only
-    ``val_per_class`` validation images per class when given.
-    """
-    c = study_cfg(cfg, baseline)
-    if val_per_class is not None:
-        c = run_config(c, val_eval_per_class=val_per_class)
+                  val_per_class: int | None = None, test: bool | None = None, log=say) -> records.Run:
+    """The BN-folded threshold voter on ``layers`` (vote = sign(BN(alpha * s)) exactly), evaluated and recorded:
+    :func:`mvlib.voter_analysis.calibrate_threshold_voters` on ``mv_calib_batches`` training batches; on
+    ``val_per_class`` validation images per class (None: all) and, unless ``test`` is False (default: only when
+    ``val_per_class`` is None), on the test split."""
+    c = study_cfg(cfg, baseline) if val_per_class is None else run_config(study_cfg(cfg, baseline),
+                                                                         val_eval_per_class=val_per_class)
     name, dev, spec = baseline.params["model"], resolve_device(c), {"name": "threshold"}
-    variant = "threshold" + ("" if levels == "conditional" else f"-{levels}") + _layers_tag(layers)
+    variant = ("threshold" + ("" if levels == "conditional" else f"-{levels}")
+               + ("" if layers in (None, "3x3") else "-with1x1" if layers == "all" else f"-{layers}"))
 
     def build():
         model = set_voter(load_run_model(baseline, dev), spec, layers)
@@ -172,7 +152,8 @@ def threshold_row(cfg: dict, step: str, baseline: records.Run, levels: str = "co
     params = {"source_run": baseline.run_id, "model": name, "voter": spec, "threshold_levels": levels,
               "voter_layers": layers if layers is None or isinstance(layers, str) else list(layers),
               "calib_batches": cfg["mv_calib_batches"], "recal_batches": 0}
-    return evaluate_record(c, step, build, name, variant, params, test=val_per_class is None,
+    test = val_per_class is None if test is None else test
+    return evaluate_record(c, step, build, name, variant, params, test=test,
                            log=lambda line: log(f"{name} seed {c['seed']} {variant}: {line}"))
 
 
@@ -182,7 +163,7 @@ def _convention_runs(cfg, step, base, conventions, levels, layers=None, val_per_
     for conv in conventions:
         if conv == "threshold":
             out += [(conv + ("" if lv == "conditional" else f"-{lv}"),
-                     threshold_row(cfg, STEP, base, lv, layers, val_per_class, log)) for lv in levels]
+                     threshold_row(cfg, STEP, base, lv, layers, val_per_class, log=log)) for lv in levels]
         else:
             scale, recal = CONVENTIONS[conv]
             spec = voter_spec(norm=cfg["mv_surrogate_norm"], output_scale=scale)
@@ -192,13 +173,17 @@ def _convention_runs(cfg, step, base, conventions, levels, layers=None, val_per_
 
 
 def convention_rows(cfg: dict, baselines: dict, log=say) -> pd.DataFrame:
-    """Experiment 2 on the 01 baselines (test split): notebook 02's rows (reused) and the threshold voter."""
+    """Experiment 2 on the 01 baselines, test split: notebook 02's rows (reused) and the threshold voter (its
+    validation numbers, which no verdict reads, on the k sweep's subset)."""
     conventions = [v for v in CONVENTIONS if v == "naive+recal" or CONVENTIONS[v][0] in cfg["mv_output_scales"]]
     rows = []
     for by_seed in baselines.values():
         for base in by_seed.values():
-            for conv, run in _convention_runs(cfg, NAIVE_STEP, base, conventions + ["threshold"],
-                                              cfg["vd_threshold_levels"], log=log):
+            runs = _convention_runs(cfg, NAIVE_STEP, base, conventions, [], log=log) + [
+                ("threshold" + ("" if lv == "conditional" else f"-{lv}"),
+                 threshold_row(cfg, STEP, base, lv, val_per_class=cfg["vd_sweep_val_per_class"], test=True, log=log))
+                for lv in cfg["vd_threshold_levels"]]
+            for conv, run in runs:
                 rows.append(_row("a" if conv in ("naive", "naive-alpha") else "d", f"01 baselines: {conv}",
                                  base.metrics, run, "test", convention=conv, point="01 baselines", kind="real",
                                  layers="3x3", recipe="01 baselines", width=base.params["width"],
@@ -209,9 +194,8 @@ def convention_rows(cfg: dict, baselines: dict, log=say) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------ experiments 3-4
 def recipe_cfg(cfg: dict, point: str = "reference") -> dict:
     """The shared recipe of the trained variants (``vd_train_*``) at one point: reference, wide or long."""
-    wide, long = point == "wide", point == "long"
-    return run_config(study_cfg(cfg), width=cfg["vd_wide_width"] if wide else cfg["vd_train_width"],
-                      epochs=cfg["vd_train_epochs"] * (cfg["vd_long_factor"] if long else 1),
+    return run_config(study_cfg(cfg), width=cfg["vd_wide_width" if point == "wide" else "vd_train_width"],
+                      epochs=cfg["vd_train_epochs"] * (cfg["vd_long_factor"] if point == "long" else 1),
                       train_per_class=cfg["vd_train_per_class"], val_eval_per_class=cfg["vd_train_val_per_class"])
 
 
@@ -220,12 +204,9 @@ def recipe_label(c: dict, kind: str = "real") -> str:
 
 
 def train_variant(c: dict, model_name: str, kind: str = "real", log=say) -> records.Run:
-    """One network of the shared recipe ``c`` (its seed) with a real (``kind="real"``) or binary 1x1 downsample.
-
-    Like notebook 01's baselines (two-step and distillation when ``c`` asks
-    for them; the teacher is real-valued and shared by the downsample kinds),
-    in step ``08_voter_drop_train``, evaluated on validation only.
-    """
+    """One network of the shared recipe ``c`` (its seed) with a real (``kind="real"``) or binary 1x1 downsample,
+    trained as notebook 01's baselines (two-step, distillation from a real teacher shared by the kinds, when ``c``
+    asks for them), in step ``08_voter_drop_train``, evaluated on validation only."""
     opts = {} if kind == "real" else {"binary_downsample": kind}
     variant = recipe_label(c, kind)
     kw = dict(test=False, log=lambda line: log(f"{model_name} seed {c['seed']} {variant}: {line}"))
@@ -276,16 +257,15 @@ def variant_rows(cfg: dict, trained: list[dict], log=say) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------- experiment 5
-def flip_table(cfg: dict, baselines: dict, ks, k_seeds, log=say) -> pd.DataFrame:
-    """Experiment 5: :func:`mvlib.voter_analysis.layer_sign_flips` of every baseline (k = 1) and of the
-    ``k_seeds`` baselines rescaled by each ``k``, on ``vd_flip_batches`` validation batches (only
-    ``flip_none`` may depend on ``k``)."""
+def flip_table(cfg: dict, baselines: dict, ks, log=say) -> pd.DataFrame:
+    """Experiment 5: :func:`mvlib.voter_analysis.layer_sign_flips` of each baseline rescaled by each k, on
+    ``vd_flip_batches`` validation batches (only ``flip_none`` may move with k)."""
     rows = []
     for name, by_seed in baselines.items():
         for seed, base in by_seed.items():
             c = study_cfg(cfg, base)
             val, model = loaders(c)[1], load_run_model(base, resolve_device(c))
-            for k in map(float, ks if seed in k_seeds else [1.0]):
+            for k in map(float, ks):
                 flips = layer_sign_flips(rescale_binary_weights(model, k), val, cfg["vd_flip_batches"], "all")
                 rows += [{"model": name, "seed": seed, "k": k, "index": i, **r} for i, r in enumerate(flips)]
             log(f"{name} seed {seed}: sign flips after the BN, per layer")
@@ -295,7 +275,6 @@ def flip_table(cfg: dict, baselines: dict, ks, k_seeds, log=say) -> pd.DataFrame
 def layer_damage(cfg: dict, baselines: dict, seeds, log=say) -> pd.DataFrame:
     """Per layer, the validation top-1 lost with the naive voter in that layer alone (notebook 02's sweep,
     :func:`mvlib.study.voter_study.layer_sensitivity`, on the ``seeds`` baselines and its validation subset)."""
-    from .voter_study import layer_sensitivity
     frames = []
     for by_seed in baselines.values():
         for seed in seeds:
@@ -336,25 +315,24 @@ def ordering_table(rows: pd.DataFrame) -> pd.DataFrame:
     ordering (Bi-RealNet-18 loses more: "deck's ordering"; ReActNet-18 loses more: "reversed")."""
     out = []
     for (factor, cond), g in rows.groupby(["factor", "condition"], sort=False):
-        d = {m: list(g[g["model"] == m]["drop"]) for m in MODELS}
-        if not all(d.values()):
+        per = {m: g[g["model"] == m] for m in MODELS}
+        if any(p.empty for p in per.values()):
             continue
-        ir, ib = t_interval(d["reactnet18"]), t_interval(d["birealnet18"])
-        diff = welch(d["birealnet18"], d["reactnet18"])
-        out.append({"factor": factor, "condition": cond, "split": g["split"].iloc[0],
-                    **{k: g[k].iloc[0] if k in g else None for k in CARRIED},
-                    "reactnet18 float": g[g["model"] == "reactnet18"]["baseline"].mean(), "reactnet18 drop": ir.mean,
-                    "reactnet18 ± 95 %": ir.half, "birealnet18 float": g[g["model"] == "birealnet18"]["baseline"].mean(),
-                    "birealnet18 drop": ib.mean, "birealnet18 ± 95 %": ib.half, "seeds": min(ir.n, ib.n),
-                    "difference": diff.mean, "difference ± 95 %": diff.half, "ordering": ORDERING[verdict(diff)]})
+        row = {"factor": factor, "condition": cond, "split": g["split"].iloc[0],
+               **{k: g[k].iloc[0] if k in g else None for k in CARRIED}}
+        for m, p in per.items():
+            iv = t_interval(list(p["drop"]))
+            row.update({f"{m} float": p["baseline"].mean(), f"{m} drop": iv.mean, f"{m} ± 95 %": iv.half})
+        diff = welch(list(per["birealnet18"]["drop"]), list(per["reactnet18"]["drop"]))
+        out.append({**row, "seeds": min(len(p) for p in per.values()), "difference": diff.mean,
+                    "difference ± 95 %": diff.half, "ordering": ORDERING[verdict(diff)]})
     return pd.DataFrame(out)
 
 
 def deck_difference() -> float:
     """The deck's Bi-RealNet-18 drop minus ReActNet-18's (points), from its data file."""
     d = deck_numbers("main").set_index(["model", "variant"]).top1
-    return float((d["birealnet18", "baseline"] - d["birealnet18", "naive"])
-                 - (d["reactnet18", "baseline"] - d["reactnet18", "naive"]))
+    return float(sum(s * (d[m, "baseline"] - d[m, "naive"]) for m, s in (("birealnet18", 1), ("reactnet18", -1))))
 
 
 def _fmt(r) -> str:
@@ -365,7 +343,7 @@ def _fmt(r) -> str:
 
 def _factor(ref: pd.DataFrame, treated: pd.DataFrame) -> str:
     """How the treated conditions' orderings compare with the reference condition's."""
-    ref_o, got = set(ref["ordering"]), set(treated["ordering"])
+    ref_o, got, every = set(ref["ordering"]), set(treated["ordering"]), [*ref["ordering"], *treated["ordering"]]
     if treated.empty or ref.empty:
         return "not measured in this profile"
     if "deck's ordering" in got and "deck's ordering" not in ref_o:
@@ -374,6 +352,8 @@ def _factor(ref: pd.DataFrame, treated: pd.DataFrame) -> str:
         return "removes the deck's ordering"
     if len(got | ref_o) == 1 and UNRESOLVED not in got:
         return f"does not change the ordering ({next(iter(got))} throughout)"
+    if "reversed" in every and "deck's ordering" not in every:  # never the deck's, resolved the other way somewhere
+        return f"does not reproduce the deck's ordering (reversed in {every.count('reversed')} of {len(every)})"
     return UNRESOLVED
 
 
@@ -381,12 +361,10 @@ def factor_verdicts(order: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The verdict on (a) the output-scale convention, (b) the binary downsample, (c) scale / training length,
     (d) a genuine architectural difference, with the intervals each rests on (rows of :func:`ordering_table`).
 
-    (a)-(c) compare conditions with a reference: (a) the ``naive`` row at each weight scale k against k = 1;
-    (b) the binary-1x1 variants against the real-1x1 one of the same recipe; (c) the wide and long points and
-    the 01 baselines against that recipe's reference. (d) is the scale-free rows on the 01 baselines: the
-    deck's ordering there, at 95 %, is an architectural difference. Each verdict: reproduces / removes the
-    deck's ordering, does not change it, or not resolved at 95 %.
-    """
+    (a)-(c) compare conditions with a reference: the ``naive`` row at each k against k = 1; the binary-1x1
+    variants against the real-1x1 one of the same recipe; the wide and long points and the 01 baselines against
+    that reference. (d): the deck's ordering in every scale-free row of the 01 baselines, at 95 %, is an
+    architectural difference. Verdicts: reproduces / removes the deck's ordering, no change, not resolved."""
     naive = order[order["convention"] == "naive"]
     sweep = order[order["k"].notna()]
     ref_recipe = naive[(naive["point"] == "reference") & (naive["kind"] == "real")]
@@ -415,8 +393,8 @@ def factor_verdicts(order: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     o = set(d["ordering"])
     v = ("reproduces the deck's ordering" if o == {"deck's ordering"} else "reverses the deck's ordering"
          if o == {"reversed"} else UNRESOLVED) if len(d) else "not measured in this profile"
+    detail = "".join(f" {_fmt(r)};" for _, r in d.iterrows()).rstrip(";")
     lines.append(f"**(d) A genuine architectural difference** (the rows that do not depend on the weight scale, on "
-                 f"the 01 baselines; test): {v}." + (" " + "; ".join(_fmt(r) for _, r in d.iterrows()) + "."
-                                                      if len(d) else ""))
+                 f"the 01 baselines; test): {v}." + (f"{detail}." if detail else ""))
     out.append({"factor": "d", "verdict": v, "conditions": len(d)})
     return pd.DataFrame(out), lines

@@ -87,18 +87,18 @@ def load_csv_if_present(path: Path) -> pd.DataFrame | None:
 
 
 def kernel_results(results_dir="results", profile="cpu") -> dict | None:
-    """The newest kernel benchmark JSON of this profile under ``results/bench`` (None if absent).
+    """The newest layer-kernel benchmark JSON of this profile under ``results/bench`` (None if absent).
 
     The ``ci`` profile's files carry a ``_ci`` suffix; other profiles' files do not.
     """
     bench = resolve_results_dir(results_dir) / "bench"
     files = [p for p in bench.glob("*.json") if p.stem.endswith("_ci") == (profile == "ci")]
-    if not files:
-        return None
-    path = max(files, key=lambda p: p.stat().st_mtime)
-    out = json.loads(path.read_text())
-    out["file"] = str(path)
-    return out
+    for path in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True):
+        out = json.loads(path.read_text())
+        if "layers" in out:  # the same folder holds the engine's and the training benchmarks' files
+            out["file"] = str(path)
+            return out
+    return None
 
 
 def kernel_tables(bench: dict) -> tuple[pd.DataFrame, pd.DataFrame]:

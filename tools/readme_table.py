@@ -7,7 +7,12 @@ whole (the README is rewritten atomically; text outside the blocks is kept):
 * ``pattern`` - the deck's claims with their verdicts (:func:`mvlib.study.deck_pattern.verdicts`),
 * ``timings`` - wall seconds per executed notebook (``results/notebooks/<profile>/*.done.json``),
 * ``kernels`` - the kernel benchmark's headline (``results/bench/``, as the report reads it),
-* ``train_voters`` - training-step images/s through each voter (``results/bench/train_voters_cpu.json``).
+* ``train_voters`` - training-step images/s through each voter (``results/bench/train_voters_cpu.json``),
+* ``appendix`` - the BN / w/o BN / BN-Free pattern statement (:func:`mvlib.study.appendix.pattern_statement`),
+* ``voter_drop`` - notebook 08's factor verdicts (:func:`mvlib.study.voter_drop.factor_verdicts`),
+* ``engine`` - the inference engine's network benchmark (``results/bench/network_*.json``, newest).
+
+A block whose source has not run for the profile is left as it is.
 
 Every number comes from a run record or a pipeline record: nothing is typed in.
 """
@@ -16,14 +21,20 @@ import re
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cuda_numba.bench_network import summary_text  # noqa: E402
 from mvlib.files import write_atomic  # noqa: E402
-from mvlib.study import report  # noqa: E402
+from mvlib.environment import code_hash  # noqa: E402
+from mvlib.study import appendix, report  # noqa: E402
+from mvlib.study import voter_drop as vd  # noqa: E402
 from mvlib.study.deck_pattern import main_table, verdicts  # noqa: E402
 
 STEP_NAMES = {"01": "baselines", "02": "naive voter", "03": "retraining", "04": "hierarchical voter",
-              "05": "kernels", "06": "BN-Free appendix", "07": "hardware cost", "99": "report"}
+              "05": "kernels", "06": "BN-Free appendix", "07": "hardware cost", "08": "voter drop",
+              "99": "report"}
 
 
 def markdown_table(t) -> str:
@@ -55,7 +66,7 @@ def timings_block(seconds: dict[str, float]) -> str:
 
 def kernels_block(bench: dict) -> str:
     """The kernel benchmark's headline: batch-128 medians, per-shape range, roofline, network, small batches."""
-    s, peak, net = bench["summary"]["128"], bench["peak"], bench["network"]
+    s, peak, net = bench["summary"]["128"], bench["peak"], bench.get("network")
     rows = [r for r in bench["layers"] if r["batch"] == 128]
     lo, hi = min(r["xnor_ratio"] for r in rows), max(r["xnor_ratio"] for r in rows)
     big = [r for r in rows if r["cin"] >= 128]
@@ -66,8 +77,9 @@ def kernels_block(bench: dict) -> str:
             f"the seven 3×3 shapes: XNOR + popcount **{s['xnor_ratio']:.2f}×** torch fp32 `conv2d` kernel-only "
             f"({lo:.1f}–{hi:.1f}× per shape), **{s['xnor_pack_ratio']:.1f}×** including the packing of the fp32 "
             f"activations, MV {s['mv_ratio']:.1f}× (XNOR/MV time {s['mv_vs_xnor']:.2f}), HMV G=4 {s['hmv_ratio']:.1f}×; "
-            f"a converted ReActNet-18 (width {net['width']}, batch {net['batch']}) runs at {net['speedup']:.2f}× the float "
-            f"model's images/s (identical logits: {net['identical_logits']}). The same run measures the roofline: "
+            + (f"a converted ReActNet-18 (width {net['width']}, batch {net['batch']}) runs at {net['speedup']:.2f}× the "
+               f"float model's images/s (identical logits: {net['identical_logits']}). " if net else "")
+            + f"The same run measures the roofline: "
             f"the micro-kernel peaks at {peak['binary_tmacs']:.2f} T binary MAC/s on L1-resident data (XOR + VPOPCNTQ + "
             f"add: three 512-bit operations per 512 binary MACs on two vector ports), torch's fp32 matmul at "
             f"{peak['fp32_gmacs']:.0f} GMAC/s, a ratio of **{peak['ceiling']:.1f}×**: the issue's 20× (kernel-only) and "
@@ -87,6 +99,29 @@ def train_voters_block(path: Path) -> str:
     parts = "; ".join(f"{m}: " + ", ".join(v) for m, v in per_model.items())
     return (f"  Training through the voters (retraining's step; `{path}`, {env['threads']} threads, img/s by voter): "
             f"{parts}.")
+
+
+def appendix_block(rows, profile) -> str | None:
+    res = appendix.appendix_results(rows, profile)
+    return None if res.empty else appendix.pattern_statement(res)
+
+
+def voter_drop_block(profile) -> str | None:
+    """Notebook 08's verdicts, from its rows table (records of the running code only, as the report reads them)."""
+    path = Path("results/tables") / f"08_voter_drop_rows_{profile}.csv"
+    if not path.is_file():
+        return None
+    rows = pd.read_csv(path)
+    rows = rows[rows.code_hash == code_hash()]
+    return None if rows.empty else "\n\n".join(vd.factor_verdicts(vd.ordering_table(rows))[1])
+
+
+def engine_block() -> str | None:
+    files = sorted(Path("results/bench").glob("network_*.json"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        return None
+    return f"  From `{files[-1]}`:\n\n" + "\n".join(f"  - {line}" for line in
+                                                      summary_text(json.loads(files[-1].read_text())).splitlines())
 
 
 def replace_block(text: str, name: str, body: str) -> str:
@@ -110,6 +145,10 @@ def main(profile: str = "cpu", readme: Path = Path("README.md")) -> None:
     bench = report.kernel_results("results", profile)
     if bench is not None:
         text = replace_block(text, "kernels", kernels_block(bench))
+    for name, body in (("appendix", appendix_block(rows, profile)), ("voter_drop", voter_drop_block(profile)),
+                       ("engine", engine_block())):
+        if body is not None:
+            text = replace_block(text, name, body)
     write_atomic(readme, text)
     print(f"updated {readme} from the {profile} results")
 

@@ -236,22 +236,16 @@ else:
 # networks' paired drops.
 
 # %%
-from mvlib.environment import code_hash
 from mvlib.study import voter_drop as vd
 from mvlib.study.deck import deck_numbers
 from mvlib.study.plots import plot_drop_vs_accuracy, plot_layer_flips, plot_rescale_sweep
-from mvlib.study.records import resolve_results_dir
 
 
 def vd_table(name):
-    """Notebook 08's table ``name`` for this profile, or None when it has not run."""
-    path = resolve_results_dir(cfg["results_dir"]) / "tables" / f"08_voter_drop_{name}_{cfg['profile']}.csv"
-    return pd.read_csv(path) if path.is_file() else None
+    return report.voter_drop_table(name, cfg["results_dir"], cfg["profile"])
 
 
-vd_rows = vd_table("rows")
-if vd_rows is not None:  # the records of the running code only, as in every other section
-    vd_rows = vd_rows[vd_rows.code_hash == code_hash()]
+vd_rows = vd_table("rows")  # the records of the running code only, as in every other section
 if vd_rows is None or vd_rows.empty:
     print("no notebook-08 results of this code for this profile")
 else:

@@ -21,13 +21,10 @@ import re
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cuda_numba.bench_network import summary_text  # noqa: E402
 from mvlib.files import write_atomic  # noqa: E402
-from mvlib.environment import code_hash  # noqa: E402
 from mvlib.study import appendix, report  # noqa: E402
 from mvlib.study import voter_drop as vd  # noqa: E402
 from mvlib.study.deck_pattern import main_table, verdicts  # noqa: E402
@@ -108,12 +105,8 @@ def appendix_block(rows, profile) -> str | None:
 
 def voter_drop_block(profile) -> str | None:
     """Notebook 08's verdicts, from its rows table (records of the running code only, as the report reads them)."""
-    path = Path("results/tables") / f"08_voter_drop_rows_{profile}.csv"
-    if not path.is_file():
-        return None
-    rows = pd.read_csv(path)
-    rows = rows[rows.code_hash == code_hash()]
-    return None if rows.empty else "\n\n".join(vd.factor_verdicts(vd.ordering_table(rows))[1])
+    rows = report.voter_drop_table("rows", "results", profile)
+    return None if rows is None or rows.empty else "\n\n".join(vd.factor_verdicts(vd.ordering_table(rows))[1])
 
 
 def engine_block() -> str | None:

@@ -44,14 +44,14 @@ class _ShiftedSign(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, b, name):
-        z = x + b.view(1, -1, 1, 1)
-        ctx.save_for_backward(z)
+        ctx.save_for_backward(x, b)
         ctx.name = name
-        return torch.where(z >= 0, 1.0, -1.0).to(x.dtype)
+        return fused.shifted_sign(x, b)  # numba's one pass where it applies; the same values as torch's
 
     @staticmethod
     def backward(ctx, g):
-        (z,) = ctx.saved_tensors
+        x, b = ctx.saved_tensors
+        z = x + b.view(1, -1, 1, 1)  # recomputed bit for bit: one tensor saved, as before
         gx = g * surrogate_grad(ctx.name, z)
         return gx, gx.sum((0, 2, 3)), None
 
@@ -183,10 +183,33 @@ class BinaryConv2d(nn.Module):
                 and type(act) is BinaryActivation and act.binarizer in fused.KERNEL_KINDS
                 and not act._forward_hooks and not act._forward_pre_hooks)
 
+    def int8_vote_ok(self) -> bool:
+        """Whether an evaluation-mode forward may feed the voter the int8 convolution's sums.
+
+        The same conditions as :meth:`fused_path_ok` on the activation side, a
+        voter that takes sums (:meth:`mvlib.voters.MajorityVoter.vote_sums`)
+        and has no hooks, and no gradient being recorded.
+        """
+        act, voter = self.act, self.voter
+        return (voter is not None and hasattr(voter, "vote_sums") and not torch.is_grad_enabled()
+                and self.binary_weights and self.binary_activations
+                and type(act) is BinaryActivation and act.binarizer in fused.KERNEL_KINDS
+                and not act._forward_hooks and not act._forward_pre_hooks
+                and not voter._forward_hooks and not voter._forward_pre_hooks)
+
     def forward(self, x):
         if self.fused_path_ok():
             return _FusedBinaryConv.apply(x, self.act.shift, self.latent_weight(), self.stride,
                                           self.padding, self.act.binarizer)
+        if self.int8_vote_ok():
+            w = self.latent_weight().detach()
+            alpha = w.abs().mean((1, 2, 3))
+            cl = x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
+            # exact integer sums s (alpha = 1), or None where the int8 path does not apply
+            s = cpu_fast.int8_binary_conv(x, self.act.shift, fused.weight_sign(w, cl), torch.ones_like(alpha),
+                                          self.stride, self.padding)
+            if s is not None:
+                return self.voter.vote_sums(s, alpha)
         if not (self.binary_weights and self.binary_activations):
             return self._partly_real_forward(x)
         a = self.act(x)

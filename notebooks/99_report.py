@@ -272,3 +272,16 @@ else:
     if vd_timing is not None:
         display(Markdown(f"Notebook 08's parts took {vd_timing.wall_s.sum() / 60:.1f} min wall: "
                          + ", ".join(f"{r.part} {r.wall_s:.0f} s" for r in vd_timing.itertuples()) + "."))
+
+# %% [markdown]
+# ## 7 · What the study cost: wall time of each notebook
+#
+# From the pipeline's records of the last run of each notebook (`results/notebooks/<profile>/*.done.json`);
+# the `cpu` profile's budget is 90 minutes on 2 idle cores.
+
+# %%
+timing = report.study_timing(cfg["results_dir"], cfg["profile"])
+if timing is None:
+    print("no notebook of this profile has run through the pipeline")
+else:
+    display(Markdown(report.timing_sentence(timing, budget_min=90 if cfg["profile"] == "cpu" else None)))

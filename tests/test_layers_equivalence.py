@@ -253,3 +253,34 @@ def test_model_fast_path_equals_plain_path(name, monkeypatch):
     floor = 1e-5 * max(float(p.grad.abs().max()) for p in model.parameters())
     for n, p in model.named_parameters():
         assert_sums_close(fast[n], p.grad, floor)
+
+
+# ------------------------------------------------------------------ evaluation: the voter fed by the int8 sums
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("cin,cout,hw,shift", [(6, 7, 9, True), (13, 5, 8, False), (2, 3, 5, True)])
+@pytest.mark.parametrize("scale", ["none", "alpha"])
+def test_eval_voter_on_int8_sums_equals_definition(stride, cin, cout, hw, shift, scale):
+    # even fan-ins (6*9, 2*9) make exact ties s == 0 frequent: they must vote +1 on both paths
+    from mvlib.voters import build_voter
+    torch.manual_seed(cin * 100 + stride)
+    conv = BinaryConv2d(cin, cout, 3, stride, 1, learnable_shift=shift)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn_like(conv.weight))
+        if shift:
+            conv.act.shift.copy_(torch.randn(cin) * 0.3)
+    conv.voter = build_voter("mv", output_scale=scale)
+    x = torch.randn(3, cin, hw, hw).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert conv.int8_vote_ok() and cpu_fast.int8_conv_enabled()
+        got = conv(x)
+        b = conv.act.shift.view(1, -1, 1, 1) if shift else 0.0
+        a = torch.where(x + b >= 0, 1.0, -1.0)
+        w = conv.weight
+        s = F.conv2d(a, torch.where(w >= 0, 1.0, -1.0), None, stride, 1)
+        want = torch.where(s >= 0, 1.0, -1.0)
+        if scale == "alpha":
+            want = want * w.abs().mean((1, 2, 3)).view(1, -1, 1, 1)
+    assert (s == 0).any() or cin == 13  # the tie case is exercised
+    assert torch.equal(got, want)
+    conv.voter.register_forward_hook(lambda *a: None)  # a hooked voter sees its own inputs: plain path
+    assert not conv.int8_vote_ok()

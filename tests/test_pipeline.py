@@ -84,3 +84,47 @@ def test_failed_step_names_notebook_and_cell_and_keeps_earlier_steps(tmp_path, m
     pipeline.run_pipeline("ci", overrides={"results_dir": str(results)}, log=logs.append)
     assert any("[01_ok] unchanged" in line and "skipped" in line for line in logs)
     assert (out / "02_bad.ipynb").is_file() and not (out / "02_bad.failed.ipynb").exists()
+
+
+def _timed_notebooks(nbdir, stamps, sources):
+    nbdir.mkdir()
+    for name, src in sources.items():
+        body = (f"import os, time, json\nt0 = time.time()\n{src}\n"
+                f"open({str(stamps)!r} + '/{name}.json', 'w').write(json.dumps("
+                f"[t0, time.time(), os.environ.get('OMP_NUM_THREADS')]))")
+        nb = new_notebook(cells=[new_code_cell("profile = 'ci'\nprogress = False\nresults_dir = ''"),
+                                 new_code_cell(body)])
+        nb.cells[0].metadata["tags"] = ["parameters"]
+        nb.metadata["kernelspec"] = {"name": "mvlib", "display_name": "mvlib", "language": "python"}
+        nbformat.write(nb, nbdir / f"{name}.ipynb")
+
+
+def test_parallel_steps_follow_reads_and_timing_step_runs_alone(tmp_path, monkeypatch):
+    # 01 and 06 read nothing: they overlap; 02 reads 01; 05 (timing) runs alone on every core; the report last
+    nbdir, stamps = tmp_path / "notebooks", tmp_path / "stamps"
+    stamps.mkdir()
+    _timed_notebooks(nbdir, stamps, {"01_a": "time.sleep(4)", "02_b": "time.sleep(1)", "05_t": "time.sleep(1)",
+                                     "06_c": "time.sleep(4)", "99_report": "pass"})
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", nbdir)
+    results = tmp_path / "results"
+    logs = []
+    done = pipeline.run_pipeline("ci", overrides={"results_dir": str(results)}, jobs=2, log=logs.append)
+    assert [d["step"] for d in done] == ["01_a", "02_b", "06_c", "05_t", "99_report"]
+    t = {p.stem: json.loads(p.read_text()) for p in stamps.glob("*.json")}
+    assert t["06_c"][0] < t["01_a"][1] and t["01_a"][0] < t["06_c"][1]  # ran at the same time
+    assert t["02_b"][0] >= t["01_a"][1]  # after what it reads
+    others = [v for k, v in t.items() if k != "05_t"]
+    assert all(v[1] <= t["05_t"][0] or v[0] >= t["05_t"][1] for v in others)  # alone
+    assert t["99_report"][0] >= max(v[1] for k, v in t.items() if k != "99_report")
+    assert t["01_a"][2] == str(max(1, pipeline._cores() // 2)) and t["05_t"][2] != t["01_a"][2] or pipeline._cores() < 2
+    last = json.loads((results / "notebooks" / "ci" / "pipeline_last.json").read_text())
+    assert last["jobs"] == 2 and set(last["step_seconds"]) == set(t)
+    assert all("started_utc" in d for d in done)
+    # a failing step: nothing new starts, the running ones finish, the error names it
+    nb = nbformat.read(nbdir / "02_b.ipynb", as_version=4)
+    nb.cells[1].source = "raise RuntimeError('boom')"
+    nbformat.write(nb, nbdir / "02_b.ipynb")
+    logs.clear()
+    with pytest.raises(pipeline.StepFailed, match=r"02_b"):
+        pipeline.run_pipeline("ci", overrides={"results_dir": str(results)}, jobs=2, force=True, log=logs.append)
+    assert any("boom" in line for line in logs)

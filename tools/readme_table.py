@@ -29,10 +29,6 @@ from mvlib.study import appendix, report  # noqa: E402
 from mvlib.study import voter_drop as vd  # noqa: E402
 from mvlib.study.deck_pattern import main_table, verdicts  # noqa: E402
 
-STEP_NAMES = {"01": "baselines", "02": "naive voter", "03": "retraining", "04": "hierarchical voter",
-              "05": "kernels", "06": "BN-Free appendix", "07": "hardware cost", "08": "voter drop",
-              "99": "report"}
-
 
 def markdown_table(t) -> str:
     cols = list(t.columns)
@@ -52,13 +48,8 @@ def pattern_block(claims, sentences) -> str:
     return markdown_table(t) + "\n\n" + "\n".join(f"- {s}" for s in sentences)
 
 
-def timings_block(seconds: dict[str, float]) -> str:
-    def total(prefixes):
-        return sum(s for k, s in seconds.items() if k[:2] in prefixes)
-
-    per = ", ".join(f"{k[:2]} {STEP_NAMES.get(k[:2], k)} {s:.0f} s" for k, s in seconds.items())
-    return (f"Wall time per notebook: {per}. Notebooks 01–04: **{total({'01', '02', '03', '04'}) / 60:.1f} min**; "
-            f"the whole study: {sum(seconds.values()) / 60:.1f} min (environment setup not counted).")
+def timings_block(timing: dict) -> str:
+    return report.timing_sentence(timing, budget_min=90) + " Environment setup not counted."
 
 
 def kernels_block(bench: dict) -> str:
@@ -131,7 +122,7 @@ def main(profile: str = "cpu", readme: Path = Path("README.md")) -> None:
     text = readme.read_text()
     text = replace_block(text, "results", results_block(main_t))
     text = replace_block(text, "pattern", pattern_block(claims, sentences))
-    text = replace_block(text, "timings", timings_block(report.step_seconds("results", profile)))
+    text = replace_block(text, "timings", timings_block(report.study_timing("results", profile)))
     voters_json = Path("results/bench/train_voters_cpu.json")
     if profile == "cpu" and voters_json.is_file():
         text = replace_block(text, "train_voters", train_voters_block(voters_json))

@@ -132,6 +132,9 @@ SCHEMA: dict[str, Key] = {
     "device": Key(str, "auto", "auto, cpu, cuda or cuda:N", "exec", device_name),
     "progress": Key(bool, True, "tqdm progress bars (turned off in batch runs)", "exec"),
     "threads": Key(int, 0, "torch CPU threads; 0 = leave torch's default", "exec", at_least(0)),
+    "study_jobs": Key(int, 1, "notebooks the pipeline runs at once (each on cores/jobs torch threads; the "
+                      "timing notebook 05 alone); no effect on results beyond floating-point order", "exec",
+                      at_least(1)),
     "force": Key(bool, False, "retrain / re-evaluate even where a finished run of the same identity exists", "exec"),
     "eval_batch_size": Key(int, 500, "evaluation batch (images); eval-mode results do not depend on it", "exec",
                            at_least(1)),

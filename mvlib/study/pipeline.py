@@ -18,6 +18,12 @@
   one per epoch, with elapsed time and an estimate) are shown live.
 * The report step also renders ``<results>/report.html`` (``report-<profile>.html``
   for profiles other than ``cpu``).
+* ``study_jobs`` (profile key, or ``--jobs``) > 1 runs that many notebooks at
+  once, each in its own process with ``cores / jobs`` torch threads, as soon
+  as the steps it reads (:data:`READS`) are done; the timing notebook
+  (:data:`ALONE`) waits for an idle machine and runs on every core. Small
+  binary networks use two cores poorly: two 1-thread processes process 1.8x
+  the images/s of one 2-thread process on the 2-core CPU (width 16).
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ import argparse
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -38,6 +45,13 @@ from .progress import ENV as PROGRESS_ENV
 from .records import resolve_results_dir
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+# The earlier steps whose run records each notebook reads, by number; a step not listed reads every earlier
+# step, the report reads everything. The pipeline's reuse digest and its schedule both follow this.
+# (03 reuses 02's naive rows, 04 03's exact-voter retraining, 08 02's naive rows: READS, or they would race.)
+READS = {"01": (), "02": ("01",), "03": ("01", "02"), "04": ("01", "03"), "05": ("01",), "06": (), "07": (),
+         "08": ("01", "02")}
+# Steps that time code: they run with the machine to themselves.
+ALONE = ("05",)
 KERNEL_NAME = "mvlib"  # registered by `make setup` (ipykernel install --sys-prefix --name mvlib)
 # the kernel's own INFO/WARNING lines (e.g. "running over TCP without encryption" on a local kernel) are not
 # the user's business in a batch run
@@ -53,10 +67,23 @@ def steps() -> list[str]:
     return sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
-def upstream_digest(results: Path, step: str) -> str:
-    """Digest of what ``step`` may read: the run records of earlier steps (the report: every result file)."""
+def reads(step: str, candidates: list[str] | None = None) -> list[str]:
+    """The number prefixes of the steps whose records ``step`` reads (see :data:`READS`)."""
     number = step.split("_", 1)[0]
-    files = [p for p in results.glob("runs/[0-9][0-9]_*/*/metrics.json") if p.parent.parent.name[:2] < number]
+    if number in READS and not step.endswith("report"):
+        return list(READS[number])
+    earlier = {s.split("_", 1)[0] for s in (candidates if candidates is not None else steps())}
+    return sorted(n for n in earlier if n < number)
+
+
+def upstream_digest(results: Path, step: str) -> str:
+    """Digest of what ``step`` reads: the run records of the steps it reads (the report: every result file)."""
+    number = step.split("_", 1)[0]
+    if number in READS and not step.endswith("report"):
+        read = set(READS[number])
+        files = [p for p in results.glob("runs/[0-9][0-9]_*/*/metrics.json") if p.parent.parent.name[:2] in read]
+    else:
+        files = [p for p in results.glob("runs/[0-9][0-9]_*/*/metrics.json") if p.parent.parent.name[:2] < number]
     if step.endswith("report"):
         files += [p for pat in ("tables/*.csv", "bench/*.json", "hw/*/*.csv") for p in results.glob(pat)]
     h = hashlib.sha256()
@@ -68,7 +95,7 @@ def upstream_digest(results: Path, step: str) -> str:
 def step_key(src: Path, cfg: dict) -> str:
     """Hash of the notebook's bytes, its resolved configuration and the code hash."""
     h = hashlib.sha256(src.read_bytes())
-    h.update(json.dumps({k: v for k, v in cfg.items() if k != "progress"}, sort_keys=True).encode())
+    h.update(json.dumps({k: v for k, v in cfg.items() if k not in ("progress", "study_jobs")}, sort_keys=True).encode())
     h.update(code_hash().encode())
     return h.hexdigest()[:16]
 
@@ -138,6 +165,7 @@ def run_step(step: str, profile: str, overrides: dict, out_dir: Path, force: boo
     # papermill warns about parameters a notebook does not list; every key is checked by the schema instead
     logging.getLogger("papermill").setLevel(logging.ERROR)
     t0 = time.time()
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0))
     tail.start()
     try:
         pm.execute_notebook(str(src), str(partial), parameters=params, kernel_name=KERNEL_NAME,
@@ -157,8 +185,9 @@ def run_step(step: str, profile: str, overrides: dict, out_dir: Path, force: boo
     os.replace(partial, final)
     render_html(final, out_dir / f"{step}.html")
     record = {"step": step, "hash": key, "upstream": upstream_digest(results, step), "code_hash": code_hash(),
-              "seconds": round(time.time() - t0, 1), "params": params,
-              "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+              "seconds": round(time.time() - t0, 1), "params": params, "started_utc": started,
+              "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "torch_threads": os.environ.get("OMP_NUM_THREADS", "default")}
     write_json(done, record)
     (out_dir / f"{step}.failed.ipynb").unlink(missing_ok=True)
     return record
@@ -188,10 +217,100 @@ def _clock(seconds: float) -> str:
     return f"{m}:{s:02d}"
 
 
+def _order(chosen: list[str]) -> list[str]:
+    """Schedule order: the steps in file order, the timing steps after them, the report last."""
+    def rank(step):
+        return (step.endswith("report"), step.split("_", 1)[0] in ALONE)
+    return sorted(chosen, key=rank)  # stable: file order within each group
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool, jobs: int, log) -> list[dict]:
+    """Run the steps in child processes, ``jobs`` at once, each when the steps it reads are done.
+
+    A child is this module with ``--only <step> --jobs 1``; its lines (already
+    prefixed with the step) are passed to ``log``. After a failure no new step
+    starts, the running ones finish, and the first failure is raised.
+    """
+    threads = max(1, _cores() // jobs)
+    order = _order(chosen)
+    numbers = {s: s.split("_", 1)[0] for s in chosen}
+    pending, running, finished, failures, records = list(order), {}, set(), [], {}
+    lock = threading.Lock()
+
+    def pump(step, proc):
+        for line in proc.stdout:
+            with lock:
+                log(line.rstrip("\n"))
+
+    def ready(step):
+        needs = set(reads(step, chosen)) if not step.endswith("report") else set(numbers.values()) - {numbers[step]}
+        return all(numbers[s] not in needs or s in finished for s in chosen if s != step)
+
+    def start(step):
+        alone = numbers[step] in ALONE
+        env = dict(os.environ)
+        if not alone:  # torch and numba read these at start; the timing step keeps every core
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+        cmd = [sys.executable, "-m", "mvlib.study.pipeline", "--profile", profile, "--only", step, "--jobs", "1",
+               "--overrides-json", json.dumps(overrides), "--notebook-dir", str(NOTEBOOK_DIR), "--child"]
+        if force:
+            cmd.append("--force")
+        log(f"[{step}] started ({'alone, every core' if alone else f'{threads} thread(s)'}; "
+            f"{len(running) + 1} step(s) running)")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                cwd=str(REPO_ROOT))
+        t = threading.Thread(target=pump, args=(step, proc), daemon=True)
+        t.start()
+        running[step] = (proc, t, time.time())
+
+    while pending or running:
+        if not failures:
+            for step in list(pending):
+                alone = numbers[step] in ALONE or step.endswith("report")
+                if len(running) >= jobs or (alone and running) or any(
+                        numbers[r] in ALONE or r.endswith("report") for r in running):
+                    break
+                if ready(step):
+                    pending.remove(step)
+                    start(step)
+                elif alone:
+                    break  # a step that needs the machine to itself waits in its place
+        else:
+            pending.clear()
+        time.sleep(0.5)
+        for step, (proc, t, t0) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            t.join()
+            del running[step]
+            if proc.returncode != 0:
+                failures.append(step)
+                continue
+            finished.add(step)
+            rec_path = resolve_results_dir(load_profile(profile, overrides)["results_dir"]) / "notebooks" / profile
+            records[step] = json.loads((rec_path / f"{step}.done.json").read_text())
+        if not running and pending and not failures and not any(ready(s) for s in pending):
+            raise RuntimeError(f"steps {pending} wait on steps that are not scheduled")  # a READS cycle
+    if failures:
+        raise StepFailed(f"step(s) {failures} failed (their lines above say where); finished: {sorted(finished)}")
+    return [records[s] for s in order]
+
+
 def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: bool = False,
-                 overrides: dict | None = None, log=print) -> list[dict]:
+                 overrides: dict | None = None, log=print, jobs: int | None = None, record: bool = True) -> list[dict]:
     overrides = dict(overrides or {})
     cfg = load_profile(profile, overrides)  # unknown key / wrong type / out of range: error before any work
+    jobs = cfg["study_jobs"] if jobs is None else jobs
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    overrides.pop("study_jobs", None)  # a pipeline setting, not a notebook parameter
     all_steps = steps()
     chosen = all_steps if not only else [s for s in all_steps if s in only or s.split("_", 1)[0] in only]
     unknown = set(only or []) - set(chosen) - {s.split("_", 1)[0] for s in chosen}
@@ -203,24 +322,28 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
     out_dir = results / "notebooks" / profile
     out_dir.mkdir(parents=True, exist_ok=True)
     t_all = time.time()
-    done = []
-    for i, step in enumerate(chosen, 1):
-        prev = out_dir / f"{step}.done.json"
-        took = json.loads(prev.read_text()).get("seconds") if prev.is_file() else None
-        log(f"[{i}/{len(chosen)}] {step} (profile {profile})" + (f", last run took {_clock(took)}" if took else ""))
-        t0 = time.time()
-        rec = run_step(step, profile, overrides, out_dir, force=force, log=log)
-        done.append(rec)
-        log(f"[{i}/{len(chosen)}] {step} done in {_clock(time.time() - t0)} (total {_clock(time.time() - t_all)})")
-        if step.endswith("report"):
-            report = results / ("report.html" if profile == "cpu" else f"report-{profile}.html")
-            write_atomic(report, (out_dir / f"{step}.html").read_text())
-            log(f"report: {report}")
+    if jobs > 1 and len(chosen) > 1:
+        log(f"study ({profile}): {len(chosen)} step(s), up to {jobs} at once")
+        done = _run_parallel(chosen, profile, overrides, force, jobs, log)
+    else:
+        done = []
+        for i, step in enumerate(chosen, 1):
+            prev = out_dir / f"{step}.done.json"
+            took = json.loads(prev.read_text()).get("seconds") if prev.is_file() else None
+            log(f"[{i}/{len(chosen)}] {step} (profile {profile})" + (f", last run took {_clock(took)}" if took else ""))
+            t0 = time.time()
+            done.append(run_step(step, profile, overrides, out_dir, force=force, log=log))
+            log(f"[{i}/{len(chosen)}] {step} done in {_clock(time.time() - t0)} (total {_clock(time.time() - t_all)})")
+            if step.endswith("report"):  # (in a parallel run, the report's child process does this)
+                report = results / ("report.html" if profile == "cpu" else f"report-{profile}.html")
+                write_atomic(report, (out_dir / f"{step}.html").read_text())
+                log(f"report: {report}")
     total = time.time() - t_all
-    log(f"study ({profile}): {len(chosen)} step(s) in {total / 60:.1f} min")
-    write_json(out_dir / "pipeline_last.json", {"profile": profile, "steps": [d["step"] for d in done],
-                                                 "wall_seconds": round(total, 1),
-                                                 "step_seconds": {d["step"]: d["seconds"] for d in done}})
+    if record:
+        log(f"study ({profile}): {len(chosen)} step(s) in {total / 60:.1f} min")
+        write_json(out_dir / "pipeline_last.json", {"profile": profile, "steps": [d["step"] for d in done],
+                                                     "jobs": jobs, "wall_seconds": round(total, 1),
+                                                     "step_seconds": {d["step"]: d["seconds"] for d in done}})
     return done
 
 
@@ -230,9 +353,18 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", help="run only these steps (names or number prefixes)")
     ap.add_argument("--force", action="store_true", help="re-execute steps already done, and the runs inside them")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="configuration overrides")
+    ap.add_argument("--jobs", type=int, default=None, help="notebooks at once (default: the profile's study_jobs)")
+    # how a parallel run starts its children (not for users)
+    ap.add_argument("--overrides-json", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--notebook-dir", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    global NOTEBOOK_DIR
+    if args.notebook_dir:
+        NOTEBOOK_DIR = Path(args.notebook_dir)
     try:
-        run_pipeline(args.profile, args.only, args.force, parse_cli_overrides(args.set))
+        overrides = json.loads(args.overrides_json) if args.overrides_json else parse_cli_overrides(args.set)
+        run_pipeline(args.profile, args.only, args.force, overrides, jobs=args.jobs, record=not args.child)
     except (StepFailed, KeyError, TypeError, ValueError, FileNotFoundError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 1

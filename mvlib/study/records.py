@@ -291,8 +291,9 @@ def update_summary(results_dir="results") -> Path:
     """Regenerate ``runs.csv`` (one row per run) and ``summary.csv`` (one row per group, over seeds)."""
     from .summary import summary_rows  # the aggregation lives beside the statistics
     results = resolve_results_dir(results_dir)
-    rows = all_metrics(results)
+    # read inside the lock: two steps finishing runs at once must not write each other's stale view
     with _identity_lock(results, "summary", "the summary", wait=True):
+        rows = all_metrics(results)
         _write_csv(results / "runs.csv", RUNS_COLUMNS, sorted(rows, key=lambda r: (r["step"], r["run_id"])))
         agg = summary_rows(rows)
         cols = list(dict.fromkeys(k for r in agg for k in r)) if agg else ["step"]

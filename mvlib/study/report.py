@@ -47,13 +47,47 @@ def provenance(rows: list[dict]) -> dict:
             "first": stamps[0] if stamps else None, "last": stamps[-1] if stamps else None}
 
 
-def step_seconds(results_dir="results", profile="cpu") -> dict[str, float]:
-    """Wall seconds of each executed notebook of a profile (``results/notebooks/<profile>/*.done.json``)."""
-    out = {}
-    for f in sorted((resolve_results_dir(results_dir) / "notebooks" / profile).glob("*.done.json")):
-        rec = json.loads(f.read_text())
-        out[rec["step"]] = float(rec["seconds"])
-    return out
+STEP_NAMES = {"01": "baselines", "02": "naive voter", "03": "retraining", "04": "hierarchical voter",
+              "05": "kernels", "06": "BN-Free appendix", "07": "hardware cost", "08": "voter drop",
+              "99": "report"}
+
+
+def study_timing(results_dir="results", profile="cpu") -> dict | None:
+    """The study's measured wall time from the steps' ``done.json`` records, or None when none has run.
+
+    ``wall_s`` is the span from the first step's start to the last step's end
+    (steps may overlap when the pipeline runs several at once, so it is less
+    than ``sum_s``); the report step itself is left out of both, as it is
+    still running when the report is written. ``wall_s`` is None when a
+    record predates start times.
+    """
+    import datetime as dt
+    recs = [json.loads(f.read_text()) for f in
+            sorted((resolve_results_dir(results_dir) / "notebooks" / profile).glob("*.done.json"))]
+    recs = [r for r in recs if not r["step"].endswith("report")]
+    if not recs:
+        return None
+
+    def t(stamp):
+        return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").timestamp()
+    timed = all("started_utc" in r and "finished_utc" in r for r in recs)
+    wall = (max(t(r["finished_utc"]) for r in recs) - min(t(r["started_utc"]) for r in recs)) if timed else None
+    return {"steps": {r["step"]: float(r["seconds"]) for r in recs}, "sum_s": sum(float(r["seconds"]) for r in recs),
+            "wall_s": wall, "threads": {r["step"]: r.get("torch_threads", "default") for r in recs}}
+
+
+def timing_sentence(timing: dict, budget_min: float | None = None) -> str:
+    """One line for the report and the README: per-step seconds, the study's wall time, against a budget if given."""
+    per = ", ".join(f"{k[:2]} {STEP_NAMES.get(k[:2], k)} {s:.0f} s" for k, s in timing["steps"].items())
+    if timing["wall_s"] is None:
+        return f"Wall time per notebook: {per}; the whole study {timing['sum_s'] / 60:.1f} min (one at a time)."
+    wall = timing["wall_s"] / 60
+    overlap = "; notebooks ran concurrently" if timing["wall_s"] < timing["sum_s"] - 60 else ""
+    budget = "" if budget_min is None else (
+        f": {'within' if wall <= budget_min else 'over'} the {budget_min:.0f}-minute budget")
+    return (f"Wall time per notebook: {per} (sum {timing['sum_s'] / 60:.1f} min{overlap}). The whole study took "
+            f"**{wall:.1f} min** from the first notebook's start to the last one's end (report step not "
+            f"counted){budget}.")
 
 
 def hmv_table(rows: list[dict]) -> pd.DataFrame:

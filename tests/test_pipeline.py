@@ -91,7 +91,7 @@ def _timed_notebooks(nbdir, stamps, sources):
     for name, src in sources.items():
         body = (f"import os, time, json\nt0 = time.time()\n{src}\n"
                 f"open({str(stamps)!r} + '/{name}.json', 'w').write(json.dumps("
-                f"[t0, time.time(), os.environ.get('OMP_NUM_THREADS')]))")
+                f"[t0, time.time(), os.environ.get('MVLIB_THREADS_FILE')]))")
         nb = new_notebook(cells=[new_code_cell("profile = 'ci'\nprogress = False\nresults_dir = ''"),
                                  new_code_cell(body)])
         nb.cells[0].metadata["tags"] = ["parameters"]
@@ -116,7 +116,8 @@ def test_parallel_steps_follow_reads_and_timing_step_runs_alone(tmp_path, monkey
     others = [v for k, v in t.items() if k != "05_t"]
     assert all(v[1] <= t["05_t"][0] or v[0] >= t["05_t"][1] for v in others)  # alone
     assert t["99_report"][0] >= max(v[1] for k, v in t.items() if k != "99_report")
-    assert t["01_a"][2] == str(max(1, pipeline._cores() // 2)) and t["05_t"][2] != t["01_a"][2] or pipeline._cores() < 2
+    # the notebooks beside others follow a thread budget; the timing step keeps every core
+    assert t["01_a"][2] and t["06_c"][2] and t["05_t"][2] is None
     last = json.loads((results / "notebooks" / "ci" / "pipeline_last.json").read_text())
     assert last["jobs"] == 2 and set(last["step_seconds"]) == set(t)
     assert all("started_utc" in d for d in done)

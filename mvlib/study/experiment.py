@@ -32,7 +32,7 @@ from ..train import evaluate, fit
 from ..voter_ops import set_voter
 from . import records
 from .config import check_value, scope_keys
-from .progress import say
+from .progress import pipeline_threads, say
 
 Log = Callable[[str], None]
 
@@ -45,8 +45,16 @@ def resolve_device(cfg: dict[str, Any]) -> str:
 
 
 def apply_threads(cfg: dict[str, Any]) -> None:
-    if cfg.get("threads", 0) > 0:
-        torch.set_num_threads(cfg["threads"])
+    """torch threads: the configuration's ``threads`` when > 0, else the pipeline's current budget, if any.
+
+    Called at the start of every run and after every epoch, so that a notebook
+    follows the budget while the pipeline starts and ends the notebooks beside it.
+    """
+    n = cfg.get("threads", 0) or pipeline_threads()
+    if n and torch.get_num_threads() != n:
+        if not cfg.get("threads", 0):
+            say(f"torch threads {torch.get_num_threads()} -> {n} (the pipeline's budget)")
+        torch.set_num_threads(n)
 
 
 def run_config(cfg: dict[str, Any], **overrides) -> dict[str, Any]:
@@ -187,7 +195,7 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
                    schedule=cfg["schedule"], warmup_steps=cfg["warmup_steps"], weight_decay=cfg["weight_decay"],
                    momentum=cfg["momentum"], label_smoothing=cfg["label_smoothing"],
                    teacher=teacher[0] if teacher else None, agc_clip=cfg["agc_clip"], checkpoint_path=run.checkpoint,
-                   arch=arch_of(params), device=dev, progress=cfg["progress"], on_epoch=run.write_history, log=log)
+                   arch=arch_of(params), device=dev, progress=cfg["progress"], on_epoch=lambda h: (run.write_history(h), apply_threads(cfg)), log=log)
         # the checkpoint is the truth: its history is what the record keeps (a kill may have cut history.csv)
         state = load_checkpoint(run.checkpoint)
         run.write_history(state["history"])
@@ -214,6 +222,7 @@ def evaluate_record(cfg: dict[str, Any], step: str, model: nn.Module | Callable[
     only explore (they are read on validation; the test split is for the rows
     the report shows). A finished record of the same identity is reused.
     """
+    apply_threads(cfg)
     full = run_params(cfg, **params, evaluated_on="val+test" if test else "val")
     data = data_identity(cfg)
     dev = resolve_device(cfg)

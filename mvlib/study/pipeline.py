@@ -19,11 +19,13 @@
 * The report step also renders ``<results>/report.html`` (``report-<profile>.html``
   for profiles other than ``cpu``).
 * ``study_jobs`` (profile key, or ``--jobs``) > 1 runs that many notebooks at
-  once, each in its own process with ``cores / jobs`` torch threads, as soon
-  as the steps it reads (:data:`READS`) are done; the timing notebook
-  (:data:`ALONE`) waits for an idle machine and runs on every core. Small
-  binary networks use two cores poorly: two 1-thread processes process 1.8x
-  the images/s of one 2-thread process on the 2-core CPU (width 16).
+  once, each in its own process, as soon as the steps it reads
+  (:data:`READS`) are done; the cores are split evenly among the running
+  notebooks and the split follows them (a notebook left alone gets every
+  core back at its next epoch or record: :func:`mvlib.study.experiment.apply_threads`).
+  The timing notebook (:data:`ALONE`) waits for an idle machine and runs on
+  every core. Why: two 1-thread processes train about 1.4x the images/s of one
+  2-thread process on the 2-core CPU (width 16).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,6 +45,7 @@ from ..environment import REPO_ROOT, code_hash
 from ..files import write_atomic, write_json
 from .config import load_profile, parse_cli_overrides
 from .progress import ENV as PROGRESS_ENV
+from .progress import THREADS_ENV
 from .records import resolve_results_dir
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -187,7 +191,8 @@ def run_step(step: str, profile: str, overrides: dict, out_dir: Path, force: boo
     record = {"step": step, "hash": key, "upstream": upstream_digest(results, step), "code_hash": code_hash(),
               "seconds": round(time.time() - t0, 1), "params": params, "started_utc": started,
               "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "torch_threads": os.environ.get("OMP_NUM_THREADS", "default")}
+              "torch_threads": ("shared: the pipeline's budget" if os.environ.get(THREADS_ENV)
+                                else os.environ.get("OMP_NUM_THREADS", "default"))}
     write_json(done, record)
     (out_dir / f"{step}.failed.ipynb").unlink(missing_ok=True)
     return record
@@ -238,8 +243,9 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
     prefixed with the step) are passed to ``log``. After a failure no new step
     starts, the running ones finish, and the first failure is raised.
     """
-    threads = max(1, _cores() // jobs)
+    cores = _cores()
     order = _order(chosen)
+    budget_dir = Path(tempfile.mkdtemp(prefix="mvlib-threads-"))
     numbers = {s: s.split("_", 1)[0] for s in chosen}
     pending, running, finished, failures, records = list(order), {}, set(), [], {}
     lock = threading.Lock()
@@ -253,22 +259,33 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
         needs = set(reads(step, chosen)) if not step.endswith("report") else set(numbers.values()) - {numbers[step]}
         return all(numbers[s] not in needs or s in finished for s in chosen if s != step)
 
+    def share():
+        """Every running step's torch threads: the cores split evenly (a step left alone gets them all)."""
+        n = max(1, cores // max(1, len(running)))
+        for step in running:
+            write_atomic(budget_dir / step, str(n))
+        return n
+
     def start(step):
         alone = numbers[step] in ALONE
         env = dict(os.environ)
-        if not alone:  # torch and numba read these at start; the timing step keeps every core
+        threads = max(1, cores // (len(running) + 1))
+        if not alone:  # torch reads these at start; the kernel then follows its budget file (progress.THREADS_ENV)
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+            env[THREADS_ENV] = str(budget_dir / step)
+            write_atomic(budget_dir / step, str(threads))
         cmd = [sys.executable, "-m", "mvlib.study.pipeline", "--profile", profile, "--only", step, "--jobs", "1",
                "--overrides-json", json.dumps(overrides), "--notebook-dir", str(NOTEBOOK_DIR), "--child"]
         if force:
             cmd.append("--force")
-        log(f"[{step}] started ({'alone, every core' if alone else f'{threads} thread(s)'}; "
+        log(f"[{step}] started ({'alone, every core' if alone else f'{threads} thread(s) now'}; "
             f"{len(running) + 1} step(s) running)")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                 cwd=str(REPO_ROOT))
         t = threading.Thread(target=pump, args=(step, proc), daemon=True)
         t.start()
         running[step] = (proc, t, time.time())
+        share()
 
     while pending or running:
         if not failures:
@@ -290,6 +307,7 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
                 continue
             t.join()
             del running[step]
+            share()
             if proc.returncode != 0:
                 failures.append(step)
                 continue
@@ -298,6 +316,7 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
             records[step] = json.loads((rec_path / f"{step}.done.json").read_text())
         if not running and pending and not failures and not any(ready(s) for s in pending):
             raise RuntimeError(f"steps {pending} wait on steps that are not scheduled")  # a READS cycle
+    shutil.rmtree(budget_dir, ignore_errors=True)
     if failures:
         raise StepFailed(f"step(s) {failures} failed (their lines above say where); finished: {sorted(finished)}")
     return [records[s] for s in order]

@@ -11,6 +11,21 @@ import os
 import time
 
 ENV = "MVLIB_PROGRESS_FILE"
+# A file holding the torch threads the pipeline gives this notebook now: when it runs several notebooks at
+# once, a notebook left alone gets every core, and gives them back when another one starts.
+THREADS_ENV = "MVLIB_THREADS_FILE"
+
+
+def pipeline_threads() -> int | None:
+    """The torch threads the pipeline's budget gives this notebook now, or None (no budget: torch's default)."""
+    path = os.environ.get(THREADS_ENV)
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            return max(1, int(f.read().strip()))
+    except (OSError, ValueError):  # not written yet, or mid-replace: keep the current threads
+        return None
 
 
 def say(line: str) -> None:

@@ -22,7 +22,7 @@
   once, each in its own process, as soon as the steps it reads
   (:data:`READS`) are done; the cores are split evenly among the running
   notebooks and the split follows them (a notebook left alone gets every
-  core back at its next epoch or record: :func:`mvlib.study.experiment.apply_threads`).
+  core back at its next epoch or record: :func:`mvlib.study.experiment.apply_process_settings`).
   The timing notebook (:data:`ALONE`) waits for an idle machine and runs on
   every core. Why: two 1-thread processes train about 1.4x the images/s of one
   2-thread process on the 2-core CPU (width 16).

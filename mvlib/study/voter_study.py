@@ -30,8 +30,8 @@ import pandas as pd
 from ..voter_ops import calibrate_matched_scale, recalibrate_bn, set_voter, voter_disagreement
 from ..voters import DEFAULT_SURROGATE_NORM, normalize_fanins
 from . import records
-from .experiment import (apply_threads, evaluate_record, load_run_model, loaders, resolve_device, run_config,
-                         train_run, with_seed)
+from .experiment import (apply_process_settings, evaluate_record, load_run_model, loaders, resolve_device,
+                         run_config, train_run, with_seed)
 from .progress import say
 
 ESTIMATOR_TAGS = {"approxsign": "approx", "ste": "ste"}
@@ -104,7 +104,7 @@ def substitute(cfg: dict[str, Any], step: str, baseline: records.Run, spec: dict
     class only.
     """
     c = _sweep_cfg(cfg, baseline, sweep_val_per_class)
-    apply_threads(c)
+    apply_process_settings(c)
     model_name = baseline.params["model"]
     variant = variant or variant_name(spec, naive_suffix(spec.get("output_scale", "none"), recal))
     params = {"source_run": baseline.run_id, "model": model_name, "voter": spec,
@@ -122,7 +122,7 @@ def layer_sensitivity(cfg: dict[str, Any], baseline: records.Run, spec: dict[str
     from ..layers import binary_convs
     from ..train import evaluate
     c = _sweep_cfg(cfg, baseline, val_per_class)
-    apply_threads(c)
+    apply_process_settings(c)
     dev = resolve_device(c)
     train_loader, val_loader, _, _ = loaders(c)
     model = load_run_model(baseline, dev)
@@ -174,7 +174,7 @@ def disagreement_table(cfg: dict[str, Any], baseline: records.Run, groups: Seque
     validation images (the first ``batches`` batches of the ``val_per_class`` subset).
     """
     c = _sweep_cfg(cfg, baseline, val_per_class)
-    apply_threads(c)
+    apply_process_settings(c)
     _, val_loader, _, _ = loaders(c)
     model = load_run_model(baseline, resolve_device(c))
     rows = []

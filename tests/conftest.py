@@ -27,3 +27,23 @@ def data_root():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_notebooks():
+    """``tiny_notebooks(nbdir, {name: source})``: notebooks for pipeline tests (see :func:`write_tiny_notebooks`)."""
+    return write_tiny_notebooks
+
+
+def write_tiny_notebooks(nbdir: Path, sources: dict[str, str]) -> Path:
+    """Notebooks ``<name>.ipynb`` in ``nbdir``: the pipeline's parameters cell, then ``sources[name]``."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+    nbdir.mkdir(parents=True, exist_ok=True)
+    for name, src in sources.items():
+        nb = new_notebook(cells=[new_code_cell("profile = 'ci'\nprogress = False\nresults_dir = ''"),
+                                 new_code_cell(src)])
+        nb.cells[0].metadata["tags"] = ["parameters"]
+        nb.metadata["kernelspec"] = {"name": "mvlib", "display_name": "mvlib", "language": "python"}
+        nbformat.write(nb, nbdir / f"{name}.ipynb")
+    return nbdir

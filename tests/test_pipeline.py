@@ -3,7 +3,6 @@ import json
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
 from mvlib.study import pipeline
 
@@ -61,14 +60,8 @@ def test_injected_unknown_parameter_fails_in_notebook(tmp_path, data_root, monke
                             kernel_name=pipeline.KERNEL_NAME, progress_bar=False, cwd=str(pipeline.REPO_ROOT))
 
 
-def test_failed_step_names_notebook_and_cell_and_keeps_earlier_steps(tmp_path, monkeypatch):
-    nbdir = tmp_path / "notebooks"
-    nbdir.mkdir()
-    for name, src in [("01_ok", "x = 1"), ("02_bad", "raise RuntimeError('boom in step two')")]:
-        nb = new_notebook(cells=[new_code_cell("profile = 'ci'\nprogress = False\nresults_dir = ''"), new_code_cell(src)])
-        nb.cells[0].metadata["tags"] = ["parameters"]
-        nb.metadata["kernelspec"] = {"name": "mvlib", "display_name": "mvlib", "language": "python"}
-        nbformat.write(nb, nbdir / f"{name}.ipynb")
+def test_failed_step_names_notebook_and_cell_and_keeps_earlier_steps(tmp_path, monkeypatch, tiny_notebooks):
+    nbdir = tiny_notebooks(tmp_path / "notebooks", {"01_ok": "x = 1", "02_bad": "raise RuntimeError('boom in step two')"})
     monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", nbdir)
     results = tmp_path / "results"
     with pytest.raises(pipeline.StepFailed, match=r"step 02_bad failed in cell In \[3\] \(.raise RuntimeError.*\): RuntimeError: boom in step two"):
@@ -86,25 +79,20 @@ def test_failed_step_names_notebook_and_cell_and_keeps_earlier_steps(tmp_path, m
     assert (out / "02_bad.ipynb").is_file() and not (out / "02_bad.failed.ipynb").exists()
 
 
-def _timed_notebooks(nbdir, stamps, sources):
-    nbdir.mkdir()
-    for name, src in sources.items():
-        body = (f"import os, time, json\nt0 = time.time()\n{src}\n"
-                f"open({str(stamps)!r} + '/{name}.json', 'w').write(json.dumps("
-                f"[t0, time.time(), os.environ.get('MVLIB_THREADS_FILE')]))")
-        nb = new_notebook(cells=[new_code_cell("profile = 'ci'\nprogress = False\nresults_dir = ''"),
-                                 new_code_cell(body)])
-        nb.cells[0].metadata["tags"] = ["parameters"]
-        nb.metadata["kernelspec"] = {"name": "mvlib", "display_name": "mvlib", "language": "python"}
-        nbformat.write(nb, nbdir / f"{name}.ipynb")
+def _timed_notebooks(write, nbdir, stamps, sources):
+    write(nbdir, {name: f"import os, time, json\nt0 = time.time()\n{src}\n"
+                        f"open({str(stamps)!r} + '/{name}.json', 'w').write(json.dumps("
+                        f"[t0, time.time(), os.environ.get('MVLIB_THREADS_FILE')]))"
+                  for name, src in sources.items()})
 
 
-def test_parallel_steps_follow_reads_and_timing_step_runs_alone(tmp_path, monkeypatch):
+def test_parallel_steps_follow_reads_and_timing_step_runs_alone(tmp_path, monkeypatch, tiny_notebooks):
     # 01 and 06 read nothing: they overlap; 02 reads 01; 05 (timing) runs alone on every core; the report last
     nbdir, stamps = tmp_path / "notebooks", tmp_path / "stamps"
     stamps.mkdir()
-    _timed_notebooks(nbdir, stamps, {"01_a": "time.sleep(4)", "02_b": "time.sleep(1)", "05_t": "time.sleep(1)",
-                                     "06_c": "time.sleep(4)", "99_report": "pass"})
+    _timed_notebooks(tiny_notebooks, nbdir, stamps, {"01_a": "time.sleep(4)", "02_b": "time.sleep(1)",
+                                                     "05_t": "time.sleep(1)", "06_c": "time.sleep(4)",
+                                                     "99_report": "pass"})
     monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", nbdir)
     results = tmp_path / "results"
     logs = []

@@ -24,8 +24,9 @@
   notebooks and the split follows them (a notebook left alone gets every
   core back at its next epoch or record: :func:`mvlib.study.experiment.apply_process_settings`).
   The timing notebook (:data:`ALONE`) waits for an idle machine and runs on
-  every core. Why: two 1-thread processes train about 1.4x the images/s of one
-  2-thread process on the 2-core CPU (width 16).
+  every core. Why: on the 2-core CPU, notebook 01 trained at 86 s per epoch
+  beside notebook 06 (67 s alone on both cores) while 06 kept its speed alone:
+  about 1.7x the images/s of one notebook at a time (width 16).
 """
 from __future__ import annotations
 

@@ -84,11 +84,11 @@ def reads(step: str, candidates: list[str] | None = None) -> list[str]:
 def upstream_digest(results: Path, step: str) -> str:
     """Digest of what ``step`` reads: the run records of the steps it reads (the report: every result file)."""
     number = step.split("_", 1)[0]
-    if number in READS and not step.endswith("report"):
-        read = set(READS[number])
-        files = [p for p in results.glob("runs/[0-9][0-9]_*/*/metrics.json") if p.parent.parent.name[:2] in read]
-    else:
-        files = [p for p in results.glob("runs/[0-9][0-9]_*/*/metrics.json") if p.parent.parent.name[:2] < number]
+    read = set(READS[number]) if number in READS and not step.endswith("report") else None
+
+    def is_read(n):
+        return n in read if read is not None else n < number
+    files = [p for p in results.glob("runs/[0-9][0-9]_*/*/metrics.json") if is_read(p.parent.parent.name[:2])]
     if step.endswith("report"):
         files += [p for pat in ("tables/*.csv", "bench/*.json", "hw/*/*.csv") for p in results.glob(pat)]
     h = hashlib.sha256()
@@ -237,7 +237,8 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool, jobs: int, log) -> list[dict]:
+def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool, jobs: int, out_dir: Path,
+                  log) -> list[dict]:
     """Run the steps in child processes, ``jobs`` at once, each when the steps it reads are done.
 
     A child is this module with ``--only <step> --jobs 1``; its lines (already
@@ -313,8 +314,7 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
                 failures.append(step)
                 continue
             finished.add(step)
-            rec_path = resolve_results_dir(load_profile(profile, overrides)["results_dir"]) / "notebooks" / profile
-            records[step] = json.loads((rec_path / f"{step}.done.json").read_text())
+            records[step] = json.loads((out_dir / f"{step}.done.json").read_text())
         if not running and pending and not failures and not any(ready(s) for s in pending):
             raise RuntimeError(f"steps {pending} wait on steps that are not scheduled")  # a READS cycle
     shutil.rmtree(budget_dir, ignore_errors=True)
@@ -344,7 +344,7 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
     t_all = time.time()
     if jobs > 1 and len(chosen) > 1:
         log(f"study ({profile}): {len(chosen)} step(s), up to {jobs} at once")
-        done = _run_parallel(chosen, profile, overrides, force, jobs, log)
+        done = _run_parallel(chosen, profile, overrides, force, jobs, out_dir, log)
     else:
         done = []
         for i, step in enumerate(chosen, 1):

@@ -281,6 +281,10 @@ class BinaryEngine(nn.Module):
         have = torch.get_num_threads()
         if want != have:
             torch.set_num_threads(want)
+        # numba's count keys the scratch buffers, and the float model's kernels set it to torch's mid-call:
+        # the engine owns it for the call, so every sub-batch uses one buffer set
+        numba_have = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(want, numba.config.NUMBA_NUM_THREADS)))
         try:
             if x.shape[0] <= sb:
                 feats = self._forward(x, times, clock)
@@ -296,6 +300,7 @@ class BinaryEngine(nn.Module):
         finally:
             if want != have:
                 torch.set_num_threads(have)
+            numba.set_num_threads(numba_have)
 
     def _forward(self, x: torch.Tensor, times: dict | None, clock) -> torch.Tensor:
         """The pooled features ``[B, C]`` of one (sub-)batch: stem, the 16 fused blocks, global pooling."""

@@ -39,6 +39,19 @@ class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or infinite: the run diverged."""
 
 
+class DeadlineReached(RuntimeError):
+    """The time allowed (``MVLIB_DEADLINE``, a Unix time) ran out after a checkpointed epoch: rerun to resume."""
+
+
+DEADLINE_ENV = "MVLIB_DEADLINE"
+
+
+def deadline_passed() -> bool:
+    """True when ``$MVLIB_DEADLINE`` (seconds since the epoch; set by ``pipeline --max-hours``) lies in the past."""
+    v = os.environ.get(DEADLINE_ENV)
+    return bool(v) and time.time() >= float(v)
+
+
 # ----------------------------------------------------------------- optimizer
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on convolution weights only (binary and real); none on BN, biases, shifts, slopes, classifier."""
@@ -51,12 +64,17 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def make_optimizer(model, name="adam", lr=1e-3, weight_decay=0.0, momentum=0.9) -> torch.optim.Optimizer:
+    """``adam``: AdamW (decoupled decay); ``adam-l2``: torch's Adam, the decay added to the gradient as the
+    official ReActNet / Bi-Real / "BNN - BN = ?" code does (``train.py``: ``torch.optim.Adam`` with per-group
+    ``weight_decay``); ``sgd``: Nesterov SGD with L2 decay."""
     groups = param_groups(model, weight_decay)
     if name == "adam":  # decoupled decay (AdamW) so the decay does not pass through Adam's scaling
         return torch.optim.AdamW(groups, lr=lr)
+    if name == "adam-l2":
+        return torch.optim.Adam(groups, lr=lr)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
-    raise ValueError(f"unknown optimizer {name!r}; choose adam or sgd")
+    raise ValueError(f"unknown optimizer {name!r}; choose adam, adam-l2 or sgd")
 
 
 def lr_factor(step: int, total: int, warmup: int = 0, schedule: str = "cosine") -> float:
@@ -126,13 +144,22 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
         schedule: str = "cosine", warmup_steps: int = 0, weight_decay: float = 0.0, momentum: float = 0.9,
         label_smoothing: float = 0.0, teacher: nn.Module | None = None, agc_clip: float = 0.0,
         checkpoint_path=None, arch: dict[str, Any] | None = None, device="cpu", progress: bool = True,
-        on_epoch: Callable[[list[dict]], None] | None = None, log: Callable[[str], None] = print) -> list[dict]:
+        pick: str = "last", on_epoch: Callable[[list[dict]], None] | None = None,
+        log: Callable[[str], None] = print) -> list[dict]:
     """Train for ``epochs``; checkpoint each epoch; resume from ``checkpoint_path`` if present.
 
     Returns the per-epoch history (epoch, lr, train_loss, train_top1, val_loss, val_top1, val_top5,
     seconds, elapsed). ``log`` gets one line per epoch with the elapsed time and an estimate of the
-    time left. Raises :class:`NonFiniteLoss` when the loss is not finite.
+    time left. Raises :class:`NonFiniteLoss` when the loss is not finite, and
+    :class:`DeadlineReached` after the checkpoint of an epoch that ends past ``$MVLIB_DEADLINE``.
+
+    ``pick="best_val"`` keeps, beside the last state, the weights of the epoch with the best
+    validation top-1 (the first such epoch on a tie) in the checkpoint's ``pick`` entry; the model
+    holds those weights when ``fit`` returns, and :func:`mvlib.checkpoint.load_model_weights` loads
+    them. ``"last"``: the last epoch's weights.
     """
+    if pick not in ("last", "best_val"):
+        raise ValueError(f"pick must be last or best_val, got {pick!r}")
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
     if not lr > 0:
@@ -147,6 +174,7 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup_steps, schedule))
     history: list[dict] = []
     start_epoch = 0
+    best = None  # {"rule", "epoch", "val_top1", "model"} when pick == "best_val"
     if checkpoint_path is not None and os.path.isfile(checkpoint_path):
         state = load_checkpoint(checkpoint_path)
         if arch is not None:
@@ -155,6 +183,7 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch, history = state["epoch"], list(state["history"])
+        best = state.get("pick")
         if rank == 0:
             log(f"resumed from {checkpoint_path} after epoch {start_epoch}")
     crit = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -197,6 +226,9 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
                "train_top1": 100.0 * tot_correct / max(tot_n, 1), "val_loss": ev["loss"],
                "val_top1": ev["top1"], "val_top5": ev["top5"], "seconds": time.time() - t0}
         history.append(row)
+        if pick == "best_val" and (best is None or row["val_top1"] > best["val_top1"]):
+            best = {"rule": pick, "epoch": epoch + 1, "val_top1": row["val_top1"],
+                    "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         if rank == 0:
             done_s = sum(r["seconds"] for r in history)
             left_s = done_s / len(history) * (epochs - epoch - 1)
@@ -206,9 +238,22 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
             if checkpoint_path is not None:
                 save_checkpoint(checkpoint_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                                   "scheduler": sched.state_dict(), "epoch": epoch + 1,
-                                                  "history": history, "arch": arch or {}})
+                                                  "history": history, "arch": arch or {},
+                                                  **({"pick": best} if best is not None else {})})
                 _fault_point("CHECKPOINT", epoch + 1)
             if on_epoch is not None:
                 on_epoch(history)
             _fault_point("EPOCH", epoch + 1)
+        stop = deadline_passed()
+        if world > 1:  # rank 0's clock decides for all ranks
+            flag = torch.tensor([int(stop)])
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        if epoch + 1 < epochs and stop:
+            raise DeadlineReached(f"the time allowed ran out after epoch {epoch + 1}/{epochs} (checkpointed): "
+                                  f"run the same command again to resume")
+    if best is not None:
+        model.load_state_dict(best["model"])
+        if rank == 0:
+            log(f"picked epoch {best['epoch']} (best validation top-1 {best['val_top1']:.2f}%)")
     return history

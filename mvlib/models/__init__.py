@@ -17,6 +17,7 @@ from .diagnostics import set_shortcut_only
 from .norms import NORMS, variant_name  # re-exported: the norms and their run-record names
 from .reactneta import ReActNetA
 from .resnet18 import BinaryResNet18, BinaryWeightConv2d
+from .resnet_real import RealResNet
 
 MODELS = {
     "reactnet18": partial(BinaryResNet18, "reactnet"),
@@ -25,6 +26,19 @@ MODELS = {
     "reactneta": ReActNetA,
 }
 PAPER_WIDTHS = {"reactnet18": 64, "birealnet18": 64, "xnornet18": 64, "reactneta": 32}
+# real-valued distillation teachers (not binary: no voter, no norm choice)
+TEACHERS = {"resnet18": partial(RealResNet, "resnet18"), "resnet34": partial(RealResNet, "resnet34")}
+
+
+def build_teacher(name: str, num_classes: int = 10, width: int = 64) -> nn.Module:
+    """A real-valued CIFAR ResNet teacher by name (:data:`TEACHERS`)."""
+    try:
+        ctor = TEACHERS[name]
+    except KeyError:
+        raise ValueError(f"unknown teacher {name!r}; choose one of {sorted(TEACHERS)}") from None
+    model = ctor(num_classes=num_classes, width=width)
+    model.arch_name = name
+    return model
 
 
 def build_model(name: str, num_classes: int = 10, width: int | None = None, **options) -> nn.Module:

@@ -41,13 +41,13 @@ import yaml
 from ..binarizers import BINARIZERS
 from ..data import DATASETS
 from ..environment import REPO_ROOT
-from ..models import MODELS, NORMS
+from ..models import MODELS, NORMS, TEACHERS
 from ..voter_analysis import THRESHOLD_LEVELS
 from ..voters import OUTPUT_SCALES, SURROGATE_NORMS, TIE_RULES
 
 CONFIG_DIR = REPO_ROOT / "configs"
 # the choices the library knows, so that a configuration is refused before the library would refuse it
-MODEL_NAMES, ESTIMATORS = tuple(MODELS), tuple(BINARIZERS)
+MODEL_NAMES, ESTIMATORS, TEACHER_NAMES = tuple(MODELS), tuple(BINARIZERS), tuple(TEACHERS)
 # the voter rows of notebook 08 (mvlib.study.voter_drop.CONVENTIONS and the BN-folded "threshold")
 VOTER_DROP_CONVENTIONS = ("naive", "naive-alpha", "naive-matched", "naive+recal", "threshold")
 
@@ -114,6 +114,23 @@ def fanin_lists(items):
     return None
 
 
+def model_recipes_check(recipes):
+    """``{model: {key: value}}``: known models, training keys only (not seed), each value checked by its key."""
+    for model, recipe in recipes.items():
+        if model not in MODEL_NAMES:
+            return f"names unknown model {model!r}; models are {list(MODEL_NAMES)}"
+        if not isinstance(recipe, dict):
+            return f"entry {model!r} must be a mapping of training keys to values"
+        for k, v in recipe.items():
+            if k not in SCHEMA or SCHEMA[k].scope != "train" or k == "seed":
+                return f"entry {model!r}: {k!r} is not a training key (allowed: the 'train' keys but seed)"
+            try:
+                check_value(k, v)
+            except (KeyError, TypeError, ValueError) as e:
+                return f"entry {model!r}: {e.args[0]}"
+    return None
+
+
 def positive_number(v):
     ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and v != float("inf")
     return None if ok else "must be a positive finite number"
@@ -154,22 +171,43 @@ SCHEMA: dict[str, Key] = {
     "width": Key(int, 64, "base width (channels of stage 1); 64 = ResNet-18", "train", at_least(1)),
     "epochs": Key(int, 1, "baseline training epochs", "train", at_least(1)),
     "batch_size": Key(int, 128, "training batch (images)", "train", at_least(1)),
-    "optimizer": Key(str, "adam", "adam or sgd", "train", one_of("adam", "sgd")),
+    "optimizer": Key(str, "adam", "adam (decoupled weight decay, AdamW), adam-l2 (torch's Adam with the decay as an "
+                     "L2 term in the gradient: the official ReActNet / Bi-Real code) or sgd", "train",
+                     one_of("adam", "adam-l2", "sgd")),
     "lr": Key(float, 1e-3, "peak learning rate", "train", positive),
     "momentum": Key(float, 0.9, "SGD momentum", "train", in_unit),
     "schedule": Key(str, "cosine", "cosine or linear decay to 0 over all steps", "train", one_of("cosine", "linear")),
     "warmup_steps": Key(int, 0, "linear warm-up steps (optimizer steps)", "train", at_least(0)),
-    "weight_decay": Key(float, 0.0, "decoupled weight decay, on conv weights only", "train", at_least(0.0)),
+    "weight_decay": Key(float, 0.0, "weight decay on conv weights only (decoupled for adam, L2 for adam-l2 and sgd)",
+                        "train", at_least(0.0)),
+    "step2_weight_decay": Key(float, -1.0, "weight decay of step 2 of two-step training; -1 = weight_decay "
+                              "(the official ReActNet scripts: 1e-5 in step 1, 0 in step 2)", "train", at_least(-1.0)),
+    "checkpoint_pick": Key(str, "last", "which epoch's weights a training run keeps: last, or best_val (the best "
+                           "validation top-1; the official code picks the best on the test set)", "train",
+                           one_of("last", "best_val")),
     "label_smoothing": Key(float, 0.0, "label smoothing of the cross-entropy", "train", in_unit),
     "two_step": Key(bool, False, "ReActNet two-step: step 1 binary activations + real weights, step 2 both binary",
                     "train"),
     "distill": Key(bool, False, "knowledge distillation from a real-valued teacher trained by the same code", "train"),
     "teacher_epochs": Key(int, 0, "epochs of the real-valued teacher (distill=True)", "train", at_least(0)),
+    "teacher_model": Key(str, "same", "the teacher: same (the student's network with real weights and activations, "
+                         "the student's recipe) or a real CIFAR ResNet (resnet18, resnet34: ReActNet's teacher) "
+                         "trained with the teacher_* recipe", "train", one_of("same", *TEACHER_NAMES)),
+    "teacher_width": Key(int, 64, "base width of a resnet teacher (64 = the standard network)", "train", at_least(1)),
+    "teacher_optimizer": Key(str, "sgd", "optimizer of a resnet teacher", "train", one_of("adam", "adam-l2", "sgd")),
+    "teacher_lr": Key(float, 0.1, "peak learning rate of a resnet teacher (cosine to 0)", "train", positive),
+    "teacher_weight_decay": Key(float, 5e-4, "weight decay of a resnet teacher", "train", at_least(0.0)),
+    "teacher_batch_size": Key(int, 128, "training batch (images) of a resnet teacher", "train", at_least(1)),
+    "teacher_min_val_top1": Key(float, 0.0, "a teacher below this validation top-1 (%) stops the study before any "
+                                "student learns from it", "train", at_least(0.0)),
     "norm": Key(str, "bn", "normalization: bn, none (variant nobn: every BN removed) or bnfree (BNN - BN = ?)",
                 "train", one_of(*NORMS)),
     "agc_clip": Key(float, 0.0, "adaptive gradient clipping factor lambda of a training run, classifier excluded; "
                     "0 = off (notebook 06 sets it per cell from appendix_agc_clip)", "train", at_least(0.0)),
     # ---- the study: which runs the notebooks make --------------------------------------------------
+    "model_recipes": Key(dict, {}, "per-network training recipes for notebook 01: {model: {train key: value}} over "
+                         "the profile's values (e.g. Bi-Real's own one-step recipe beside ReActNet's two-step one)",
+                         "study", model_recipes_check),
     "models": Key(list, ["reactnet18", "birealnet18"], "models trained in notebook 01", "study",
                   nonempty(each(one_of(*MODEL_NAMES)))),
     "seeds": Key(list, [0], "training seeds of the main rows (baselines, naive rows, retraining); "
@@ -345,6 +383,8 @@ def check_value(key: str, value: Any) -> Any:
         raise TypeError(f"configuration key {key!r} must be int, got bool {value!r}")
     if not isinstance(value, typ):
         raise TypeError(f"configuration key {key!r} must be {typ.__name__}, got {type(value).__name__} {value!r}")
+    if typ is dict and not all(isinstance(k, str) for k in value):
+        raise TypeError(f"configuration key {key!r}: mapping keys must be strings")
     if typ is list:
         for item in value:
             if not isinstance(item, (int, float, str, bool, list)):
@@ -370,6 +410,15 @@ def check_consistency(cfg: dict[str, Any]) -> None:
                          f"that notebook 01 trains")
     if cfg["two_step"] and cfg["epochs"] < 2:
         raise ValueError("two_step needs epochs >= 2 (half the epochs per step)")
+    if cfg["distill"] and cfg["teacher_epochs"] < 1:
+        raise ValueError("distill needs teacher_epochs >= 1 (the teacher is trained first)")
+    for model, recipe in cfg["model_recipes"].items():  # each network's resolved recipe obeys the same rules
+        check_consistency({**cfg, **recipe, "model_recipes": {}})
+
+
+def recipe_for(cfg: dict[str, Any], model: str) -> dict[str, Any]:
+    """``cfg`` with ``model``'s entry of ``model_recipes`` applied: the configuration its notebook-01 runs use."""
+    return {**cfg, **cfg["model_recipes"].get(model, {})}
     if cfg["distill"] and cfg["teacher_epochs"] < 1:
         raise ValueError("distill needs teacher_epochs >= 1")
 

@@ -28,11 +28,11 @@ import torch.nn as nn
 from ..checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from ..cpu_fast import tune_cpu_allocator
 from ..data import BatchLoader, dataset_num_classes, load_split, split_identity
-from ..models import MODELS, build_model
+from ..models import MODELS, TEACHERS, build_model, build_teacher
 from ..train import evaluate, fit
 from ..voter_ops import set_voter
 from . import records
-from .config import check_value, scope_keys
+from .config import check_value, recipe_for, scope_keys
 from .progress import pipeline_threads, say
 
 Log = Callable[[str], None]
@@ -129,6 +129,8 @@ def arch_of(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_from_params(params: dict[str, Any]) -> nn.Module:
+    if params["model"] in TEACHERS:
+        return build_teacher(params["model"], num_classes=params["num_classes"], width=params["width"])
     model = build_model(params["model"], num_classes=params["num_classes"], width=params["width"],
                         norm=params.get("norm", "bn"), **(params.get("model_options") or {}))
     if params.get("voter") is not None:
@@ -171,8 +173,8 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
     ``lookup_only``: train nothing, return the newest finished run of this
     identity (FileNotFoundError when there is none).
     """
-    if model_name not in MODELS:
-        raise ValueError(f"unknown model {model_name!r}; choose one of {sorted(MODELS)}")
+    if model_name not in MODELS and model_name not in TEACHERS:
+        raise ValueError(f"unknown model {model_name!r}; choose one of {sorted(MODELS)} (teachers: {sorted(TEACHERS)})")
     apply_process_settings(cfg)
     train_loader, val_loader, test_loader, ncls = loaders(cfg)  # data errors before any folder is made
     params = run_params(cfg, model=model_name, num_classes=ncls, model_options=model_options or {}, voter=voter,
@@ -192,7 +194,11 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
     dev = resolve_device(cfg)
     # the model and its voter are built before any folder is made: a bad option fails here
     torch.manual_seed(cfg["seed"])
-    model = build_model(model_name, num_classes=ncls, width=cfg["width"], norm=cfg["norm"], **(model_options or {}))
+    if model_name in TEACHERS:
+        model = build_teacher(model_name, num_classes=ncls, width=cfg["width"])
+    else:
+        model = build_model(model_name, num_classes=ncls, width=cfg["width"], norm=cfg["norm"],
+                            **(model_options or {}))
     if voter is not None:
         set_voter(model, voter, voter_layers)
     with records.claim_run(step, model_name, variant, params, data, cfg["results_dir"], force=cfg["force"],
@@ -210,7 +216,8 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
                    schedule=cfg["schedule"], warmup_steps=cfg["warmup_steps"], weight_decay=cfg["weight_decay"],
                    momentum=cfg["momentum"], label_smoothing=cfg["label_smoothing"],
                    teacher=teacher[0] if teacher else None, agc_clip=cfg["agc_clip"], checkpoint_path=run.checkpoint,
-                   arch=arch_of(params), device=dev, progress=cfg["progress"], on_epoch=lambda h: (run.write_history(h), apply_process_settings(cfg)),
+                   arch=arch_of(params), device=dev, progress=cfg["progress"], pick=cfg["checkpoint_pick"],
+                   on_epoch=lambda h: (run.write_history(h), apply_process_settings(cfg)),
                    log=log)
         # the checkpoint is the truth: its history is what the record keeps (a kill may have cut history.csv)
         state = load_checkpoint(run.checkpoint)
@@ -219,7 +226,8 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
         run.finish({"model": model_name, "variant": variant, "profile": cfg["profile"], "dataset": cfg["dataset"],
                     **_final_metrics(model, val_loader, test_loader if test else None, dev),
                     "seconds": round(seconds, 1),
-                    "epochs": cfg["epochs"], "train_images": len(train_loader.labels),
+                    "epochs": cfg["epochs"], "picked_epoch": (state.get("pick") or {}).get("epoch", state["epoch"]),
+                    "train_images": len(train_loader.labels),
                     "train_file": cfg["train_file"], "device": dev},
                    epochs=cfg["epochs"], checkpoint_epoch=state["epoch"])
         log(f"finished {run.run_id}: val top1 {run.metrics['val_top1']:.2f}%"
@@ -257,24 +265,59 @@ def evaluate_record(cfg: dict[str, Any], step: str, model: nn.Module | Callable[
         return run
 
 
+class TeacherTooWeak(RuntimeError):
+    """A distillation teacher's validation top-1 is below ``teacher_min_val_top1``."""
+
+
+def teacher_config(cfg: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(model name, configuration, model options) of the distillation teacher of ``cfg``.
+
+    ``teacher_model="same"``: the student's network with real weights and
+    activations, trained with the student's recipe for ``teacher_epochs``.
+    A ResNet teacher (ReActNet's ResNet-34): its own width and the
+    ``teacher_*`` recipe, one step, cross-entropy; the same for every
+    student, so the students of one seed share one teacher run.
+    """
+    if cfg["teacher_model"] == "same":
+        return None, run_config(cfg, epochs=cfg["teacher_epochs"], two_step=False, distill=False), {
+            "binary_activations": False, "binary_weights": False}
+    # every student key that a ResNet teacher does not use is set to one value, so its identity is the same
+    # for every student
+    t = run_config(cfg, epochs=cfg["teacher_epochs"], width=cfg["teacher_width"], optimizer=cfg["teacher_optimizer"],
+                   lr=cfg["teacher_lr"], weight_decay=cfg["teacher_weight_decay"], batch_size=cfg["teacher_batch_size"],
+                   schedule="cosine", warmup_steps=0, label_smoothing=0.0, agc_clip=0.0, two_step=False,
+                   distill=False, norm="bn", step2_weight_decay=-1.0)
+    return cfg["teacher_model"], t, {}
+
+
 def train_baseline(cfg: dict[str, Any], model_name: str, lookup_only: bool = False, log: Log | None = None):
     """Notebook 01's run for one model and ``cfg["seed"]``: plain, two-step and/or distilled per ``cfg``.
 
-    Two-step (ReActNet): the first half of the epochs trains binary
-    activations with real weights (``step1-binact``), the second half starts
-    from it with both binary. Distillation: a real-valued network of the same
-    shape (``teacher-real``) is trained first by the same code and the binary
-    network learns from its softmax (ReActNet's distributional loss). With
-    ``lookup_only`` nothing is trained: the finished run is returned
-    (FileNotFoundError when notebook 01 has not run for this configuration).
+    The model's entry of ``model_recipes`` is applied first
+    (:func:`mvlib.study.config.recipe_for`). Two-step (ReActNet): the first
+    half of the epochs trains binary activations with real weights
+    (``step1-binact``), the second half starts from it with both binary and
+    ``step2_weight_decay``. Distillation: the teacher of
+    :func:`teacher_config` is trained first (variant ``teacher-real``, or
+    ``teacher-resnet34``) by the same code, checked against
+    ``teacher_min_val_top1``, and the binary network learns from its softmax
+    (ReActNet's distributional loss). With ``lookup_only`` nothing is
+    trained: the finished run is returned (FileNotFoundError when notebook 01
+    has not run for this configuration).
     """
+    cfg = recipe_for(cfg, model_name)
     log = log or (lambda line: say(f"{model_name} seed {cfg['seed']}: {line}"))
     kw = dict(lookup_only=lookup_only, log=log)
     teacher = None
     if cfg["distill"]:
-        t_cfg = run_config(cfg, epochs=cfg["teacher_epochs"])
-        res = train_run(t_cfg, "01_baseline", model_name, "teacher-real",
-                        model_options={"binary_activations": False, "binary_weights": False}, **kw)
+        t_name, t_cfg, t_opts = teacher_config(cfg)
+        res = train_run(t_cfg, "01_baseline", t_name or model_name, f"teacher-{t_name or 'real'}",
+                        model_options=t_opts, **kw)
+        t_run = res if lookup_only else res[1]
+        if t_run.metrics["val_top1"] < cfg["teacher_min_val_top1"]:
+            raise TeacherTooWeak(f"teacher run {t_run.run_id} reaches {t_run.metrics['val_top1']:.2f} % validation "
+                                 f"top-1, below teacher_min_val_top1 = {cfg['teacher_min_val_top1']}: no student "
+                                 f"learns from it (raise teacher_epochs or check its recipe)")
         teacher = (None, res) if lookup_only else res
     init = None
     epochs = cfg["epochs"]
@@ -284,6 +327,8 @@ def train_baseline(cfg: dict[str, Any], model_name: str, lookup_only: bool = Fal
                         model_options={"binary_weights": False}, teacher=teacher, **kw)
         init = res if lookup_only else res[1]
         epochs = cfg["epochs"] - first
+        if cfg["step2_weight_decay"] >= 0:
+            cfg = run_config(cfg, weight_decay=cfg["step2_weight_decay"])
     return train_run(run_config(cfg, epochs=epochs), "01_baseline", model_name, "baseline", init_from=init,
                      teacher=teacher, **kw)
 

@@ -69,6 +69,7 @@ def cell_settings(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
             "batch_size": cfg["appendix_batch_size"] or cfg["batch_size"],
             "epochs": (cfg["appendix_cifar100_epochs"] or cfg["appendix_epochs"]) if c100 else cfg["appendix_epochs"],
             "augment": cfg["appendix_augment"],
+            "two_step": cfg["appendix_two_step"], "distill": cfg["appendix_distill"],
             # threads: only how fast the cells run, not part of any identity
             "threads": cfg["appendix_threads"] or cfg["threads"]}
 
@@ -116,16 +117,16 @@ def run_cell(cfg: dict[str, Any], model: str, norm: str, dataset: str, seed: int
     ResNet-18s (``relative_width``). Adaptive gradient clipping applies to
     the norms in ``appendix_agc_norms`` (the official scripts clip every cell).
     """
-    from .experiment import train_run  # experiment imports the trainer; keep this module light
+    from .experiment import train_recipe  # experiment imports the trainer; keep this module light
     seed = cfg["appendix_seeds"][0] if seed is None else seed
-    return train_run(_cell_cfg(cfg, model, norm, dataset, seed), STEP, model, variant_name(norm), log=log)
+    return train_recipe(_cell_cfg(cfg, model, norm, dataset, seed), STEP, model, variant_name(norm), log=log)
 
 
 def run_floor(cfg: dict[str, Any], model: str, dataset: str, log=print):
     """The shortcut-only network of ``model`` (no BN, every binary branch skipped), trained like a w/o-BN cell."""
-    from .experiment import train_run
+    from .experiment import train_recipe
     c = _cell_cfg(cfg, model, "none", dataset, cfg["appendix_seeds"][0])
-    return train_run(c, STEP, model, FLOOR, model_options={"shortcut_only": True}, log=log)
+    return train_recipe(c, STEP, model, FLOOR, model_options={"shortcut_only": True}, log=log)
 
 
 def branch_ratio_rows(cfg: dict[str, Any], run, batch: int = 64) -> list[dict[str, Any]]:

@@ -241,6 +241,10 @@ SCHEMA: dict[str, Key] = {
     "appendix_seeds": Key(list, [0], "training seeds of notebook 06; the first one for every cell", "study", seed_list),
     "appendix_seed_models": Key(list, ["reactnet18", "birealnet18"], "models whose CIFAR-10 cells run on every "
                                 "appendix seed (the others on the first)", "study", each(one_of(*MODEL_NAMES))),
+    "appendix_two_step": Key(bool, False, "notebook 06's cells trained in two steps (the BNN-BN scripts: step 1 "
+                             "binary activations, step 2 binary weights too, half the epochs each)", "study"),
+    "appendix_distill": Key(bool, False, "notebook 06's cells distilled from the teacher of teacher_model (the "
+                            "BNN-BN scripts' --loss_type kd)", "study"),
     "appendix_augment": Key(bool, True, "pad-4 crop + flip in notebook 06 (off in cpu: chosen on validation)",
                             "study"),
     "appendix_cifar100_epochs": Key(int, 0, "training epochs of the CIFAR-100 cells; 0 = appendix_epochs", "study",
@@ -410,7 +414,9 @@ def check_consistency(cfg: dict[str, Any]) -> None:
                          f"that notebook 01 trains")
     if cfg["two_step"] and cfg["epochs"] < 2:
         raise ValueError("two_step needs epochs >= 2 (half the epochs per step)")
-    if cfg["distill"] and cfg["teacher_epochs"] < 1:
+    if cfg["appendix_two_step"] and min(cfg["appendix_epochs"], cfg["appendix_cifar100_epochs"] or 2) < 2:
+        raise ValueError("appendix_two_step needs appendix_epochs (and appendix_cifar100_epochs) >= 2")
+    if (cfg["distill"] or cfg["appendix_distill"]) and cfg["teacher_epochs"] < 1:
         raise ValueError("distill needs teacher_epochs >= 1 (the teacher is trained first)")
     for model, recipe in cfg["model_recipes"].items():  # each network's resolved recipe obeys the same rules
         check_consistency({**cfg, **recipe, "model_recipes": {}})

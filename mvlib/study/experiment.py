@@ -290,29 +290,29 @@ def teacher_config(cfg: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, 
     return cfg["teacher_model"], t, {}
 
 
-def train_baseline(cfg: dict[str, Any], model_name: str, lookup_only: bool = False, log: Log | None = None):
-    """Notebook 01's run for one model and ``cfg["seed"]``: plain, two-step and/or distilled per ``cfg``.
+def train_recipe(cfg: dict[str, Any], step: str, model_name: str, variant: str = "baseline",
+                 model_options: dict | None = None, lookup_only: bool = False, log: Log | None = None):
+    """One network trained by the recipe ``cfg`` describes: plain, two-step and/or distilled; ``(model, run)``.
 
-    The model's entry of ``model_recipes`` is applied first
-    (:func:`mvlib.study.config.recipe_for`). Two-step (ReActNet): the first
-    half of the epochs trains binary activations with real weights
-    (``step1-binact``), the second half starts from it with both binary and
-    ``step2_weight_decay``. Distillation: the teacher of
-    :func:`teacher_config` is trained first (variant ``teacher-real``, or
-    ``teacher-resnet34``) by the same code, checked against
+    Two-step (ReActNet): the first half of the epochs trains binary
+    activations with real weights (variant ``step1-binact``, or
+    ``<variant>-step1-binact``), the second half starts from it with both
+    binary and ``step2_weight_decay``. Distillation: the teacher of
+    :func:`teacher_config` is trained first (variant ``teacher-real`` or
+    ``teacher-resnet34``, in ``step``) by the same code, checked against
     ``teacher_min_val_top1``, and the binary network learns from its softmax
     (ReActNet's distributional loss). With ``lookup_only`` nothing is
-    trained: the finished run is returned (FileNotFoundError when notebook 01
+    trained: the finished run is returned (FileNotFoundError when its step
     has not run for this configuration).
     """
-    cfg = recipe_for(cfg, model_name)
     log = log or (lambda line: say(f"{model_name} seed {cfg['seed']}: {line}"))
     kw = dict(lookup_only=lookup_only, log=log)
+    opts = dict(model_options or {})
     teacher = None
     if cfg["distill"]:
         t_name, t_cfg, t_opts = teacher_config(cfg)
-        res = train_run(t_cfg, "01_baseline", t_name or model_name, f"teacher-{t_name or 'real'}",
-                        model_options=t_opts, **kw)
+        res = train_run(t_cfg, step, t_name or model_name, f"teacher-{t_name or 'real'}",
+                        model_options={**(opts if t_name is None else {}), **t_opts}, **kw)
         t_run = res if lookup_only else res[1]
         if t_run.metrics["val_top1"] < cfg["teacher_min_val_top1"]:
             raise TeacherTooWeak(f"teacher run {t_run.run_id} reaches {t_run.metrics['val_top1']:.2f} % validation "
@@ -323,14 +323,22 @@ def train_baseline(cfg: dict[str, Any], model_name: str, lookup_only: bool = Fal
     epochs = cfg["epochs"]
     if cfg["two_step"]:
         first = cfg["epochs"] // 2
-        res = train_run(run_config(cfg, epochs=first), "01_baseline", model_name, "step1-binact",
-                        model_options={"binary_weights": False}, teacher=teacher, **kw)
+        step1 = "step1-binact" if variant == "baseline" else f"{variant}-step1-binact"
+        res = train_run(run_config(cfg, epochs=first), step, model_name, step1,
+                        model_options={**opts, "binary_weights": False}, teacher=teacher, **kw)
         init = res if lookup_only else res[1]
         epochs = cfg["epochs"] - first
         if cfg["step2_weight_decay"] >= 0:
             cfg = run_config(cfg, weight_decay=cfg["step2_weight_decay"])
-    return train_run(run_config(cfg, epochs=epochs), "01_baseline", model_name, "baseline", init_from=init,
-                     teacher=teacher, **kw)
+    return train_run(run_config(cfg, epochs=epochs), step, model_name, variant, model_options=opts or None,
+                     init_from=init, teacher=teacher, **kw)
+
+
+def train_baseline(cfg: dict[str, Any], model_name: str, lookup_only: bool = False, log: Log | None = None):
+    """Notebook 01's run for one model and ``cfg["seed"]``: :func:`train_recipe` with the model's entry of
+    ``model_recipes`` applied (:func:`mvlib.study.config.recipe_for`)."""
+    return train_recipe(recipe_for(cfg, model_name), "01_baseline", model_name, "baseline", lookup_only=lookup_only,
+                        log=log)
 
 
 def find_baseline(cfg: dict[str, Any], model_name: str) -> records.Run:

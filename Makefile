@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# SMOKE=1: every notebook of the profile on its code path at a few images (build/smoke/); MAX_HOURS=h stops cleanly
 study: $(STAMP)
-	$(PY) -m mvlib.study.pipeline --profile $(PROFILE)
+	$(PY) -m mvlib.study.pipeline --profile $(PROFILE) $(if $(SMOKE),--smoke) $(if $(MAX_HOURS),--max-hours $(MAX_HOURS))
 
 # Tests start several processes (papermill kernels, torchrun ranks): passive OpenMP waiting keeps
 # their idle threads from spinning against each other on 2 cores.

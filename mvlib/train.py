@@ -12,7 +12,9 @@ run is never checkpointed past its last good epoch.
 Multi-GPU / multi-node: launch with ``torchrun`` (never a home-made launcher);
 ``fit`` sees ``WORLD_SIZE > 1``, joins the process group (nccl on GPU, gloo on
 CPU), wraps the model in DistributedDataParallel and gives each rank its slice
-of every global batch. Only rank 0 writes checkpoints and records.
+of every global batch; BatchNorm normalizes by the statistics of the global
+batch (:mod:`mvlib.sync_bn`), so N ranks train what one process would, up to
+the order of floating-point additions. Only rank 0 writes checkpoints and records.
 
 The study's recorded runs (run folders, reuse, the command line) are built on
 ``fit`` in :mod:`mvlib.study.experiment` and :mod:`mvlib.study.train`.
@@ -33,6 +35,7 @@ from tqdm import tqdm  # text bars: tqdm.auto needs ipywidgets in a kernel and w
 
 from .checkpoint import check_arch, load_checkpoint, save_checkpoint
 from .layers import BinaryConv2d
+from .sync_bn import use_global_batchnorm
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -168,6 +171,7 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
     model.to(device)
     net = model
     if world > 1:
+        use_global_batchnorm(model)  # the statistics of the global batch, as one process would compute them
         net = nn.parallel.DistributedDataParallel(model, device_ids=[torch.device(device).index] if str(device).startswith("cuda") else None)
     opt = make_optimizer(model, optimizer, lr, weight_decay, momentum)
     total = epochs * len(train_loader)

@@ -103,6 +103,50 @@ def test_torchrun_ddp_keeps_ranks_identical(tmp_path):
     assert not torch.equal(p0, torch.cat([p.detach().flatten() for p in build_model("reactnet18", width=4).parameters()]))
 
 
+def test_torchrun_two_ranks_train_what_one_process_trains(tmp_path):
+    # BatchNorm over the global batch (mvlib.sync_bn) and averaged gradients: 2 ranks x 8 images = 1 x 16
+    script = tmp_path / "same.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, torch
+        from mvlib.data import BatchLoader
+        from mvlib.models import build_model
+        from mvlib.train import fit
+        torch.manual_seed(0)
+        g = torch.Generator().manual_seed(1)
+        x = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=g)
+        y = torch.randint(0, 10, (32,), generator=g)
+        tr = BatchLoader(x, y, 16, train=True, augment=True, device="cpu", seed=0)
+        te = BatchLoader(x[:16], y[:16], 16, train=False, augment=False, device="cpu")
+        m = build_model("birealnet18", width=4)
+        fit(m, tr, te, epochs=1, lr=1e-3, progress=False, log=lambda s: None)
+        torch.save(m.state_dict(), r"{tmp_path}/" + os.environ.get("RANK", "single") + ".pt")
+        """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    env.pop("RANK", None), env.pop("WORLD_SIZE", None)
+    r = subprocess.run([sys.executable, str(script)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        "--master_port", "29534", str(script)], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    one, two = torch.load(tmp_path / "single.pt"), torch.load(tmp_path / "0.pt")
+    assert one.keys() == two.keys()
+    for k in one:  # parameters and BN running statistics
+        assert torch.allclose(one[k].float(), two[k].float(), rtol=1e-4, atol=1e-6), k
+
+
+def test_global_batchnorm_is_batchnorm_outside_a_process_group():
+    from mvlib.sync_bn import GlobalBatchNorm2d, use_global_batchnorm
+    m = build_model("reactnet18", width=4)
+    ref = build_model("reactnet18", width=4)
+    ref.load_state_dict(m.state_dict())
+    assert use_global_batchnorm(m) > 0
+    assert any(type(b) is GlobalBatchNorm2d for b in m.modules())
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(m.train()(x), ref.train()(x))
+    assert m.state_dict().keys() == ref.state_dict().keys()
+
+
 def test_checkpoint_errors(tmp_path):
     m = build_model("reactnet18", width=4)
     bad = tmp_path / "bad.pt"

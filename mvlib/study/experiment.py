@@ -291,7 +291,8 @@ def teacher_config(cfg: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, 
 
 
 def train_recipe(cfg: dict[str, Any], step: str, model_name: str, variant: str = "baseline",
-                 model_options: dict | None = None, lookup_only: bool = False, log: Log | None = None):
+                 model_options: dict | None = None, test: bool = True, lookup_only: bool = False,
+                 log: Log | None = None):
     """One network trained by the recipe ``cfg`` describes: plain, two-step and/or distilled; ``(model, run)``.
 
     Two-step (ReActNet): the first half of the epochs trains binary
@@ -301,12 +302,13 @@ def train_recipe(cfg: dict[str, Any], step: str, model_name: str, variant: str =
     :func:`teacher_config` is trained first (variant ``teacher-real`` or
     ``teacher-resnet34``, in ``step``) by the same code, checked against
     ``teacher_min_val_top1``, and the binary network learns from its softmax
-    (ReActNet's distributional loss). With ``lookup_only`` nothing is
-    trained: the finished run is returned (FileNotFoundError when its step
-    has not run for this configuration).
+    (ReActNet's distributional loss). ``test=False``: every run of the
+    recipe is evaluated on the validation split only. With ``lookup_only``
+    nothing is trained: the finished run is returned (FileNotFoundError when
+    its step has not run for this configuration).
     """
     log = log or (lambda line: say(f"{model_name} seed {cfg['seed']}: {line}"))
-    kw = dict(lookup_only=lookup_only, log=log)
+    kw = dict(lookup_only=lookup_only, log=log, test=test)
     opts = dict(model_options or {})
     teacher = None
     if cfg["distill"]:

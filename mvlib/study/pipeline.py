@@ -44,6 +44,7 @@ from pathlib import Path
 
 from ..environment import REPO_ROOT, code_hash
 from ..files import write_atomic, write_json
+from ..train import DEADLINE_ENV, deadline_passed
 from .config import load_profile, parse_cli_overrides
 from .progress import ENV as PROGRESS_ENV
 from .progress import THREADS_ENV
@@ -65,6 +66,28 @@ KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 
 class StepFailed(RuntimeError):
     """A notebook failed; the message names the notebook and the cell."""
+
+
+class StoppedAtDeadline(RuntimeError):
+    """``--max-hours`` ran out: finished work is kept, the same command resumes."""
+
+
+# --smoke: every notebook of a profile on its own code path (widths, teacher, two-step, distillation, every
+# grid) at a few images and one or two epochs, into a scratch folder. Seeds are cut to one (the multi-seed
+# paths run under the ci profile); CIFAR-100 reads the offline subset. Counts in images per class.
+SMOKE_OVERRIDES = {
+    "val_per_class": 2, "train_per_class": 2, "test_per_class": 2, "val_eval_per_class": 0,
+    "epochs": 2, "teacher_epochs": 1, "teacher_min_val_top1": 0.0,
+    "seeds": [0], "sweep_seeds": [0], "appendix_seeds": [0], "vd_train_seeds": [0], "vd_scale_seeds": [0],
+    "mv_retrain_epochs": 1, "mv_retrain_train_per_class": 2, "mv_calib_batches": 1, "mv_recal_batches": 1,
+    "mv_sensitivity_val_per_class": 1, "hmv_sweep_val_per_class": 1, "hmv_disagreement_batches": 1,
+    "appendix_epochs": 2, "appendix_cifar100_epochs": 2, "appendix_train_per_class": 2,
+    "appendix_cifar100_train_per_class": 1, "cifar100_train_file": "train_subset.npz", "cifar100_val_per_class": 1,
+    "appendix_test_per_class": 2, "appendix_cifar100_test_per_class": 1, "appendix_val_eval_per_class": 0,
+    "vd_train_epochs": 1, "vd_train_per_class": 2, "vd_train_val_per_class": 2, "vd_sweep_val_per_class": 1,
+    "vd_flip_batches": 1, "kernel_batches": [1], "kernel_reps": 1, "kernel_network_batch": 2,
+    "hw_check_vectors": 100, "eval_batch_size": 100,
+}
 
 
 def steps() -> list[str]:
@@ -290,6 +313,9 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
         share()
 
     while pending or running:
+        if pending and not failures and deadline_passed():
+            log(f"--max-hours ran out: {len(pending)} step(s) not started")
+            failures.append("deadline")
         if not failures:
             for step in list(pending):
                 alone = numbers[step] in ALONE or step.endswith("report")
@@ -310,6 +336,9 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
             t.join()
             del running[step]
             share()
+            if proc.returncode == 3:  # the child stopped at the deadline (its runs keep their checkpoints)
+                failures.append("deadline")
+                continue
             if proc.returncode != 0:
                 failures.append(step)
                 continue
@@ -318,15 +347,38 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
         if not running and pending and not failures and not any(ready(s) for s in pending):
             raise RuntimeError(f"steps {pending} wait on steps that are not scheduled")  # a READS cycle
     shutil.rmtree(budget_dir, ignore_errors=True)
+    if failures and set(failures) == {"deadline"}:
+        raise StoppedAtDeadline(f"--max-hours ran out (finished: {sorted(finished)}): rerun the same command "
+                                f"to resume")
     if failures:
         raise StepFailed(f"step(s) {failures} failed (their lines above say where); finished: {sorted(finished)}")
     return [records[s] for s in order]
 
 
+def smoke_overrides(profile: str, overrides: dict | None = None) -> dict:
+    """:data:`SMOKE_OVERRIDES` (and a scratch results folder) under the caller's own overrides."""
+    return {**SMOKE_OVERRIDES, "results_dir": f"build/smoke/{profile}/results", **(overrides or {})}
+
+
 def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: bool = False,
-                 overrides: dict | None = None, log=print, jobs: int | None = None, record: bool = True) -> list[dict]:
-    overrides = dict(overrides or {})
+                 overrides: dict | None = None, log=print, jobs: int | None = None, record: bool = True,
+                 smoke: bool = False, max_hours: float | None = None, estimate_first: bool | None = None,
+                 ) -> list[dict]:
+    """Run the chosen steps of ``profile`` (all by default); see the module docstring.
+
+    ``smoke``: :func:`smoke_overrides` first. ``max_hours``: no step starts
+    after that many hours, and a training run stops after the epoch that
+    crosses it (its checkpoint kept); :class:`StoppedAtDeadline` then says to
+    rerun the same command, which resumes. ``estimate_first`` (default: the
+    ``paper`` profile, not in smoke mode): print :func:`mvlib.study.estimate.estimate`
+    for the chosen steps before the first one starts.
+    """
+    overrides = smoke_overrides(profile, overrides) if smoke else dict(overrides or {})
     cfg = load_profile(profile, overrides)  # unknown key / wrong type / out of range: error before any work
+    if max_hours is not None:
+        if not max_hours > 0:
+            raise ValueError(f"max_hours must be > 0, got {max_hours}")
+        os.environ[DEADLINE_ENV] = str(time.time() + 3600 * max_hours)  # children and kernels inherit it
     jobs = cfg["study_jobs"] if jobs is None else jobs
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
@@ -341,6 +393,12 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
     results = resolve_results_dir(cfg["results_dir"])
     out_dir = results / "notebooks" / profile
     out_dir.mkdir(parents=True, exist_ok=True)
+    if estimate_first if estimate_first is not None else (profile == "paper" and not smoke and record):
+        from .experiment import resolve_device
+        from .estimate import estimate
+        hours = estimate(cfg, resolve_device(cfg), log=log)
+        log(f"chosen steps: {sum(h for s, h in hours.items() if s in chosen):.1f} h estimated"
+            + (f"; --max-hours {max_hours} stops cleanly and a rerun resumes" if max_hours else ""))
     t_all = time.time()
     if jobs > 1 and len(chosen) > 1:
         log(f"study ({profile}): {len(chosen)} step(s), up to {jobs} at once")
@@ -348,11 +406,19 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
     else:
         done = []
         for i, step in enumerate(chosen, 1):
+            if deadline_passed():
+                raise StoppedAtDeadline(f"--max-hours ran out before {step}: rerun the same command to resume")
             prev = out_dir / f"{step}.done.json"
             took = json.loads(prev.read_text()).get("seconds") if prev.is_file() else None
             log(f"[{i}/{len(chosen)}] {step} (profile {profile})" + (f", last run took {_clock(took)}" if took else ""))
             t0 = time.time()
-            done.append(run_step(step, profile, overrides, out_dir, force=force, log=log))
+            try:
+                done.append(run_step(step, profile, overrides, out_dir, force=force, log=log))
+            except StepFailed as e:
+                if "DeadlineReached" in str(e):
+                    raise StoppedAtDeadline(f"--max-hours ran out in {step} (its runs keep their last epoch): "
+                                            f"rerun the same command to resume") from None
+                raise
             log(f"[{i}/{len(chosen)}] {step} done in {_clock(time.time() - t0)} (total {_clock(time.time() - t_all)})")
             if step.endswith("report"):  # (in a parallel run, the report's child process does this)
                 report = results / ("report.html" if profile == "cpu" else f"report-{profile}.html")
@@ -374,6 +440,12 @@ def main(argv=None) -> int:
     ap.add_argument("--force", action="store_true", help="re-execute steps already done, and the runs inside them")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="configuration overrides")
     ap.add_argument("--jobs", type=int, default=None, help="notebooks at once (default: the profile's study_jobs)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="every notebook on the profile's code path at a few images, into build/smoke/<profile>/")
+    ap.add_argument("--max-hours", type=float, default=None,
+                    help="stop cleanly after this many hours (a rerun of the same command resumes)")
+    ap.add_argument("--estimate", action="store_true", help="print the images and hours per notebook, then exit")
+    ap.add_argument("--no-estimate", action="store_true", help="do not print the estimate before a paper run")
     # how a parallel run starts its children (not for users)
     ap.add_argument("--overrides-json", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--notebook-dir", default=None, help=argparse.SUPPRESS)
@@ -384,7 +456,18 @@ def main(argv=None) -> int:
         NOTEBOOK_DIR = Path(args.notebook_dir)
     try:
         overrides = json.loads(args.overrides_json) if args.overrides_json else parse_cli_overrides(args.set)
-        run_pipeline(args.profile, args.only, args.force, overrides, jobs=args.jobs, record=not args.child)
+        if args.estimate:
+            from .estimate import estimate
+            from .experiment import resolve_device
+            cfg = load_profile(args.profile, smoke_overrides(args.profile, overrides) if args.smoke else overrides)
+            estimate(cfg, resolve_device(cfg))
+            return 0
+        run_pipeline(args.profile, args.only, args.force, overrides, jobs=args.jobs, record=not args.child,
+                     smoke=args.smoke and not args.child, max_hours=args.max_hours,
+                     estimate_first=False if (args.no_estimate or args.child) else None)
+    except StoppedAtDeadline as e:
+        print(f"stopped: {e.args[0]}", file=sys.stderr)
+        return 3
     except (StepFailed, KeyError, TypeError, ValueError, FileNotFoundError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 1

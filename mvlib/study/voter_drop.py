@@ -31,7 +31,7 @@ from ..voter_ops import set_voter
 from . import records
 from .deck import deck_numbers
 from .experiment import (data_identity, evaluate_record, load_run_model, loaders, resolve_device, run_config,
-                         run_params, train_run, with_seed)
+                         run_params, train_recipe, with_seed)
 from .progress import say
 from .stats import UNRESOLVED, t_interval, verdict, welch
 from .voter_study import layer_sensitivity, study_cfg, substitute, voter_spec
@@ -205,23 +205,13 @@ def recipe_label(c: dict, kind: str = "real") -> str:
 
 def train_variant(c: dict, model_name: str, kind: str = "real", log=say) -> records.Run:
     """One network of the shared recipe ``c`` (its seed) with a real (``kind="real"``) or binary 1x1 downsample,
-    trained as notebook 01's baselines (two-step, distillation from a real teacher shared by the kinds, when ``c``
-    asks for them), in step ``08_voter_drop_train``, evaluated on validation only."""
+    trained as notebook 01's baselines are (:func:`mvlib.study.experiment.train_recipe`: two-step, distillation,
+    when ``c`` asks for them; the networks' own ``model_recipes`` are not applied: both networks share this
+    recipe), in step ``08_voter_drop_train``, evaluated on validation only."""
     opts = {} if kind == "real" else {"binary_downsample": kind}
     variant = recipe_label(c, kind)
-    kw = dict(test=False, log=lambda line: log(f"{model_name} seed {c['seed']} {variant}: {line}"))
-    teacher, init, epochs = None, None, c["epochs"]
-    if c["distill"]:
-        teacher = train_run(run_config(c, epochs=c["teacher_epochs"]), TRAIN_STEP, model_name,
-                            f"w{c['width']}-teacher-real", model_options={"binary_activations": False,
-                                                                          "binary_weights": False}, **kw)
-    if c["two_step"]:
-        first = epochs // 2
-        init = train_run(run_config(c, epochs=first), TRAIN_STEP, model_name, f"{variant}-step1",
-                         model_options={**opts, "binary_weights": False}, teacher=teacher, **kw)[1]
-        epochs -= first
-    return train_run(run_config(c, epochs=epochs), TRAIN_STEP, model_name, variant, model_options=opts,
-                     init_from=init, teacher=teacher, **kw)[1]
+    return train_recipe(c, TRAIN_STEP, model_name, variant, model_options=opts or None, test=False,
+                        log=lambda line: log(f"{model_name} seed {c['seed']} {variant}: {line}"))[1]
 
 
 def train_variants(cfg: dict, log=say) -> list[dict[str, Any]]:

@@ -1,0 +1,211 @@
+"""What a study will cost before it starts: images per notebook and the wall time they take here.
+
+    python -m mvlib.study.pipeline --profile paper --estimate    # print and exit
+    (a paper run prints it before its first notebook)
+
+The count follows the notebooks' loops from the resolved configuration: for
+each notebook, the images trained on (forward + backward) and the images
+evaluated (forward only), grouped by the network and width that process
+them. The time is those counts over a *measured* throughput: a few training
+steps and forward passes of each (network, width) on the current device,
+timed here (:func:`measure`). It is an estimate of the dominant work, not a
+promise: data loading, checkpoints and small networks' overheads are left
+out, and notebook 05 (fixed-size benchmarks) and 07 (synthesis, cached) are
+counted as the minutes they took on the committed ``cpu`` run.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..data import dataset_num_classes
+from ..models import TEACHERS, build_model, build_teacher, relative_width
+from ..voter_ops import set_voter
+from .config import recipe_for
+
+RESNET_BINARY_CONVS = 16  # one voter layer per block of the ResNet-18s (notebook 02's sensitivity sweep)
+FIXED_MINUTES = {"05_kernels": 6.0, "07_hardware_cost": 0.5}  # the cpu run's minutes (not image counts)
+
+
+def _classes(cfg, dataset=None):
+    return dataset_num_classes(dataset or cfg["dataset"])
+
+
+def _train_images(cfg, per_class=None, dataset=None) -> int:
+    per = cfg["train_per_class"] if per_class is None else per_class
+    dataset = dataset or cfg["dataset"]
+    ncls = _classes(cfg, dataset)
+    if per:
+        return per * ncls
+    # CIFAR-100's offline train_subset.npz holds 100 images per class; the full train split 500
+    full = 10000 if dataset == "cifar100" and cfg["cifar100_train_file"] != "train.npz" else 50000
+    return full - cfg["val_per_class"] * ncls
+
+
+def _val_images(cfg, per_class=0) -> int:
+    return (per_class or cfg["val_eval_per_class"] or cfg["val_per_class"]) * _classes(cfg)
+
+
+def _test_images(cfg, per_class=None) -> int:
+    per = cfg["test_per_class"] if per_class is None else per_class
+    return per * _classes(cfg) if per else 10000
+
+
+class Tally:
+    """Images per (notebook, kind, network, width, voter): kind ``train`` or ``eval``."""
+
+    def __init__(self):
+        self.rows: dict[tuple, float] = defaultdict(float)
+
+    def add(self, step, kind, net, width, images, voter="none"):
+        self.rows[(step, kind, net, width, voter)] += images
+
+
+def count(cfg: dict[str, Any]) -> Tally:
+    """The images each notebook of ``cfg`` processes, by network and width (see the module docstring)."""
+    t = Tally()
+    n_val, n_test = _val_images(cfg), _test_images(cfg)
+    # 01: baselines (teachers first)
+    for seed in cfg["seeds"]:
+        shared_teacher = False
+        for m in cfg["models"]:
+            r = recipe_for(cfg, m)
+            n = _train_images(r)
+            if r["distill"]:
+                tm = r["teacher_model"]
+                if tm == "same":
+                    t.add("01_baseline", "train", m, r["width"], r["teacher_epochs"] * n)
+                elif not shared_teacher:
+                    t.add("01_baseline", "train", tm, r["teacher_width"], r["teacher_epochs"] * n)
+                    shared_teacher = True
+            t.add("01_baseline", "train", m, r["width"], r["epochs"] * n)
+            t.add("01_baseline", "eval", m, r["width"], r["epochs"] * n_val + n_val + n_test)
+    w, b = cfg["width"], cfg["batch_size"]
+    models, seeds, sweep = cfg["mv_models"], cfg["seeds"], cfg["sweep_seeds"]
+    n_rt = _train_images(cfg, cfg["mv_retrain_train_per_class"])
+    # 02: substitution rows, the one-layer sensitivity sweep
+    for m in models:
+        t.add("02_naive_majority_voter", "eval", m, w, len(seeds) * (
+            (len(cfg["mv_output_scales"]) + 1) * (n_val + n_test) + (cfg["mv_calib_batches"] + cfg["mv_recal_batches"]) * b))
+        sub = _val_images(cfg, cfg["mv_sensitivity_val_per_class"])
+        t.add("02_naive_majority_voter", "eval", m, w,
+              len(sweep) * len(cfg["mv_sensitivity_scales"]) * (RESNET_BINARY_CONVS + 2) * sub, "mv")
+    # 03: retraining through the exact voter (approxsign on the main seeds, the other estimators on sweep seeds)
+    for m in models:
+        for est in cfg["mv_retrain_estimators"]:
+            k = len(seeds) if est == "approxsign" else len(sweep)
+            t.add("03_mv_retraining", "train", m, w, k * cfg["mv_retrain_epochs"] * n_rt, "mv")
+            t.add("03_mv_retraining", "eval", m, w, k * (cfg["mv_retrain_epochs"] * n_val + n_val + n_test), "mv")
+    # 04: the G x tie grid (naive, recalibrated), retraining of the chosen G and ties
+    grid = (len(cfg["hmv_groups"]) + len(cfg["hmv_nested"])) * len(cfg["hmv_ties"])
+    sub = _val_images(cfg, cfg["hmv_sweep_val_per_class"])
+    for m in models:
+        t.add("04_hierarchical_voter", "eval", m, w, len(sweep) * grid * (1 + cfg["hmv_recal"]) * sub, "hmv4")
+        k = len(cfg["hmv_retrain_groups"]) * len(cfg["hmv_retrain_ties"]) * len(sweep)
+        t.add("04_hierarchical_voter", "train", m, w, k * cfg["mv_retrain_epochs"] * n_rt, "hmv4")
+        t.add("04_hierarchical_voter", "eval", m, w, k * (cfg["mv_retrain_epochs"] * n_val + n_val + n_test), "hmv4")
+    # 06: the appendix grid (and its floors, and a teacher per dataset and seed when distilled)
+    for dataset in cfg["appendix_datasets"]:
+        c100 = dataset == "cifar100"
+        per = cfg["appendix_cifar100_train_per_class"] if c100 else cfg["appendix_train_per_class"]
+        n = _train_images({**cfg, "val_per_class": cfg["cifar100_val_per_class"] if c100 else cfg["val_per_class"]},
+                          per, dataset)
+        epochs = (cfg["appendix_cifar100_epochs"] or cfg["appendix_epochs"]) if c100 else cfg["appendix_epochs"]
+        for m in cfg["appendix_models"]:
+            many = dataset == "cifar10" and m in cfg["appendix_seed_models"]
+            k = len(cfg["appendix_seeds"]) if many else 1
+            aw = relative_width(m, cfg["appendix_width"])
+            t.add("06_bn_free", "train", m, aw, (k * len(cfg["appendix_norms"]) + 1) * epochs * n)
+        if cfg["appendix_distill"] and cfg["teacher_model"] in TEACHERS:
+            t.add("06_bn_free", "train", cfg["teacher_model"], cfg["teacher_width"],
+                  len(cfg["appendix_seeds"]) * cfg["teacher_epochs"] * n)
+    # 08: the trained variants of the shared recipe, the k sweep and conventions on the baselines
+    n_vd = _train_images(cfg, cfg["vd_train_per_class"])
+    e = cfg["vd_train_epochs"]
+    for m in ("reactnet18", "birealnet18"):
+        kinds = 1 + len(cfg["vd_downsample_kinds"])
+        t.add("08_voter_drop", "train", m, cfg["vd_train_width"], kinds * len(cfg["vd_train_seeds"]) * e * n_vd)
+        t.add("08_voter_drop", "train", m, cfg["vd_wide_width"], len(cfg["vd_scale_seeds"]) * e * n_vd)
+        t.add("08_voter_drop", "train", m, cfg["vd_train_width"],
+              len(cfg["vd_scale_seeds"]) * cfg["vd_long_factor"] * e * n_vd)
+        sub = _val_images(cfg, cfg["vd_sweep_val_per_class"])
+        t.add("08_voter_drop", "eval", m, w, len(seeds) * (len(cfg["vd_ks"]) + len(cfg["vd_conventions"])) * sub, "mv")
+    return t
+
+
+def _model(net, width, voter):
+    if net in TEACHERS:
+        return build_teacher(net, 10, width)
+    model = build_model(net, num_classes=10, width=width)
+    if voter == "mv":
+        set_voter(model, {"name": "mv"})
+    elif voter == "hmv4":
+        set_voter(model, {"name": "hmv", "fanins": 4, "tie": "pos"})
+    return model
+
+
+def measure(net: str, width: int, voter: str, batch: int, device: str, seconds: float = 3.0) -> tuple[float, float]:
+    """(training images/s, evaluation images/s) of one network here: steps repeated for about ``seconds`` each."""
+    model = _model(net, width, voter).to(device)
+    dev = torch.device(device)
+    x = torch.randn(batch, 3, 32, 32, device=dev)
+    y = torch.randint(0, 10, (batch,), device=dev)
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    def rate(fn):
+        fn()  # warm-up
+        sync()
+        t0, n = time.perf_counter(), 0
+        while n < 2 or time.perf_counter() - t0 < seconds:
+            fn()
+            n += 1
+        sync()
+        return n * batch / (time.perf_counter() - t0)
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    model.train()
+    train = rate(train_step)
+    model.eval()
+    with torch.no_grad():
+        ev = rate(lambda: model(x))
+    return train, ev
+
+
+def estimate(cfg: dict[str, Any], device: str, seconds: float = 3.0, log=print) -> dict[str, float]:
+    """Hours per notebook of ``cfg`` on ``device`` (printed as a table through ``log``); returns them."""
+    tally = count(cfg)
+    keys = sorted({(net, width, voter) for (_, _, net, width, voter) in tally.rows})
+    batch = min(cfg["batch_size"], 256)
+    speed = {}
+    for net, width, voter in keys:
+        speed[(net, width, voter)] = measure(net, width, voter, batch, device, seconds)
+        tr, ev = speed[(net, width, voter)]
+        log(f"  measured {net} width {width} voter {voter}: train {tr:,.0f} img/s, eval {ev:,.0f} img/s")
+    hours: dict[str, float] = defaultdict(float)
+    images: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for (step, kind, net, width, voter), n in tally.rows.items():
+        tr, ev = speed[(net, width, voter)]
+        hours[step] += n / (tr if kind == "train" else ev) / 3600
+        images[step][kind == "eval"] += n
+    for step, minutes in FIXED_MINUTES.items():
+        hours[step] += minutes / 60
+    log(f"estimate for profile {cfg['profile']} on {device} (batch {batch}; dominant work only):")
+    for step in sorted(hours):
+        tr, ev = images.get(step, [0.0, 0.0])
+        log(f"  {step:<26} {tr / 1e6:9.2f} M images trained, {ev / 1e6:8.2f} M evaluated: {hours[step]:8.2f} h")
+    total = sum(hours.values())
+    log(f"  {'total':<26} {total:8.2f} h ({total / 24:.1f} days) on one such device; N data-parallel ranks "
+        f"divide the training part by up to N")
+    return dict(hours)

@@ -1,0 +1,152 @@
+"""The paper profile's machinery: per-network recipes, ResNet teachers, best-on-validation pick, deadlines,
+the estimate and the smoke run (issue 16)."""
+import json
+import os
+
+import pytest
+import torch
+
+from mvlib.checkpoint import load_checkpoint, load_model_weights
+from mvlib.models import build_model, build_teacher, count_parameters
+from mvlib.study import pipeline
+from mvlib.study.config import load_profile, recipe_for
+from mvlib.study.estimate import count, measure
+from mvlib.study.experiment import TeacherTooWeak, train_baseline
+from mvlib.train import DEADLINE_ENV, DeadlineReached, fit, make_optimizer
+
+
+def test_paper_recipes_follow_the_official_code():
+    cfg = load_profile("paper")
+    react, bireal = recipe_for(cfg, "reactnet18"), recipe_for(cfg, "birealnet18")
+    assert (react["two_step"], react["epochs"], react["distill"], react["teacher_model"]) == (True, 512, True, "resnet34")
+    assert (react["optimizer"], react["lr"], react["batch_size"], react["step2_weight_decay"]) == ("adam-l2", 5e-4, 256, 0.0)
+    assert (bireal["two_step"], bireal["epochs"], bireal["distill"], bireal["label_smoothing"]) == (False, 256, False, 0.1)
+    assert (bireal["lr"], bireal["batch_size"], bireal["weight_decay"]) == (1e-3, 512, 0.0)
+    assert cfg["checkpoint_pick"] == "best_val" and cfg["appendix_two_step"] and cfg["appendix_distill"]
+
+
+@pytest.mark.parametrize("recipes,match", [
+    ({"resnet50": {"lr": 0.1}}, "unknown model"),
+    ({"birealnet18": {"seeds": [0]}}, "not a training key"),
+    ({"birealnet18": {"seed": 3}}, "not a training key"),
+    ({"birealnet18": {"lr": -1.0}}, "must be > 0"),
+    ({"birealnet18": {"two_step": True, "epochs": 1}}, "two_step needs epochs >= 2"),
+])
+def test_model_recipes_are_checked_before_any_work(recipes, match):
+    with pytest.raises((KeyError, TypeError, ValueError), match=match):
+        load_profile("ci", {"model_recipes": recipes})
+
+
+def test_resnet_teachers():
+    assert abs(count_parameters(build_teacher("resnet34")) - 21.28e6) < 0.01e6  # the standard CIFAR ResNet-34
+    assert build_teacher("resnet18", num_classes=100, width=8)(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+    with pytest.raises(ValueError, match="unknown teacher"):
+        build_teacher("vgg16")
+
+
+def test_adam_l2_is_torch_adam_with_coupled_decay():
+    m = build_model("reactnet18", width=4)
+    opt = make_optimizer(m, "adam-l2", 1e-3, 1e-5)
+    assert type(opt) is torch.optim.Adam and opt.param_groups[0]["weight_decay"] == 1e-5
+    assert type(make_optimizer(m, "adam", 1e-3, 1e-5)) is torch.optim.AdamW
+
+
+def _tiny_loaders():
+    from mvlib.data import BatchLoader
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (48, 3, 32, 32), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 10, (48,), generator=g)
+    return (BatchLoader(x, y, 16, train=True, augment=False, device="cpu", seed=0),
+            BatchLoader(x[:16], y[:16], 16, train=False, augment=False, device="cpu"))
+
+
+def test_best_val_pick_keeps_the_best_epoch_and_survives_resume(tmp_path):
+    tr, va = _tiny_loaders()
+    torch.manual_seed(0)
+    m = build_model("reactnet18", width=4)
+    ck = tmp_path / "last.pt"
+    hist = fit(m, tr, va, epochs=4, lr=0.05, pick="best_val", checkpoint_path=ck, progress=False, log=lambda s: None)
+    best = max(range(4), key=lambda i: (hist[i]["val_top1"], -i))  # the first epoch with the best top-1
+    state = load_checkpoint(ck)
+    assert state["epoch"] == 4 and state["pick"]["epoch"] == best + 1
+    for k, v in m.state_dict().items():  # fit returns the picked weights
+        assert torch.equal(v, state["pick"]["model"][k]), k
+    other = build_model("reactnet18", width=4)
+    load_model_weights(other, ck)  # what later notebooks load
+    assert all(torch.equal(v, state["pick"]["model"][k]) for k, v in other.state_dict().items())
+    again = build_model("reactnet18", width=4)
+    fit(again, tr, va, epochs=4, lr=0.05, pick="best_val", checkpoint_path=ck, progress=False, log=lambda s: None)
+    assert all(torch.equal(v, state["pick"]["model"][k]) for k, v in again.state_dict().items())
+
+
+def test_deadline_stops_after_a_checkpointed_epoch_and_a_rerun_resumes(tmp_path, monkeypatch):
+    tr, va = _tiny_loaders()
+    ck = tmp_path / "last.pt"
+    monkeypatch.setenv(DEADLINE_ENV, "1")  # long past
+    with pytest.raises(DeadlineReached, match="after epoch 1/3"):
+        fit(build_model("birealnet18", width=4), tr, va, epochs=3, checkpoint_path=ck, progress=False,
+            log=lambda s: None)
+    assert load_checkpoint(ck)["epoch"] == 1
+    monkeypatch.delenv(DEADLINE_ENV)
+    hist = fit(build_model("birealnet18", width=4), tr, va, epochs=3, checkpoint_path=ck, progress=False,
+               log=lambda s: None)
+    assert len(hist) == 3 and load_checkpoint(ck)["epoch"] == 3
+
+
+def test_resnet_teacher_trains_first_and_a_weak_one_stops_the_study(tmp_path, data_root):
+    cfg = load_profile("ci", {"results_dir": str(tmp_path / "results"), "data_dir": str(data_root / "cifar10"),
+                              "width": 4, "train_per_class": 5, "test_per_class": 2, "epochs": 2, "two_step": True,
+                              "distill": True, "teacher_model": "resnet18", "teacher_width": 4, "teacher_epochs": 1,
+                              "teacher_batch_size": 50, "checkpoint_pick": "best_val"})
+    model, run = train_baseline(cfg, "reactnet18")
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs" / "01_baseline").glob("*/metrics.json")]
+    assert sorted(r["variant"] for r in runs) == ["baseline", "step1-binact", "teacher-resnet18"]
+    teacher = next(r for r in runs if r["variant"] == "teacher-resnet18")
+    assert teacher["model"] == "resnet18" and run.params["teacher_run"] == teacher["run_id"]
+    assert "picked_epoch" in run.metrics
+    # the second student of the seed reuses the same teacher run
+    train_baseline(cfg, "birealnet18")
+    assert sum(p.name.endswith(teacher["run_id"]) for p in (tmp_path / "results" / "runs" / "01_baseline").iterdir()) == 1
+    with pytest.raises(TeacherTooWeak, match="below teacher_min_val_top1"):
+        train_baseline({**cfg, "teacher_min_val_top1": 99.9}, "reactnet18")
+
+
+def test_estimate_counts_the_notebooks_loops():
+    cfg = load_profile("cpu")
+    rows = count(cfg).rows
+    trained = sum(n for (s, k, *_), n in rows.items() if s == "01_baseline" and k == "train")
+    assert trained == len(cfg["seeds"]) * len(cfg["models"]) * cfg["epochs"] * 10 * cfg["train_per_class"]
+    paper = count(load_profile("paper")).rows
+    assert any(net == "resnet34" for (_, _, net, _, _) in paper)  # the teacher is counted
+    tr, ev = measure("reactnet18", 4, "mv", 4, "cpu", seconds=0.05)
+    assert tr > 0 and ev > tr / 10
+
+
+def test_max_hours_stops_before_the_next_step(tmp_path, monkeypatch):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    for name, src in [("01_slow", "import time; time.sleep(3)"), ("02_next", "x = 1")]:
+        nb = new_notebook(cells=[new_code_cell("profile = 'ci'\nprogress = False\nresults_dir = ''"), new_code_cell(src)])
+        nb.cells[0].metadata["tags"] = ["parameters"]
+        nb.metadata["kernelspec"] = {"name": "mvlib", "display_name": "mvlib", "language": "python"}
+        nbformat.write(nb, nbdir / f"{name}.ipynb")
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", nbdir)
+    monkeypatch.delenv(DEADLINE_ENV, raising=False)
+    with pytest.raises(pipeline.StoppedAtDeadline, match="before 02_next"):
+        pipeline.run_pipeline("ci", overrides={"results_dir": str(tmp_path / "r")}, max_hours=1 / 3600,
+                              log=lambda s: None)
+    os.environ.pop(DEADLINE_ENV, None)
+    assert (tmp_path / "r" / "notebooks" / "ci" / "01_slow.done.json").is_file()
+
+
+def test_paper_smoke_runs_every_notebook(tmp_path, data_root, monkeypatch):
+    """``make study PROFILE=paper SMOKE=1``: the paper code path end to end at a few images (<= 10 min on 2 cores)."""
+    monkeypatch.setenv("MVLIB_DATA", str(data_root))
+    results = tmp_path / "results"
+    done = pipeline.run_pipeline("paper", smoke=True, overrides={"results_dir": str(results)}, log=print)
+    assert [d["step"] for d in done] == pipeline.steps() or sorted(d["step"] for d in done) == sorted(pipeline.steps())
+    variants = {json.loads(p.read_text())["variant"] for p in results.glob("runs/01_baseline/*/metrics.json")}
+    assert {"teacher-resnet34", "step1-binact", "baseline"} <= variants
+    assert (results / "report-paper.html").is_file()

@@ -94,7 +94,7 @@ def test_deadline_stops_after_a_checkpointed_epoch_and_a_rerun_resumes(tmp_path,
 
 
 def test_resnet_teacher_trains_first_and_a_weak_one_stops_the_study(tmp_path, data_root):
-    cfg = load_profile("ci", {"results_dir": str(tmp_path / "results"), "data_dir": str(data_root / "cifar10"),
+    cfg = load_profile("ci", {"results_dir": str(tmp_path / "results"), "data_dir": str(data_root), "progress": False,
                               "width": 4, "train_per_class": 5, "test_per_class": 2, "epochs": 2, "two_step": True,
                               "distill": True, "teacher_model": "resnet18", "teacher_width": 4, "teacher_epochs": 1,
                               "teacher_batch_size": 50, "checkpoint_pick": "best_val"})

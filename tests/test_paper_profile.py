@@ -122,16 +122,8 @@ def test_estimate_counts_the_notebooks_loops():
     assert tr > 0 and ev > tr / 10
 
 
-def test_max_hours_stops_before_the_next_step(tmp_path, monkeypatch):
-    import nbformat
-    from nbformat.v4 import new_code_cell, new_notebook
-    nbdir = tmp_path / "notebooks"
-    nbdir.mkdir()
-    for name, src in [("01_slow", "import time; time.sleep(3)"), ("02_next", "x = 1")]:
-        nb = new_notebook(cells=[new_code_cell("profile = 'ci'\nprogress = False\nresults_dir = ''"), new_code_cell(src)])
-        nb.cells[0].metadata["tags"] = ["parameters"]
-        nb.metadata["kernelspec"] = {"name": "mvlib", "display_name": "mvlib", "language": "python"}
-        nbformat.write(nb, nbdir / f"{name}.ipynb")
+def test_max_hours_stops_before_the_next_step(tmp_path, monkeypatch, tiny_notebooks):
+    nbdir = tiny_notebooks(tmp_path / "notebooks", {"01_slow": "import time; time.sleep(3)", "02_next": "x = 1"})
     monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", nbdir)
     monkeypatch.delenv(DEADLINE_ENV, raising=False)
     with pytest.raises(pipeline.StoppedAtDeadline, match="before 02_next"):

@@ -1,7 +1,6 @@
 """The paper profile's machinery: per-network recipes, ResNet teachers, best-on-validation pick, deadlines,
 the estimate and the smoke run (issue 16)."""
 import json
-import os
 
 import pytest
 import torch

@@ -140,3 +140,17 @@ def test_paper_smoke_runs_every_notebook(tmp_path, data_root, monkeypatch):
     variants = {json.loads(p.read_text())["variant"] for p in results.glob("runs/01_baseline/*/metrics.json")}
     assert {"teacher-resnet34", "step1-binact", "baseline"} <= variants
     assert (results / "report-paper.html").is_file()
+
+
+def test_a_run_on_two_ranks_records_what_one_process_trains(tmp_path, data_root):
+    """``ddp_procs=2``: train_run hands fit to torchrun (gloo, 2 CPU ranks); same checkpoint up to float order."""
+    base = {"data_dir": str(data_root), "progress": False, "width": 4, "train_per_class": 4, "test_per_class": 2,
+            "epochs": 2, "batch_size": 20, "threads": 1}
+    states = []
+    for procs in (1, 2):
+        cfg = load_profile("ci", {**base, "results_dir": str(tmp_path / f"r{procs}"), "ddp_procs": procs})
+        _, run = train_baseline(cfg, "birealnet18")
+        assert run.metrics["epochs"] == 2 and len(run.history()) == 2
+        states.append(load_checkpoint(run.checkpoint)["model"])
+    for k in states[0]:
+        assert torch.allclose(states[0][k].float(), states[1][k].float(), rtol=1e-4, atol=1e-6), k

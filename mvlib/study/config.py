@@ -149,6 +149,9 @@ SCHEMA: dict[str, Key] = {
     "device": Key(str, "auto", "auto, cpu, cuda or cuda:N", "exec", device_name),
     "progress": Key(bool, True, "tqdm progress bars (turned off in batch runs)", "exec"),
     "threads": Key(int, 0, "torch CPU threads; 0 = leave torch's default", "exec", at_least(0)),
+    "ddp_procs": Key(int, 1, "data-parallel ranks per training run: > 1 trains each run under torchrun with that many "
+                     "processes (one per GPU; gloo on CPU); the result is one process's up to floating-point order",
+                     "exec", at_least(1)),
     "study_jobs": Key(int, 1, "notebooks the pipeline runs at once (each on cores/jobs torch threads; the "
                       "timing notebook 05 alone); no effect on results beyond floating-point order", "exec",
                       at_least(1)),

@@ -212,13 +212,19 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
             if prepare is not None:
                 prepare(model)
         t0 = time.time()
-        hist = fit(model, train_loader, val_loader, epochs=cfg["epochs"], optimizer=cfg["optimizer"], lr=cfg["lr"],
-                   schedule=cfg["schedule"], warmup_steps=cfg["warmup_steps"], weight_decay=cfg["weight_decay"],
-                   momentum=cfg["momentum"], label_smoothing=cfg["label_smoothing"],
-                   teacher=teacher[0] if teacher else None, agc_clip=cfg["agc_clip"], checkpoint_path=run.checkpoint,
-                   arch=arch_of(params), device=dev, progress=cfg["progress"], pick=cfg["checkpoint_pick"],
-                   on_epoch=lambda h: (run.write_history(h), apply_process_settings(cfg)),
-                   log=log)
+        if cfg["ddp_procs"] > 1:  # N worker processes train; this process keeps the record
+            from .ddp_worker import fit_distributed
+            fit_distributed(cfg, params, model, run.checkpoint, teacher[1] if teacher else None, log=log)
+            load_model_weights(model, run.checkpoint)  # the picked epoch's weights, as fit leaves them
+            hist = load_checkpoint(run.checkpoint)["history"]
+        else:
+            hist = fit(model, train_loader, val_loader, epochs=cfg["epochs"], optimizer=cfg["optimizer"],
+                       lr=cfg["lr"], schedule=cfg["schedule"], warmup_steps=cfg["warmup_steps"],
+                       weight_decay=cfg["weight_decay"], momentum=cfg["momentum"],
+                       label_smoothing=cfg["label_smoothing"], teacher=teacher[0] if teacher else None,
+                       agc_clip=cfg["agc_clip"], checkpoint_path=run.checkpoint, arch=arch_of(params), device=dev,
+                       progress=cfg["progress"], pick=cfg["checkpoint_pick"],
+                       on_epoch=lambda h: (run.write_history(h), apply_process_settings(cfg)), log=log)
         # the checkpoint is the truth: its history is what the record keeps (a kill may have cut history.csv)
         state = load_checkpoint(run.checkpoint)
         run.write_history(state["history"])

@@ -143,9 +143,13 @@ def test_paper_smoke_runs_every_notebook(tmp_path, data_root, monkeypatch):
 
 
 def test_a_run_on_two_ranks_records_what_one_process_trains(tmp_path, data_root):
-    """``ddp_procs=2``: train_run hands fit to torchrun (gloo, 2 CPU ranks); same checkpoint up to float order."""
+    """``ddp_procs=2``: train_run hands fit to torchrun (gloo, 2 CPU ranks); same checkpoint up to float order.
+
+    SGD, not Adam: Adam turns float-order noise in a near-zero gradient into a step of about +-lr, which flips
+    binary weights whose latent value lies within lr of 0 (ReActNet's U(0, 1e-3) init makes that common), so
+    with Adam the two agree statistically, not element by element."""
     base = {"data_dir": str(data_root), "progress": False, "width": 4, "train_per_class": 4, "test_per_class": 2,
-            "epochs": 2, "batch_size": 20, "threads": 1}
+            "epochs": 2, "batch_size": 20, "threads": 1, "optimizer": "sgd", "lr": 0.01}
     states = []
     for procs in (1, 2):
         cfg = load_profile("ci", {**base, "results_dir": str(tmp_path / f"r{procs}"), "ddp_procs": procs})
@@ -153,4 +157,4 @@ def test_a_run_on_two_ranks_records_what_one_process_trains(tmp_path, data_root)
         assert run.metrics["epochs"] == 2 and len(run.history()) == 2
         states.append(load_checkpoint(run.checkpoint)["model"])
     for k in states[0]:
-        assert torch.allclose(states[0][k].float(), states[1][k].float(), rtol=1e-4, atol=1e-6), k
+        assert torch.allclose(states[0][k].float(), states[1][k].float(), rtol=1e-4, atol=1e-5), k

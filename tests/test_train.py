@@ -105,6 +105,7 @@ def test_torchrun_ddp_keeps_ranks_identical(tmp_path):
 
 def test_torchrun_two_ranks_train_what_one_process_trains(tmp_path):
     # BatchNorm over the global batch (mvlib.sync_bn) and averaged gradients: 2 ranks x 8 images = 1 x 16
+    # (SGD: see test_a_run_on_two_ranks_records_what_one_process_trains for why not Adam)
     script = tmp_path / "same.py"
     script.write_text(textwrap.dedent(f"""
         import os, torch
@@ -118,7 +119,7 @@ def test_torchrun_two_ranks_train_what_one_process_trains(tmp_path):
         tr = BatchLoader(x, y, 16, train=True, augment=True, device="cpu", seed=0)
         te = BatchLoader(x[:16], y[:16], 16, train=False, augment=False, device="cpu")
         m = build_model("birealnet18", width=4)
-        fit(m, tr, te, epochs=1, lr=1e-3, progress=False, log=lambda s: None)
+        fit(m, tr, te, epochs=1, optimizer="sgd", lr=0.01, progress=False, log=lambda s: None)
         torch.save(m.state_dict(), r"{tmp_path}/" + os.environ.get("RANK", "single") + ".pt")
         """))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
@@ -132,7 +133,7 @@ def test_torchrun_two_ranks_train_what_one_process_trains(tmp_path):
     one, two = torch.load(tmp_path / "single.pt"), torch.load(tmp_path / "0.pt")
     assert one.keys() == two.keys()
     for k in one:  # parameters and BN running statistics
-        assert torch.allclose(one[k].float(), two[k].float(), rtol=1e-4, atol=1e-6), k
+        assert torch.allclose(one[k].float(), two[k].float(), rtol=1e-4, atol=1e-5), k
 
 
 def test_global_batchnorm_is_batchnorm_outside_a_process_group():

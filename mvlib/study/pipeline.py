@@ -77,7 +77,7 @@ class StoppedAtDeadline(RuntimeError):
 # paths run under the ci profile); CIFAR-100 reads the offline subset. Counts in images per class.
 SMOKE_OVERRIDES = {
     "val_per_class": 2, "train_per_class": 2, "test_per_class": 2, "val_eval_per_class": 0,
-    "epochs": 2, "teacher_epochs": 1, "teacher_min_val_top1": 0.0,
+    "epochs": 2, "teacher_epochs": 1, "teacher_min_val_top1": 0.0, "batch_size": 10, "teacher_batch_size": 10,
     "seeds": [0], "sweep_seeds": [0], "appendix_seeds": [0], "vd_train_seeds": [0], "vd_scale_seeds": [0],
     "mv_retrain_epochs": 1, "mv_retrain_train_per_class": 2, "mv_calib_batches": 1, "mv_recal_batches": 1,
     "mv_sensitivity_val_per_class": 1, "hmv_sweep_val_per_class": 1, "hmv_disagreement_batches": 1,
@@ -356,8 +356,15 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
 
 
 def smoke_overrides(profile: str, overrides: dict | None = None) -> dict:
-    """:data:`SMOKE_OVERRIDES` (and a scratch results folder) under the caller's own overrides."""
-    return {**SMOKE_OVERRIDES, "results_dir": f"build/smoke/{profile}/results", **(overrides or {})}
+    """:data:`SMOKE_OVERRIDES` (and a scratch results folder) under the caller's own overrides.
+
+    The profile's per-network recipes keep their choices (one step or two, teacher, optimizer, ...) but take
+    the smoke run's sizes (epochs, batch) where they set them.
+    """
+    recipes = {m: {**r, **{k: SMOKE_OVERRIDES[k] for k in r if k in SMOKE_OVERRIDES}}
+               for m, r in load_profile(profile)["model_recipes"].items()}
+    return {**SMOKE_OVERRIDES, "model_recipes": recipes, "results_dir": f"build/smoke/{profile}/results",
+            **(overrides or {})}
 
 
 def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: bool = False,

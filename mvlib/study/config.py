@@ -417,6 +417,8 @@ def check_consistency(cfg: dict[str, Any]) -> None:
                          f"that notebook 01 trains")
     if cfg["two_step"] and cfg["epochs"] < 2:
         raise ValueError("two_step needs epochs >= 2 (half the epochs per step)")
+    if cfg["two_step"] and cfg["vd_train_epochs"] < 2:
+        raise ValueError("two_step needs vd_train_epochs >= 2 (notebook 08 trains its variants in two steps too)")
     if cfg["appendix_two_step"] and min(cfg["appendix_epochs"], cfg["appendix_cifar100_epochs"] or 2) < 2:
         raise ValueError("appendix_two_step needs appendix_epochs (and appendix_cifar100_epochs) >= 2")
     if (cfg["distill"] or cfg["appendix_distill"]) and cfg["teacher_epochs"] < 1:

@@ -84,7 +84,7 @@ SMOKE_OVERRIDES = {
     "appendix_epochs": 2, "appendix_cifar100_epochs": 2, "appendix_train_per_class": 2,
     "appendix_cifar100_train_per_class": 1, "cifar100_train_file": "train_subset.npz", "cifar100_val_per_class": 1,
     "appendix_test_per_class": 2, "appendix_cifar100_test_per_class": 1, "appendix_val_eval_per_class": 0,
-    "vd_train_epochs": 1, "vd_train_per_class": 2, "vd_train_val_per_class": 2, "vd_sweep_val_per_class": 1,
+    "vd_train_epochs": 2, "vd_train_per_class": 2, "vd_train_val_per_class": 2, "vd_sweep_val_per_class": 1,
     "vd_flip_batches": 1, "kernel_batches": [1], "kernel_reps": 1, "kernel_network_batch": 2,
     "hw_check_vectors": 100, "eval_batch_size": 100,
 }

@@ -57,14 +57,15 @@ def check_arch(path: Path, saved: dict[str, Any], expected: dict[str, Any]) -> N
 def load_model_weights(model: torch.nn.Module, path: Path, arch: dict[str, Any] | None = None) -> dict[str, Any]:
     """Load a checkpoint's weights into ``model`` after checking its architecture.
 
-    A checkpoint of a run that picks its epoch on validation (``pick`` entry,
-    see :func:`mvlib.train.fit`) gives the picked weights, not the last ones.
+    A run that picks its epoch on validation (see :func:`mvlib.train.fit`) gives
+    the picked weights, not the last ones: a checkpoint in training holds them
+    in its ``pick`` entry, a finished run's holds only them.
     """
     state = load_checkpoint(path)
     if arch is not None:
         check_arch(path, state["arch"], arch)
     try:
-        model.load_state_dict(state["pick"]["model"] if state.get("pick") else state["model"])
+        model.load_state_dict(state["pick"]["model"] if "model" in (state.get("pick") or {}) else state["model"])
     except RuntimeError as e:
         raise IncompatibleCheckpoint(f"checkpoint {path} does not fit the model: {e}") from None
     return state

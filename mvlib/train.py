@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm  # text bars: tqdm.auto needs ipywidgets in a kernel and warns without them
 
-from .checkpoint import check_arch, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, check_arch, load_checkpoint, save_checkpoint
 from .layers import BinaryConv2d
 from .sync_bn import use_global_batchnorm
 
@@ -160,6 +160,11 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
     validation top-1 (the first such epoch on a tie) in the checkpoint's ``pick`` entry; the model
     holds those weights when ``fit`` returns, and :func:`mvlib.checkpoint.load_model_weights` loads
     them. ``"last"``: the last epoch's weights.
+
+    The last epoch's checkpoint keeps only what a finished run is used for: the weights the run
+    keeps (the picked ones) under ``model``, the history and the pick's epoch, no optimizer state and
+    no second copy of the weights (a quarter of the size with Adam and ``best_val``). Resuming from it
+    trains nothing; asking it for more epochs is a :class:`~mvlib.checkpoint.CheckpointError`.
     """
     if pick not in ("last", "best_val"):
         raise ValueError(f"pick must be last or best_val, got {pick!r}")
@@ -184,9 +189,13 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
         if arch is not None:
             check_arch(checkpoint_path, state["arch"], arch)
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
         start_epoch, history = state["epoch"], list(state["history"])
+        if "optimizer" in state:
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+        elif start_epoch < epochs:
+            raise CheckpointError(f"{checkpoint_path} is the final checkpoint of a {start_epoch}-epoch run "
+                                  f"(no optimizer state); it cannot be trained on to {epochs} epochs")
         best = state.get("pick")
         if rank == 0:
             log(f"resumed from {checkpoint_path} after epoch {start_epoch}")
@@ -239,11 +248,17 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
             log(f"epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.3f} top1 {row['train_top1']:.1f}% | "
                 f"val top1 {row['val_top1']:.2f}% | {row['seconds']:.0f}s, elapsed {_clock(done_s)}, "
                 f"left ~{_clock(left_s)}")
-            if checkpoint_path is not None:
+            if checkpoint_path is not None and epoch + 1 < epochs:
                 save_checkpoint(checkpoint_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                                   "scheduler": sched.state_dict(), "epoch": epoch + 1,
                                                   "history": history, "arch": arch or {},
                                                   **({"pick": best} if best is not None else {})})
+            elif checkpoint_path is not None:  # finished: the kept weights only
+                kept = best["model"] if best is not None else model.state_dict()
+                save_checkpoint(checkpoint_path, {"model": kept, "epoch": epoch + 1, "history": history,
+                                                  "arch": arch or {}, **({"pick": {k: v for k, v in best.items()
+                                                                                   if k != "model"}}
+                                                                         if best is not None else {})})
                 _fault_point("CHECKPOINT", epoch + 1)
             if on_epoch is not None:
                 on_epoch(history)
@@ -257,7 +272,8 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
             raise DeadlineReached(f"the time allowed ran out after epoch {epoch + 1}/{epochs} (checkpointed): "
                                   f"run the same command again to resume")
     if best is not None:
-        model.load_state_dict(best["model"])
+        if "model" in best:  # else the model was loaded from a final checkpoint, which holds the picked weights
+            model.load_state_dict(best["model"])
         if rank == 0:
             log(f"picked epoch {best['epoch']} (best validation top-1 {best['val_top1']:.2f}%)")
     return history

@@ -56,13 +56,16 @@ def _test_images(cfg, per_class=None) -> int:
 
 
 class Tally:
-    """Images per (notebook, kind, network, width, voter): kind ``train`` or ``eval``."""
+    """Images per (notebook, kind, network, width, voter): kind ``train`` or ``eval``; trained runs per
+    (notebook, network, width), each of which keeps one checkpoint."""
 
     def __init__(self):
         self.rows: dict[tuple, float] = defaultdict(float)
+        self.runs: dict[tuple, int] = defaultdict(int)
 
-    def add(self, step, kind, net, width, images, voter="none"):
+    def add(self, step, kind, net, width, images, voter="none", runs=0):
         self.rows[(step, kind, net, width, voter)] += images
+        self.runs[(step, net, width)] += runs
 
 
 def count(cfg: dict[str, Any]) -> Tally:
@@ -78,11 +81,11 @@ def count(cfg: dict[str, Any]) -> Tally:
             if r["distill"]:
                 tm = r["teacher_model"]
                 if tm == "same":
-                    t.add("01_baseline", "train", m, r["width"], r["teacher_epochs"] * n)
+                    t.add("01_baseline", "train", m, r["width"], r["teacher_epochs"] * n, runs=1)
                 elif not shared_teacher:
-                    t.add("01_baseline", "train", tm, r["teacher_width"], r["teacher_epochs"] * n)
+                    t.add("01_baseline", "train", tm, r["teacher_width"], r["teacher_epochs"] * n, runs=1)
                     shared_teacher = True
-            t.add("01_baseline", "train", m, r["width"], r["epochs"] * n)
+            t.add("01_baseline", "train", m, r["width"], r["epochs"] * n, runs=2 if r["two_step"] else 1)
             t.add("01_baseline", "eval", m, r["width"], r["epochs"] * n_val + n_val + n_test)
     w, b = cfg["width"], cfg["batch_size"]
     models, seeds, sweep = cfg["mv_models"], cfg["seeds"], cfg["sweep_seeds"]
@@ -98,7 +101,7 @@ def count(cfg: dict[str, Any]) -> Tally:
     for m in models:
         for est in cfg["mv_retrain_estimators"]:
             k = len(seeds) if est == "approxsign" else len(sweep)
-            t.add("03_mv_retraining", "train", m, w, k * cfg["mv_retrain_epochs"] * n_rt, "mv")
+            t.add("03_mv_retraining", "train", m, w, k * cfg["mv_retrain_epochs"] * n_rt, "mv", runs=k)
             t.add("03_mv_retraining", "eval", m, w, k * (cfg["mv_retrain_epochs"] * n_val + n_val + n_test), "mv")
     # 04: the G x tie grid (naive, recalibrated), retraining of the chosen G and ties
     grid = (len(cfg["hmv_groups"]) + len(cfg["hmv_nested"])) * len(cfg["hmv_ties"])
@@ -106,7 +109,7 @@ def count(cfg: dict[str, Any]) -> Tally:
     for m in models:
         t.add("04_hierarchical_voter", "eval", m, w, len(sweep) * grid * (1 + cfg["hmv_recal"]) * sub, "hmv4")
         k = len(cfg["hmv_retrain_groups"]) * len(cfg["hmv_retrain_ties"]) * len(sweep)
-        t.add("04_hierarchical_voter", "train", m, w, k * cfg["mv_retrain_epochs"] * n_rt, "hmv4")
+        t.add("04_hierarchical_voter", "train", m, w, k * cfg["mv_retrain_epochs"] * n_rt, "hmv4", runs=k)
         t.add("04_hierarchical_voter", "eval", m, w, k * (cfg["mv_retrain_epochs"] * n_val + n_val + n_test), "hmv4")
     # 06: the appendix grid (and its floors, and a teacher per dataset and seed when distilled)
     for dataset in cfg["appendix_datasets"]:
@@ -119,19 +122,24 @@ def count(cfg: dict[str, Any]) -> Tally:
             many = dataset == "cifar10" and m in cfg["appendix_seed_models"]
             k = len(cfg["appendix_seeds"]) if many else 1
             aw = relative_width(m, cfg["appendix_width"])
-            t.add("06_bn_free", "train", m, aw, (k * len(cfg["appendix_norms"]) + 1) * epochs * n)
+            cells = k * len(cfg["appendix_norms"])
+            t.add("06_bn_free", "train", m, aw, (cells + 1) * epochs * n,
+                  runs=cells * (2 if cfg["appendix_two_step"] else 1) + 1)
         if cfg["appendix_distill"] and cfg["teacher_model"] in TEACHERS:
             t.add("06_bn_free", "train", cfg["teacher_model"], cfg["teacher_width"],
-                  len(cfg["appendix_seeds"]) * cfg["teacher_epochs"] * n)
+                  len(cfg["appendix_seeds"]) * cfg["teacher_epochs"] * n, runs=len(cfg["appendix_seeds"]))
     # 08: the trained variants of the shared recipe, the k sweep and conventions on the baselines
     n_vd = _train_images(cfg, cfg["vd_train_per_class"])
     e = cfg["vd_train_epochs"]
     for m in ("reactnet18", "birealnet18"):
         kinds = 1 + len(cfg["vd_downsample_kinds"])
-        t.add("08_voter_drop", "train", m, cfg["vd_train_width"], kinds * len(cfg["vd_train_seeds"]) * e * n_vd)
-        t.add("08_voter_drop", "train", m, cfg["vd_wide_width"], len(cfg["vd_scale_seeds"]) * e * n_vd)
+        steps = 2 if recipe_for(cfg, m)["two_step"] else 1
+        t.add("08_voter_drop", "train", m, cfg["vd_train_width"], kinds * len(cfg["vd_train_seeds"]) * e * n_vd,
+              runs=kinds * len(cfg["vd_train_seeds"]) * steps)
+        t.add("08_voter_drop", "train", m, cfg["vd_wide_width"], len(cfg["vd_scale_seeds"]) * e * n_vd,
+              runs=len(cfg["vd_scale_seeds"]) * steps)
         t.add("08_voter_drop", "train", m, cfg["vd_train_width"],
-              len(cfg["vd_scale_seeds"]) * cfg["vd_long_factor"] * e * n_vd)
+              len(cfg["vd_scale_seeds"]) * cfg["vd_long_factor"] * e * n_vd, runs=len(cfg["vd_scale_seeds"]) * steps)
         sub = _val_images(cfg, cfg["vd_sweep_val_per_class"])
         t.add("08_voter_drop", "eval", m, w, len(seeds) * (len(cfg["vd_ks"]) + len(cfg["vd_conventions"])) * sub, "mv")
     return t
@@ -146,6 +154,21 @@ def _model(net, width, voter):
     elif voter == "hmv4":
         set_voter(model, {"name": "hmv", "fanins": 4, "tie": "pos"})
     return model
+
+
+def state_bytes(net: str, width: int) -> int:
+    """Bytes of one network's weights and buffers: what a finished run's checkpoint holds."""
+    return sum(v.numel() * v.element_size() for v in _model(net, width, "none").state_dict().values())
+
+
+def disk_gb(tally: Tally) -> dict[str, float]:
+    """GB of checkpoints each notebook leaves (one per trained run; a run in training holds up to 4x its
+    weights while it trains: the optimizer's two moments and the best epoch's copy)."""
+    size = {(net, width): state_bytes(net, width) for (_, net, width) in tally.runs}
+    out: dict[str, float] = defaultdict(float)
+    for (step, net, width), runs in tally.runs.items():
+        out[step] += runs * size[(net, width)] / 1e9
+    return dict(out)
 
 
 def measure(net: str, width: int, voter: str, batch: int, device: str, seconds: float = 3.0) -> tuple[float, float]:
@@ -201,11 +224,13 @@ def estimate(cfg: dict[str, Any], device: str, seconds: float = 3.0, log=print) 
         images[step][kind == "eval"] += n
     for step, minutes in FIXED_MINUTES.items():
         hours[step] += minutes / 60
+    disk = disk_gb(tally)
     log(f"estimate for profile {cfg['profile']} on {device} (batch {batch}; dominant work only):")
     for step in sorted(hours):
         tr, ev = images.get(step, [0.0, 0.0])
-        log(f"  {step:<26} {tr / 1e6:9.2f} M images trained, {ev / 1e6:8.2f} M evaluated: {hours[step]:8.2f} h")
+        log(f"  {step:<26} {tr / 1e6:9.2f} M images trained, {ev / 1e6:8.2f} M evaluated: {hours[step]:8.2f} h, "
+            f"checkpoints {disk.get(step, 0.0):6.2f} GB")
     total = sum(hours.values())
     log(f"  {'total':<26} {total:8.2f} h ({total / 24:.1f} days) on one such device; N data-parallel ranks "
-        f"divide the training part by up to N")
+        f"divide the training part by up to N; checkpoints {sum(disk.values()):.1f} GB on disk at the end")
     return dict(hours)

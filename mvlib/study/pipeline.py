@@ -76,15 +76,15 @@ class StoppedAtDeadline(RuntimeError):
 # grid) at a few images and one or two epochs, into a scratch folder. Seeds are cut to one (the multi-seed
 # paths run under the ci profile); CIFAR-100 reads the offline subset. Counts in images per class.
 SMOKE_OVERRIDES = {
-    "val_per_class": 2, "train_per_class": 2, "test_per_class": 2, "val_eval_per_class": 0,
+    "study_jobs": 2, "val_per_class": 2, "train_per_class": 1, "test_per_class": 2, "val_eval_per_class": 0,
     "epochs": 2, "teacher_epochs": 1, "teacher_min_val_top1": 0.0, "batch_size": 10, "teacher_batch_size": 10,
     "seeds": [0], "sweep_seeds": [0], "appendix_seeds": [0], "vd_train_seeds": [0], "vd_scale_seeds": [0],
-    "mv_retrain_epochs": 1, "mv_retrain_train_per_class": 2, "mv_calib_batches": 1, "mv_recal_batches": 1,
+    "mv_retrain_epochs": 1, "mv_retrain_train_per_class": 1, "mv_calib_batches": 1, "mv_recal_batches": 1,
     "mv_sensitivity_val_per_class": 1, "hmv_sweep_val_per_class": 1, "hmv_disagreement_batches": 1,
-    "appendix_epochs": 2, "appendix_cifar100_epochs": 2, "appendix_train_per_class": 2,
+    "appendix_epochs": 2, "appendix_cifar100_epochs": 2, "appendix_train_per_class": 1,
     "appendix_cifar100_train_per_class": 1, "cifar100_train_file": "train_subset.npz", "cifar100_val_per_class": 1,
     "appendix_test_per_class": 2, "appendix_cifar100_test_per_class": 1, "appendix_val_eval_per_class": 0,
-    "vd_train_epochs": 2, "vd_train_per_class": 2, "vd_train_val_per_class": 2, "vd_sweep_val_per_class": 1,
+    "vd_train_epochs": 2, "vd_train_per_class": 1, "vd_train_val_per_class": 2, "vd_sweep_val_per_class": 1,
     "vd_flip_batches": 1, "kernel_batches": [1], "kernel_reps": 1, "kernel_network_batch": 2,
     "hw_check_vectors": 100, "eval_batch_size": 100,
 }
@@ -246,10 +246,10 @@ def _clock(seconds: float) -> str:
     return f"{m}:{s:02d}"
 
 
-def _order(chosen: list[str]) -> list[str]:
-    """Schedule order: the steps in file order, the timing steps after them, the report last."""
+def _order(chosen: list[str], alone: tuple[str, ...] = ALONE) -> list[str]:
+    """Schedule order: the steps in file order, the timing steps (``alone``) after them, the report last."""
     def rank(step):
-        return (step.endswith("report"), step.split("_", 1)[0] in ALONE)
+        return (step.endswith("report"), step.split("_", 1)[0] in alone)
     return sorted(chosen, key=rank)  # stable: file order within each group
 
 
@@ -261,15 +261,18 @@ def _cores() -> int:
 
 
 def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool, jobs: int, out_dir: Path,
-                  log) -> list[dict]:
+                  log, alone: tuple[str, ...] = ALONE) -> list[dict]:
     """Run the steps in child processes, ``jobs`` at once, each when the steps it reads are done.
+
+    The steps numbered in ``alone`` (timings) wait for an idle machine and run on every core (in a smoke
+    run too: notebook 05 took 4:49 on one core beside notebook 06 against 1:05 alone on two).
 
     A child is this module with ``--only <step> --jobs 1``; its lines (already
     prefixed with the step) are passed to ``log``. After a failure no new step
     starts, the running ones finish, and the first failure is raised.
     """
     cores = _cores()
-    order = _order(chosen)
+    order = _order(chosen, alone)
     budget_dir = Path(tempfile.mkdtemp(prefix="mvlib-threads-"))
     numbers = {s: s.split("_", 1)[0] for s in chosen}
     pending, running, finished, failures, records = list(order), {}, set(), [], {}
@@ -292,10 +295,10 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
         return n
 
     def start(step):
-        alone = numbers[step] in ALONE
+        solo = numbers[step] in alone
         env = dict(os.environ)
         threads = max(1, cores // (len(running) + 1))
-        if not alone:  # torch reads these at start; the kernel then follows its budget file (progress.THREADS_ENV)
+        if not solo:  # torch reads these at start; the kernel then follows its budget file (progress.THREADS_ENV)
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
             env[THREADS_ENV] = str(budget_dir / step)
             write_atomic(budget_dir / step, str(threads))
@@ -303,7 +306,7 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
                "--overrides-json", json.dumps(overrides), "--notebook-dir", str(NOTEBOOK_DIR), "--child"]
         if force:
             cmd.append("--force")
-        log(f"[{step}] started ({'alone, every core' if alone else f'{threads} thread(s) now'}; "
+        log(f"[{step}] started ({'alone, every core' if solo else f'{threads} thread(s) now'}; "
             f"{len(running) + 1} step(s) running)")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                 cwd=str(REPO_ROOT))
@@ -318,14 +321,14 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
             failures.append("deadline")
         if not failures:
             for step in list(pending):
-                alone = numbers[step] in ALONE or step.endswith("report")
-                if len(running) >= jobs or (alone and running) or any(
-                        numbers[r] in ALONE or r.endswith("report") for r in running):
+                solo = numbers[step] in alone or step.endswith("report")
+                if len(running) >= jobs or (solo and running) or any(
+                        numbers[r] in alone or r.endswith("report") for r in running):
                     break
                 if ready(step):
                     pending.remove(step)
                     start(step)
-                elif alone:
+                elif solo:
                     break  # a step that needs the machine to itself waits in its place
         else:
             pending.clear()

@@ -122,7 +122,7 @@ def test_resnet_teacher_trains_first_and_a_weak_one_stops_the_study(tmp_path, da
     cfg = load_profile("ci", {"results_dir": str(tmp_path / "results"), "data_dir": str(data_root), "progress": False,
                               "width": 4, "train_per_class": 5, "test_per_class": 2, "epochs": 2, "two_step": True,
                               "distill": True, "teacher_model": "resnet18", "teacher_width": 4, "teacher_epochs": 1,
-                              "teacher_batch_size": 50, "checkpoint_pick": "best_val"})
+                              "teacher_batch_size": 50, "checkpoint_pick": "best_val", "vd_train_epochs": 2})
     model, run = train_baseline(cfg, "reactnet18")
     runs = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs" / "01_baseline").glob("*/metrics.json")]
     assert sorted(r["variant"] for r in runs) == ["baseline", "step1-binact", "teacher-resnet18"]

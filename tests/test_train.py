@@ -192,7 +192,7 @@ def test_lr_schedules():
 
 def test_two_step_and_distillation_recipe(tmp_path, data_root):
     cfg = _cfg(tmp_path, data_root, width=4, train_per_class=10, test_per_class=5, epochs=2, batch_size=50,
-               two_step=True, distill=True, teacher_epochs=1)
+               two_step=True, distill=True, teacher_epochs=1, vd_train_epochs=2)
     model, run = train_baseline(cfg, "birealnet18")
     variants = sorted(p.name.split("-")[3] for p in (tmp_path / "results" / "runs" / "01_baseline").iterdir()
                       if p.is_dir())

@@ -430,8 +430,6 @@ def check_consistency(cfg: dict[str, Any]) -> None:
 def recipe_for(cfg: dict[str, Any], model: str) -> dict[str, Any]:
     """``cfg`` with ``model``'s entry of ``model_recipes`` applied: the configuration its notebook-01 runs use."""
     return {**cfg, **cfg["model_recipes"].get(model, {})}
-    if cfg["distill"] and cfg["teacher_epochs"] < 1:
-        raise ValueError("distill needs teacher_epochs >= 1")
 
 
 def load_profile(profile: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -319,8 +319,10 @@ def train_recipe(cfg: dict[str, Any], step: str, model_name: str, variant: str =
     teacher = None
     if cfg["distill"]:
         t_name, t_cfg, t_opts = teacher_config(cfg)
-        res = train_run(t_cfg, step, t_name or model_name, f"teacher-{t_name or 'real'}",
-                        model_options={**(opts if t_name is None else {}), **t_opts}, **kw)
+        # the student's own options (a binary 1x1, a BN-free init) do not shape a real-valued teacher: one
+        # teacher run serves every variant of a network and seed
+        res = train_run(t_cfg, step, t_name or model_name, f"teacher-{t_name or 'real'}", model_options=t_opts,
+                        **kw)
         t_run = res if lookup_only else res[1]
         if t_run.metrics["val_top1"] < cfg["teacher_min_val_top1"]:
             raise TeacherTooWeak(f"teacher run {t_run.run_id} reaches {t_run.metrics['val_top1']:.2f} % validation "

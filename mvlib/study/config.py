@@ -156,6 +156,9 @@ SCHEMA: dict[str, Key] = {
                       "timing notebook 05 alone); no effect on results beyond floating-point order", "exec",
                       at_least(1)),
     "force": Key(bool, False, "retrain / re-evaluate even where a finished run of the same identity exists", "exec"),
+    "eval_engine": Key(bool, True, "evaluate binary ResNet-18s on the CPU with cuda_numba's bit-exact inference "
+                       "engine (the float model's logits, ~9x faster with hierarchical voters); others: the float "
+                       "model", "exec"),
     "eval_batch_size": Key(int, 500, "evaluation batch (images); eval-mode results do not depend on it", "exec",
                            at_least(1)),
     # ---- data -------------------------------------------------------------------------------------

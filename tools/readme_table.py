@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cuda_numba.bench_network import summary_text  # noqa: E402
 from mvlib.files import write_atomic  # noqa: E402
-from mvlib.study import appendix, report  # noqa: E402
+from mvlib.study import appendix, pareto, report  # noqa: E402
 from mvlib.study import voter_drop as vd  # noqa: E402
 from mvlib.study.deck_pattern import main_table, verdicts  # noqa: E402
 
@@ -96,8 +96,23 @@ def appendix_block(rows, profile) -> str | None:
 
 def voter_drop_block(profile) -> str | None:
     """Notebook 08's verdicts, from its rows table (records of the running code only, as the report reads them)."""
-    rows = report.voter_drop_table("rows", "results", profile)
+    rows = report.step_table("08_voter_drop", "rows", "results", profile)
     return None if rows is None or rows.empty else "\n\n".join(vd.factor_verdicts(vd.ordering_table(rows))[1])
+
+
+def pareto_block(profile) -> str | None:
+    """Notebook 09's verdict, recomputed from its runs and cost tables (records of the running code only)."""
+    runs = report.step_table("09_voter_pareto", "runs", "results", profile)
+    costs = report.step_table("09_voter_pareto", "costs", "results", profile)
+    if runs is None or runs.empty or costs is None:
+        return None
+    runs = pareto.runs_from_csv(runs)
+    points = pareto.points_table(runs, costs)
+    front = points[pareto.front(points)].sort_values(["model", "ge_evals_per_image"])
+    lines = [f"- {line.strip()}" for line in pareto.verdict(runs, points, pareto.studied_width(points)).splitlines()]
+    lines.append("- On the front (logic work): " + "; ".join(
+        f"{m}: " + ", ".join(g.point) for m, g in front.groupby("model", sort=False)) + ".")
+    return "\n".join(lines)
 
 
 def engine_block() -> str | None:
@@ -130,7 +145,7 @@ def main(profile: str = "cpu", readme: Path = Path("README.md")) -> None:
     if bench is not None:
         text = replace_block(text, "kernels", kernels_block(bench))
     for name, body in (("appendix", appendix_block(rows, profile)), ("voter_drop", voter_drop_block(profile)),
-                       ("engine", engine_block())):
+                       ("engine", engine_block()), ("pareto", pareto_block(profile))):
         if body is not None:
             text = replace_block(text, name, body)
     write_atomic(readme, text)

@@ -103,8 +103,12 @@ def get_many(pairs, cache_dir: Path | None = None, allow_synth: bool = True, job
 
 def sweep(ns, circuit_names, **kw) -> pd.DataFrame:
     """Flat-synthesized costs of every valid circuit at every fan-in (one row each)."""
-    pairs = [(c, n) for n in ns for c in circuit_names if valid(c, n)]
-    return pd.DataFrame([_row(e) for e in get_many(pairs, **kw)])
+    return cost_rows([(c, n) for n in ns for c in circuit_names if valid(c, n)], **kw)
+
+
+def cost_rows(pairs, **kw) -> pd.DataFrame:
+    """Flat-synthesized costs of the given ``(circuit, n)`` pairs (one row each), through the cache."""
+    return pd.DataFrame([_row(e) for e in get_many(list(pairs), **kw)])
 
 
 def composed(ns, groups=(2, 4, 8, 16), ties=TIES, trees=(), **kw) -> pd.DataFrame:

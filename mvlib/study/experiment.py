@@ -323,7 +323,7 @@ def teacher_config(cfg: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, 
 
 def train_recipe(cfg: dict[str, Any], step: str, model_name: str, variant: str = "baseline",
                  model_options: dict | None = None, test: bool = True, lookup_only: bool = False,
-                 log: Log | None = None):
+                 log: Log | None = None, teacher_step: str | None = None):
     """One network trained by the recipe ``cfg`` describes: plain, two-step and/or distilled; ``(model, run)``.
 
     Two-step (ReActNet): the first half of the epochs trains binary
@@ -336,7 +336,9 @@ def train_recipe(cfg: dict[str, Any], step: str, model_name: str, variant: str =
     (ReActNet's distributional loss). ``test=False``: every run of the
     recipe is evaluated on the validation split only. With ``lookup_only``
     nothing is trained: the finished run is returned (FileNotFoundError when
-    its step has not run for this configuration).
+    its step has not run for this configuration). ``teacher_step``: the step
+    whose teacher run serves (default ``step``): a later notebook training a
+    variant reuses notebook 01's teacher instead of training its own.
     """
     log = log or (lambda line: say(f"{model_name} seed {cfg['seed']}: {line}"))
     kw = dict(lookup_only=lookup_only, log=log, test=test)
@@ -346,8 +348,8 @@ def train_recipe(cfg: dict[str, Any], step: str, model_name: str, variant: str =
         t_name, t_cfg, t_opts = teacher_config(cfg)
         # the student's own options (a binary 1x1, a BN-free init) do not shape a real-valued teacher: one
         # teacher run serves every variant of a network and seed
-        res = train_run(t_cfg, step, t_name or model_name, f"teacher-{t_name or 'real'}", model_options=t_opts,
-                        **kw)
+        res = train_run(t_cfg, teacher_step or step, t_name or model_name, f"teacher-{t_name or 'real'}",
+                        model_options=t_opts, **kw)
         t_run = res if lookup_only else res[1]
         if t_run.metrics["val_top1"] < cfg["teacher_min_val_top1"]:
             raise TeacherTooWeak(f"teacher run {t_run.run_id} reaches {t_run.metrics['val_top1']:.2f} % validation "

@@ -126,3 +126,45 @@ def plot_layer_flips(flips, sensitivity, title: str = ""):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+PARETO_STYLE = {"popcount": ("s", "tab:green"), "mv": ("D", "black"), "hmv": ("o", "tab:blue"),
+                "tree": ("^", "tab:purple")}
+
+
+def plot_pareto(points, on_front_work, on_front_depth, title: str = ""):
+    """Per network: top-1 against logic work per image (log) and against depth; intervals as bars, fronts dashed.
+
+    ``points``: :func:`mvlib.study.pareto.points_table`; ``on_front_*``: boolean Series of
+    :func:`mvlib.study.pareto.front` for each cost. Degenerate voters are drawn hollow.
+    """
+    models = list(dict.fromkeys(points["model"]))
+    fig, axes = plt.subplots(len(models), 2, figsize=(12, 4.2 * len(models)), squeeze=False)
+    for row, model in zip(axes, models):
+        g = points[points.model == model]
+        for ax, cost, on, xlabel in ((row[0], "ge_evals_per_image", on_front_work, "logic work per image "
+                                      "(GE-evaluations, log)"), (row[1], "max_depth", on_front_depth,
+                                                                 "logic depth (cells on the deepest layer's path)")):
+            for kind, (marker, color) in PARETO_STYLE.items():
+                k = g[g.kind == kind]
+                if k.empty:
+                    continue
+                half = k["top1_half"].where(k["top1_half"].notna(), 0.0)
+                ax.errorbar(k[cost], k["top1"], yerr=half, fmt="none", ecolor=color, alpha=0.5, capsize=2)
+                ax.scatter(k[cost], k["top1"], marker=marker, s=36, label=kind,
+                           facecolors=["none" if d else color for d in k["degenerate"]], edgecolors=color)
+            f = g[on.reindex(g.index, fill_value=False)].sort_values(cost)
+            ax.step(f[cost], f["top1"], where="post", ls="--", color="tab:red", lw=1, label="front")
+            for _, r in g.iterrows():
+                ax.annotate(r["point"], (r[cost], r["top1"]), fontsize=6, xytext=(3, 2), textcoords="offset points")
+            if cost == "ge_evals_per_image":
+                ax.set_xscale("log")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("test top-1 (%)")
+            ax.set_title(model)
+            ax.grid(alpha=0.3)
+        row[1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

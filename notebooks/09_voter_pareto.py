@@ -122,7 +122,7 @@ timing.append({"part": "disagreement", "seconds": time.time() - t0})
 #
 # Each binary 3×3 convolution's circuit is synthesized at its fan-in (cached); a network's **logic work** is the
 # area (NAND2 equivalents) times the outputs per image, summed over its 16 binary convolutions; its **depth** is the
-# deepest layer's longest path in cells.
+# deepest layer's longest path in cells; its **area** is one circuit per layer, summed (a layer-serial design).
 
 # %%
 t0 = time.time()
@@ -183,6 +183,9 @@ timing.append({"part": "training and evaluation", "seconds": time.time() - t0})
 
 # %%
 points = pareto.points_table(runs, net)
+rates = dis.groupby(["fanins", "tie"])["disagree_rate"].mean().mul(100)  # % of outputs, over layers and seeds
+points["disagree % (vs exact)"] = [rates.get((f, t)) if k in ("hmv", "tree") else None
+                                   for f, t, k in zip(points.fanins, points.tie, points.kind)]
 on_work, on_depth = pareto.front(points), pareto.front(points, "max_depth")
 points["front (work)"], points["front (depth)"] = on_work, on_depth
 fig = plot_pareto(points, on_work, on_depth, title=f"accuracy against logic ({cfg['profile']} profile)")

@@ -20,7 +20,7 @@ def _runs(spec):
 
 
 def _net(costs):
-    return pd.DataFrame([{"circuit": c, "width": w, "ge_evals_per_image": v, "max_depth": d}
+    return pd.DataFrame([{"circuit": c, "width": w, "ge_evals_per_image": v, "max_depth": d, "area_ge": v / 100}
                          for (c, w), (v, d) in costs.items()])
 
 
@@ -88,3 +88,16 @@ def test_costed_layers_are_the_networks_binary_convolutions(name):
     for h in hooks:
         h.remove()
     assert seen == [(layer["fanin"], layer["outputs"]) for layer in hw_cost.reactnet18_layers(12)]
+
+
+def test_network_costs_sum_the_layers():
+    layers = hw_cost.reactnet18_layers(4)
+    costs = pd.DataFrame([{"circuit": "popcount", "n": n, "area_ge": n / 9, "n_cells": n, "depth": n // 36}
+                          for n in {layer["fanin"] for layer in layers}])
+    row = pareto.network_costs(costs, [("popcount", 4)]).iloc[0]
+    assert row.area_ge == pytest.approx(sum(layer["fanin"] / 9 for layer in layers))
+    assert row.ge_evals_per_image == pytest.approx(sum(layer["fanin"] / 9 * layer["outputs"] for layer in layers))
+    assert row.max_depth == max(layer["fanin"] // 36 for layer in layers)
+    synth, designs = pareto.circuits_needed(4, [2], [(2,), (2, 2)], ["pos"])
+    assert ("hmv2x2_pos", 36) in synth and ("popcount", 18) in synth and ("hmv2_pos", 18) not in synth
+    assert designs[-2:] == [("hmv2_pos", 4), ("hmv2x2_pos", 4)]

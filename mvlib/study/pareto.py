@@ -41,7 +41,7 @@ from .stats import UNRESOLVED, t_interval, verdict as sign_verdict, welch
 
 KINDS = ("popcount", "mv", "hmv", "tree")  # tree: nested fan-ins (more than one level)
 POINT_COLUMNS = ["model", "point", "kind", "width", "fanins", "tie", "circuit", "seeds", "top1", "top1_half",
-                 "top1_std", "val_top1", "ge_evals_per_image", "max_depth", "degenerate", "inputs_read"]
+                 "top1_std", "val_top1", "ge_evals_per_image", "max_depth", "area_ge", "degenerate", "inputs_read"]
 
 
 def control_widths(width: int, fractions) -> list[int]:
@@ -139,9 +139,16 @@ def choose_ties(dis: pd.DataFrame, ties) -> dict[str, str]:
 
 
 def network_costs(costs: pd.DataFrame, pairs) -> pd.DataFrame:
-    """``ge_evals_per_image`` and ``max_depth`` of each ``(circuit, width)`` over the 16 binary 3x3 convolutions."""
-    rows = [hw_cost.network_totals(costs, w, [c]).iloc[0] for c, w in dict.fromkeys(pairs)]
-    return pd.DataFrame(rows)[["circuit", "width", "ge_evals_per_image", "max_depth"]]
+    """Per ``(circuit, width)`` over the 16 binary 3x3 convolutions: ``ge_evals_per_image`` (logic work),
+    ``max_depth`` and ``area_ge`` (one circuit per layer, summed: the voters of a layer-serial design)."""
+    area = costs.set_index(["circuit", "n"])["area_ge"]
+    rows = []
+    for c, w in dict.fromkeys(pairs):
+        r = hw_cost.network_totals(costs, w, [c]).iloc[0]
+        rows.append({"circuit": c, "width": w, "ge_evals_per_image": r["ge_evals_per_image"],
+                     "max_depth": r["max_depth"], "area_ge": sum(float(area.get((c, layer["fanin"]), math.nan))
+                                                                for layer in hw_cost.reactnet18_layers(w))})
+    return pd.DataFrame(rows)
 
 
 def runs_from_csv(runs: pd.DataFrame) -> pd.DataFrame:

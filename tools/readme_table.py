@@ -112,6 +112,10 @@ def pareto_block(profile) -> str | None:
     lines = [f"- {line.strip()}" for line in pareto.verdict(runs, points, pareto.studied_width(points)).splitlines()]
     lines.append("- On the front (logic work): " + "; ".join(
         f"{m}: " + ", ".join(g.point) for m, g in front.groupby("model", sort=False)) + ".")
+    timing = report.study_timing("results", profile)
+    if timing and "09_voter_pareto" in timing["steps"] and timing["wall_s"]:
+        lines.append(f"- Notebook 09 took {timing['steps']['09_voter_pareto'] / 60:.1f} min in the committed run; "
+                     f"the whole study {timing['wall_s'] / 60:.1f} min (the timing block above).")
     return "\n".join(lines)
 
 

@@ -48,7 +48,7 @@ def provenance(rows: list[dict]) -> dict:
 
 
 STEP_NAMES = {"01": "baselines", "02": "naive voter", "03": "retraining", "04": "hierarchical voter",
-              "05": "kernels", "06": "BN-Free appendix", "07": "hardware cost", "08": "voter drop",
+              "05": "kernels", "06": "BN-Free appendix", "07": "hardware cost", "08": "voter drop", "09": "Pareto front",
               "99": "report"}
 
 

@@ -56,7 +56,6 @@ force = None                    # True: train and evaluate again even where fini
 
 # %%
 cfg = notebook_config(globals(), _names_before_parameters)
-import math
 import time
 
 import matplotlib.pyplot as plt

@@ -284,7 +284,9 @@ else:
 # popcount network at equal cost.
 
 # %%
+from mvlib.environment import code_hash
 from mvlib.study import pareto
+from mvlib.study.records import all_metrics
 from mvlib.study.plots import plot_pareto
 
 pa_runs = report.step_table("09_voter_pareto", "runs", cfg["results_dir"], cfg["profile"])
@@ -299,7 +301,9 @@ else:
     plt.show()
     report.show(pa_points.assign(**{"front": pa_work, "M GE-evals / image": pa_points.ge_evals_per_image / 1e6})
                 [["model", "point", "seeds", "top1", "top1_half", "M GE-evals / image", "max_depth", "front"]])
-    display(Markdown("\n\n".join(pareto.verdict(pa_runs, pa_points, pareto.studied_width(pa_points)).splitlines())))
+    pa_note = pareto.recipe_note(all_metrics(cfg["results_dir"]), cfg["profile"], code_hash())
+    display(Markdown("\n\n".join(pareto.verdict(pa_runs, pa_points, pareto.studied_width(pa_points),
+                                                 pa_note).splitlines())))
 
 # %% [markdown]
 # ## 8 · What the study cost: wall time of each notebook

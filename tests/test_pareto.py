@@ -61,6 +61,30 @@ def test_verdict_names_the_cheapest_voter_within_1_and_3_points():
     assert "? yes: 1 of 3 voters beat" in pareto.verdict(better, pareto.points_table(better, NET), 16)
 
 
+def _record(step, variant, model, epochs, images, top1, test_images, code="c1"):
+    return {"step": step, "variant": variant, "model": model, "profile": "cpu", "epochs": epochs,
+            "train_images": images, "top1": top1, "test_images": test_images, "code_hash": code}
+
+
+def test_recipe_note_reads_the_recipes_and_the_longer_retraining_from_the_records():
+    records = [_record("09_voter_pareto", "baseline-w8", "m", 4, 20000, 49.0, 2000),
+               _record("09_voter_pareto", "retrain-approx", "m", 1, 1000, 39.0, 2000),
+               _record("09_voter_pareto", "retrain-approx", "m", 1, 1000, 41.0, 2000),
+               _record("03_mv_retraining", "retrain-approx", "m", 1, 15000, 50.0, 10000),
+               _record("03_mv_retraining", "retrain-approx", "m", 1, 15000, 52.0, 10000),
+               _record("03_mv_retraining", "retrain-approx", "m", 1, 15000, 10.0, 10000, code="old")]
+    note = pareto.recipe_note(records, "cpu", "c1")
+    assert "trained from scratch for 4 epochs on 20,000 images" in note
+    assert "retrained through its voter for 1 epoch on 1,000 images, shorter than notebook 03's" in note
+    # the old code's record is left out: the mean is (50 + 52) / 2, not with 10
+    assert "m 51.00 % (n=2, 10,000 test images) against 40.00 % here (n=2, 2,000 test images)" in note
+    same = [r if r["step"] != "03_mv_retraining" else {**r, "train_images": 1000} for r in records]
+    assert "shorter" not in pareto.recipe_note(same, "cpu", "c1")  # the paper profile: 03's own runs
+    assert pareto.recipe_note(records[3:], "cpu", "c1") is None     # no notebook-09 records
+    assert pareto.recipe_note(records, "paper", "c1") is None       # another profile's records only
+    assert pareto.verdict(RUNS, pareto.points_table(RUNS, NET), 16, note).endswith(note)
+
+
 def test_tie_choice_and_checks():
     dis = pd.DataFrame({"fanins": ["4", "4", "4", "2x2", "2x2"], "tie": ["pos", "neg", "first", "pos", "first"],
                         "disagree_rate": [0.3, 0.2, 0.2, 0.1, 0.4]})

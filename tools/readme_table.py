@@ -24,10 +24,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cuda_numba.bench_network import summary_text  # noqa: E402
+from mvlib.environment import code_hash  # noqa: E402
 from mvlib.files import write_atomic  # noqa: E402
 from mvlib.study import appendix, pareto, report  # noqa: E402
 from mvlib.study import voter_drop as vd  # noqa: E402
 from mvlib.study.deck_pattern import main_table, verdicts  # noqa: E402
+from mvlib.study.records import all_metrics  # noqa: E402
 
 
 def markdown_table(t) -> str:
@@ -109,7 +111,9 @@ def pareto_block(profile) -> str | None:
     runs = pareto.runs_from_csv(runs)
     points = pareto.points_table(runs, costs)
     front = points[pareto.front(points)].sort_values(["model", "ge_evals_per_image"])
-    lines = [f"- {line.strip()}" for line in pareto.verdict(runs, points, pareto.studied_width(points)).splitlines()]
+    note = pareto.recipe_note(all_metrics("results"), profile, code_hash())
+    lines = [f"- {line.strip()}" for line in
+             pareto.verdict(runs, points, pareto.studied_width(points), note).splitlines()]
     lines.append("- On the front (logic work): " + "; ".join(
         f"{m}: " + ", ".join(g.point) for m, g in front.groupby("model", sort=False)) + ".")
     timing = report.study_timing("results", profile)

@@ -232,8 +232,54 @@ def cheapest_within(points: pd.DataFrame, model: str, margin: float, base_width:
             "saving": 1.0 - v[cost] / ref[cost], "depth": v["max_depth"], "popcount_depth": ref.max_depth}
 
 
-def verdict(runs: pd.DataFrame, points: pd.DataFrame, base_width: int) -> str:
-    """The section's verdict, from the data: cheapest voters within 1 and 3 points, the equal-cost comparison."""
+def _recipe(rows: pd.DataFrame) -> str:
+    epochs, images = int(rows["epochs"].iloc[0]), int(rows["train_images"].iloc[0])
+    return f"{epochs} epoch{'s' if epochs != 1 else ''} on {images:,} images"
+
+
+def recipe_note(metrics, profile: str, code: str | None = None) -> str | None:
+    """What the equal-cost comparison depends on, read from the run records (``records.all_metrics``).
+
+    The controls are networks trained from scratch by notebook 01's recipe; a voter point is a base-width
+    baseline *retrained* through its voter by notebook 09's shared recipe. When that retraining is shorter
+    than notebook 03's, the comparison holds for that budget only, and the note says how far notebook 03's
+    longer retraining takes the exact voter. None when the records lack notebook 09's runs.
+    """
+    m = pd.DataFrame(metrics)
+    need = {"step", "variant", "model", "profile", "epochs", "train_images", "top1"}
+    if m.empty or not need <= set(m.columns):
+        return None
+    m = m[(m.profile == profile) & ((m.code_hash == code) if code and "code_hash" in m else True)]
+    here = m[m.step == "09_voter_pareto"]
+    control = here[here.variant.astype(str).str.match(r"baseline-w\d+$")]
+    voters = here[here.variant == "retrain-approx"]
+    longer = m[(m.step == "03_mv_retraining") & (m.variant == "retrain-approx")]
+    if control.empty or voters.empty:
+        return None
+    text = (f"Recipes (from the records): the narrower controls are trained from scratch for {_recipe(control)} "
+            f"(notebook 01's recipe); each voter point is a base-width baseline retrained through its voter for "
+            f"{_recipe(voters)}")
+    if longer.empty or _recipe(longer) == _recipe(voters):
+        return text + "."
+    per_model = []
+    for model, g in longer.groupby("model", sort=False):
+        short = voters[voters.model == model]
+        if short.empty:
+            continue
+        iv = t_interval(g["top1"].tolist())
+        per_model.append(f"{model} {iv.mean:.2f} % (n={iv.n}, {int(g['test_images'].iloc[0]):,} test images) "
+                         f"against {short['top1'].mean():.2f} % here (n={len(short)}, "
+                         f"{int(short['test_images'].iloc[0]):,} test images)")
+    return (text + ", shorter than notebook 03's retraining (" + _recipe(longer) + "). So \"beats\" and \"loses\" "
+            "hold for this retraining budget, which favours the controls: notebook 03's longer retraining brings the "
+            "exact voter to " + "; ".join(per_model) + ".")
+
+
+def verdict(runs: pd.DataFrame, points: pd.DataFrame, base_width: int, note: str | None = None) -> str:
+    """The section's verdict, from the data: cheapest voters within 1 and 3 points, the equal-cost comparison.
+
+    ``note``: what the comparison depends on (:func:`recipe_note`), appended as the last line.
+    """
     lines = []
     vs = against_popcount(runs, points)
     for model, g in points.groupby("model", sort=False):
@@ -260,7 +306,9 @@ def verdict(runs: pd.DataFrame, points: pd.DataFrame, base_width: int) -> str:
                      "one costing no more" + (f" ({', '.join(m[m.outcome == 'loses'].point)})" if 0 < n_l <= 4
                                               else "") + ".")
     seeds = sorted(set(points.seeds))
-    lines.append(f"Means over {'/'.join(map(str, seeds))} training seeds with 95 % intervals; voter points are "
-                 "retrained by one shared recipe, so they compare with each other and with the controls, not with "
-                 "notebook 03's longer retraining.")
+    lines.append(f"Means over {'/'.join(map(str, seeds))} training seeds with 95 % intervals; the voter points share "
+                 "one retraining recipe, so they compare with each other directly; the controls are trained by "
+                 "notebook 01's recipe.")
+    if note:
+        lines.append(note)
     return "\n".join(lines)

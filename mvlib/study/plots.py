@@ -1,9 +1,11 @@
 """Plots shared by the notebooks: training curves and grouped comparisons."""
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 
 
 def plot_histories(histories: Mapping[str, list[dict]], title: str = "", metrics=("train_loss", "val_top1")):
@@ -132,6 +134,19 @@ PARETO_STYLE = {"popcount": ("s", "tab:green"), "mv": ("D", "black"), "hmv": ("o
                 "tree": ("^", "tab:purple")}
 
 
+def _label_points(ax, g, cost, log: bool) -> None:
+    """Name each point; points close along x and in top-1 get their labels stacked rather than overprinted."""
+    placed = []  # (x, y) of labels already placed, in data units (x in log10 where log)
+    xs = [math.log10(v) if log and v > 0 else v for v in g[cost]]
+    span = 0.12 * ((max(xs) - min(xs)) or 1.0)  # a label runs about this far to the right of its point
+    for _, r in g.sort_values([cost, "top1"]).iterrows():
+        x = math.log10(r[cost]) if log and r[cost] > 0 else r[cost]
+        level = sum(1 for px, py in placed if abs(px - x) < span and abs(py - r["top1"]) < 4)
+        placed.append((x, r["top1"]))
+        ax.annotate(r["point"], (r[cost], r["top1"]), fontsize=6, xytext=(3, 2 + 7 * level),
+                    textcoords="offset points")
+
+
 def plot_pareto(points, on_front_work, on_front_depth, title: str = ""):
     """Per network: top-1 against logic work per image (log) and against depth; intervals as bars, fronts dashed.
 
@@ -155,10 +170,10 @@ def plot_pareto(points, on_front_work, on_front_depth, title: str = ""):
                            facecolors=["none" if d else color for d in k["degenerate"]], edgecolors=color)
             f = g[on.reindex(g.index, fill_value=False)].sort_values(cost)
             ax.step(f[cost], f["top1"], where="post", ls="--", color="tab:red", lw=1, label="front")
-            for _, r in g.iterrows():
-                ax.annotate(r["point"], (r[cost], r["top1"]), fontsize=6, xytext=(3, 2), textcoords="offset points")
+            _label_points(ax, g, cost, log=cost == "ge_evals_per_image")
             if cost == "ge_evals_per_image":
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # the minor labels of a short log axis overlap
             ax.set_xlabel(xlabel)
             ax.set_ylabel("test top-1 (%)")
             ax.set_title(model)

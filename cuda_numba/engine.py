@@ -250,14 +250,19 @@ class BinaryEngine(nn.Module):
             "scr_a": np.zeros((threads, MAX_CHUNK * k_max), np.uint64),
             "scr_v": np.zeros((threads, MAX_CHUNK * n_words(co_max)), np.uint64),
             "no_bits": np.zeros(1, np.uint64),
-            "pool_layout": self._probe_pool_layout(batch, geo[0]["h"], geo[0]["w"]),
+            "pool_layout": self._probe_pool_layout(min(batch, 2), geo[0]["h"], geo[0]["w"]),
         }
         self._bufs[key] = bufs
         return bufs
 
     @torch.no_grad()
     def _probe_pool_layout(self, batch, h, w) -> str:
-        """The memory layout of the float model's input to global pooling (its result depends on it)."""
+        """The memory layout of the float model's input to global pooling (its result depends on it).
+
+        Probed on two images: the layout follows the layers' memory formats, not the batch size, and a
+        full batch through a hierarchical voter's float simulation would cost as much as the evaluation
+        the engine replaces (one image is not used: a batch of 1 is both contiguous and channels-last).
+        """
         seen = []
         handle = self.model.pool.register_forward_pre_hook(lambda m, inp: seen.append(_layout_of(inp[0])))
         try:

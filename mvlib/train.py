@@ -100,8 +100,12 @@ def distillation_loss(student_logits, teacher_logits):
 
 # ----------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device="cpu", max_batches: int = 0) -> dict[str, float]:
-    """Top-1 / top-5 accuracy (percent) and mean loss over the loader."""
+def evaluate(model: nn.Module, loader, device="cpu", max_batches: int = 0, forward=None) -> dict[str, float]:
+    """Top-1 / top-5 accuracy (percent) and mean loss over the loader.
+
+    ``forward``: what computes the logits of a batch instead of ``model`` itself (an inference
+    engine compiled from it, say); ``model`` is still put in eval mode for the duration.
+    """
     was_training = model.training
     model.eval()
     n = c1 = c5 = 0
@@ -110,7 +114,7 @@ def evaluate(model: nn.Module, loader, device="cpu", max_batches: int = 0) -> di
         if max_batches and i >= max_batches:
             break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        out = model(x)
+        out = (forward or model)(x)
         loss += F.cross_entropy(out, y, reduction="sum").item()
         top = out.topk(min(5, out.shape[1]), 1).indices
         c1 += (top[:, 0] == y).sum().item()
@@ -148,7 +152,7 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
         label_smoothing: float = 0.0, teacher: nn.Module | None = None, agc_clip: float = 0.0,
         checkpoint_path=None, arch: dict[str, Any] | None = None, device="cpu", progress: bool = True,
         pick: str = "last", on_epoch: Callable[[list[dict]], None] | None = None,
-        log: Callable[[str], None] = print) -> list[dict]:
+        log: Callable[[str], None] = print, evaluator: Callable[..., dict] | None = None) -> list[dict]:
     """Train for ``epochs``; checkpoint each epoch; resume from ``checkpoint_path`` if present.
 
     Returns the per-epoch history (epoch, lr, train_loss, train_top1, val_loss, val_top1, val_top5,
@@ -165,6 +169,9 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
     keeps (the picked ones) under ``model``, the history and the pick's epoch, no optimizer state and
     no second copy of the weights (a quarter of the size with Adam and ``best_val``). Resuming from it
     trains nothing; asking it for more epochs is a :class:`~mvlib.checkpoint.CheckpointError`.
+
+    ``evaluator(model, loader, device)``: how the validation split is evaluated after each epoch
+    (default :func:`evaluate`; it must return the same keys).
     """
     if pick not in ("last", "best_val"):
         raise ValueError(f"pick must be last or best_val, got {pick!r}")
@@ -234,7 +241,7 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
             tot_correct += (out.argmax(1) == y).sum().item()
             tot_n += y.numel()
             bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{100 * tot_correct / tot_n:.1f}")
-        ev = evaluate(model, val_loader, device)
+        ev = (evaluator or evaluate)(model, val_loader, device)
         row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": tot_loss / max(tot_n, 1),
                "train_top1": 100.0 * tot_correct / max(tot_n, 1), "val_loss": ev["loss"],
                "val_top1": ev["top1"], "val_top5": ev["top5"], "seconds": time.time() - t0}

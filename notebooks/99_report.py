@@ -242,7 +242,7 @@ from mvlib.study.plots import plot_drop_vs_accuracy, plot_layer_flips, plot_resc
 
 
 def vd_table(name):
-    return report.voter_drop_table(name, cfg["results_dir"], cfg["profile"])
+    return report.step_table("08_voter_drop", name, cfg["results_dir"], cfg["profile"])
 
 
 vd_rows = vd_table("rows")  # the records of the running code only, as in every other section
@@ -274,7 +274,39 @@ else:
                          + ", ".join(f"{r.part} {r.wall_s:.0f} s" for r in vd_timing.itertuples()) + "."))
 
 # %% [markdown]
-# ## 7 · What the study cost: wall time of each notebook
+# ## 7 · Which voter buys the most accuracy per gate? The accuracy–logic Pareto front (notebook 09)
+#
+# Beyond the deck. Each point is a network design: the exact voter, hierarchical voters G = 2…16 and voter trees
+# down to one channel per leaf, each retrained from the baselines by one shared recipe, and — the control — the
+# popcount network and the exact voter at reduced width, trained by notebook 01's recipe. Logic work per image and
+# depth come from the synthesized circuit of every binary convolution (notebook 07's flow). The verdict names the
+# cheapest voter within 1 and 3 points of the popcount network, and whether an approximate voter beats the narrower
+# popcount network at equal cost.
+
+# %%
+from mvlib.environment import code_hash
+from mvlib.study import pareto
+from mvlib.study.records import all_metrics
+from mvlib.study.plots import plot_pareto
+
+pa_runs = report.step_table("09_voter_pareto", "runs", cfg["results_dir"], cfg["profile"])
+pa_costs = report.step_table("09_voter_pareto", "costs", cfg["results_dir"], cfg["profile"])
+if pa_runs is None or pa_runs.empty or pa_costs is None:
+    print("no notebook-09 results of this code for this profile")
+else:
+    pa_runs = pareto.runs_from_csv(pa_runs)
+    pa_points = pareto.points_table(pa_runs, pa_costs)
+    pa_work, pa_depth = pareto.front(pa_points), pareto.front(pa_points, "max_depth")
+    fig = plot_pareto(pa_points, pa_work, pa_depth, title="test top-1 against logic work and depth")
+    plt.show()
+    report.show(pa_points.assign(**{"front": pa_work, "M GE-evals / image": pa_points.ge_evals_per_image / 1e6})
+                [["model", "point", "seeds", "top1", "top1_half", "M GE-evals / image", "max_depth", "front"]])
+    pa_note = pareto.recipe_note(all_metrics(cfg["results_dir"]), cfg["profile"], code_hash())
+    display(Markdown("\n\n".join(pareto.verdict(pa_runs, pa_points, pareto.studied_width(pa_points),
+                                                 pa_note).splitlines())))
+
+# %% [markdown]
+# ## 8 · What the study cost: wall time of each notebook
 #
 # From the pipeline's records of the last run of each notebook (`results/notebooks/<profile>/*.done.json`);
 # the `cpu` profile's budget is 90 minutes on 2 idle cores.

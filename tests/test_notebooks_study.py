@@ -67,7 +67,7 @@ def test_notebooks_02_to_04_ci(ci_results, tmp_path):
 def test_notebooks_05_07_and_report_ci(ci_results, tmp_path):
     """Kernels (incl. the trained-model agreement), hardware cost from the cache, then the report."""
     import nbformat
-    for name in ("05_kernels", "07_hardware_cost", "99_report"):
+    for name in ("05_kernels", "07_hardware_cost", "09_voter_pareto", "99_report"):
         execute(name, ci_results, tmp_path)
     nb = nbformat.read(tmp_path / "05_kernels.ipynb", as_version=4)
     text = "\n".join(o.get("text", "") if o.get("output_type") == "stream" else json.dumps(o.get("data", {}))
@@ -80,3 +80,11 @@ def test_notebooks_05_07_and_report_ci(ci_results, tmp_path):
     assert "substitution costs accuracy" in shown and "± 95 %" in shown
     if metrics(ci_results, "03_mv_retraining"):  # when notebooks 02-04 ran first in this session
         assert "retrain-approx" in shown and "hmv-g4-tiepos" in shown
+    # notebook 09: every point on every seed (ci: 0 and 1), trees and the control width, and its report section
+    import pandas as pd
+    runs = pd.read_csv(ci_results / "tables" / "09_voter_pareto_runs_ci.csv")
+    assert set(runs.seed) == {0, 1} and {"popcount w8", "popcount w4", "MV", "MV w4"} <= set(runs.point)
+    assert any(p.startswith("tree 2x2 tie") for p in runs.point) and (runs.kind == "hmv").sum() == 2 * 2 * 2
+    m09 = metrics(ci_results, "09_voter_pareto")
+    assert {m["variant"] for m in m09} >= {"baseline-w4", "w4-retrain-approx", "popcount-w8"}
+    assert "Does an approximate voter beat the narrower popcount network at equal cost?" in shown

@@ -117,3 +117,19 @@ def test_parallel_steps_follow_reads_and_timing_step_runs_alone(tmp_path, monkey
     with pytest.raises(pipeline.StepFailed, match=r"02_b"):
         pipeline.run_pipeline("ci", overrides={"results_dir": str(results)}, jobs=2, force=True, log=logs.append)
     assert any("boom" in line for line in logs)
+
+
+def test_notebook_09_waits_for_03_and_04_only_when_it_reuses_their_runs(tmp_path):
+    from mvlib.study.config import load_profile
+    cpu, paper = load_profile("cpu"), load_profile("paper")
+    assert pipeline.reads("09_voter_pareto", cfg=cpu) == ["01"]  # its own recipe and splits: starts after 01
+    assert pipeline.reads("09_voter_pareto", cfg=paper) == ["01", "03", "04"]  # 03/04's runs are its points
+    assert pipeline.reads("09_voter_pareto") == ["01"]
+    # and what it read decides whether an executed notebook is still current
+    runs = tmp_path / "runs" / "04_hierarchical_voter" / "r"
+    runs.mkdir(parents=True)
+    before = pipeline.upstream_digest(tmp_path, "09_voter_pareto", paper)
+    (runs / "metrics.json").write_text("{}")
+    assert pipeline.upstream_digest(tmp_path, "09_voter_pareto", paper) != before
+    assert pipeline.upstream_digest(tmp_path, "09_voter_pareto", cpu) == pipeline.upstream_digest(
+        tmp_path, "09_voter_pareto")

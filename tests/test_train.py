@@ -209,3 +209,26 @@ def test_training_step_benchmark_through_voters():
         row = bench_one("reactnet18", 8, 4, torch.device("cpu"), steps=1, warmup=0, reference=True, voter=voter)
         assert row["voter"] == voter and row["mvlib_img_s"] > 0
         assert ("unfused_img_s" in row) == (voter == "none")  # the references exist for the popcount network only
+
+
+@pytest.mark.parametrize("name,voter", [("reactnet18", None), ("reactnet18", {"name": "hmv", "fanins": [2, 3], "tie": "first"}),
+                                        ("birealnet18", {"name": "mv"}), ("birealnet18", {"name": "hmv", "fanins": [3],
+                                                                                          "tie": "neg"})])
+def test_engine_evaluation_equals_the_float_model(name, voter):
+    """eval_engine is an exec key (not in a run's identity) because every metric it gives is the float model's."""
+    from mvlib.study.experiment import engine_evaluate
+    from mvlib.train import evaluate
+    from mvlib.voter_ops import set_voter
+    torch.manual_seed(1)
+    model = build_model(name, width=6)  # 6, 12, 24, 48 channels: odd block sizes for G = 2 x 3
+    if voter is not None:
+        set_voter(model, voter)
+    model.train()
+    with torch.no_grad():  # BN statistics of something other than their initial values
+        for _ in range(3):
+            model(torch.randn(16, 3, 32, 32))
+    batches = [(torch.randn(n, 3, 32, 32), torch.randint(0, 10, (n,))) for n in (13, 7)]
+    from cuda_numba.engine import compile_engine
+    compile_engine(model)  # the engine path is taken, not the float fallback
+    assert engine_evaluate(model, batches) == evaluate(model, batches)
+    assert model.training  # evaluation restores the mode

@@ -24,10 +24,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cuda_numba.bench_network import summary_text  # noqa: E402
+from mvlib.environment import code_hash  # noqa: E402
 from mvlib.files import write_atomic  # noqa: E402
-from mvlib.study import appendix, report  # noqa: E402
+from mvlib.study import appendix, pareto, report  # noqa: E402
 from mvlib.study import voter_drop as vd  # noqa: E402
 from mvlib.study.deck_pattern import main_table, verdicts  # noqa: E402
+from mvlib.study.records import all_metrics  # noqa: E402
 
 
 def markdown_table(t) -> str:
@@ -96,8 +98,29 @@ def appendix_block(rows, profile) -> str | None:
 
 def voter_drop_block(profile) -> str | None:
     """Notebook 08's verdicts, from its rows table (records of the running code only, as the report reads them)."""
-    rows = report.voter_drop_table("rows", "results", profile)
+    rows = report.step_table("08_voter_drop", "rows", "results", profile)
     return None if rows is None or rows.empty else "\n\n".join(vd.factor_verdicts(vd.ordering_table(rows))[1])
+
+
+def pareto_block(profile) -> str | None:
+    """Notebook 09's verdict, recomputed from its runs and cost tables (records of the running code only)."""
+    runs = report.step_table("09_voter_pareto", "runs", "results", profile)
+    costs = report.step_table("09_voter_pareto", "costs", "results", profile)
+    if runs is None or runs.empty or costs is None:
+        return None
+    runs = pareto.runs_from_csv(runs)
+    points = pareto.points_table(runs, costs)
+    front = points[pareto.front(points)].sort_values(["model", "ge_evals_per_image"])
+    note = pareto.recipe_note(all_metrics("results"), profile, code_hash())
+    lines = [f"- {line.strip()}" for line in
+             pareto.verdict(runs, points, pareto.studied_width(points), note).splitlines()]
+    lines.append("- On the front (logic work): " + "; ".join(
+        f"{m}: " + ", ".join(g.point) for m, g in front.groupby("model", sort=False)) + ".")
+    timing = report.study_timing("results", profile)
+    if timing and "09_voter_pareto" in timing["steps"] and timing["wall_s"]:
+        lines.append(f"- Notebook 09 took {timing['steps']['09_voter_pareto'] / 60:.1f} min in the committed run; "
+                     f"the whole study {timing['wall_s'] / 60:.1f} min (the timing block above).")
+    return "\n".join(lines)
 
 
 def engine_block() -> str | None:
@@ -130,7 +153,7 @@ def main(profile: str = "cpu", readme: Path = Path("README.md")) -> None:
     if bench is not None:
         text = replace_block(text, "kernels", kernels_block(bench))
     for name, body in (("appendix", appendix_block(rows, profile)), ("voter_drop", voter_drop_block(profile)),
-                       ("engine", engine_block())):
+                       ("engine", engine_block()), ("pareto", pareto_block(profile))):
         if body is not None:
             text = replace_block(text, name, body)
     write_atomic(readme, text)

@@ -131,10 +131,25 @@ def compose_hierarchical(inner: dict, outer: dict, g: int) -> dict:
     inner voter and the outer vote). Exact up to optimization across the
     boundary, which the flat synthesis of the same circuit measures.
     """
-    cells = {k: g * inner["cells"].get(k, 0) + outer["cells"].get(k, 0)
-             for k in sorted(set(inner["cells"]) | set(outer["cells"]))}  # sorted: same float sum every run
-    return {"cells": cells, "area_ge": round(area_ge(cells), 3), "depth": inner["depth"] + outer["depth"],
-            "n_cells": int(sum(cells.values()))}
+    return compose_tree(inner, [outer], (1, g))
+
+
+def compose_tree(leaf: dict, levels: list[dict], used: tuple[int, ...]) -> dict:
+    """Cost of a nested voter tree built from separately synthesized parts.
+
+    ``levels[i]`` is the vote entry of tree level i (outer first, one
+    ``vote<G_i>_<tie>`` per node), ``leaf`` the leaf ``mv``; ``used[i]`` is how
+    many nodes of level i the output depends on and ``used[-1]`` how many leaves
+    (``mvlib.hw.flow.tree_support``). Cells and area add over those nodes; depth
+    is the leaf's plus every level's (a path crosses each level once).
+    """
+    if len(used) != len(levels) + 1:
+        raise ValueError(f"need one count per level plus the leaves, got {used} for {len(levels)} levels")
+    parts = [(used[-1], leaf)] + list(zip(used, levels))
+    names = sorted(set().union(*(e["cells"] for _, e in parts)))  # sorted: same float sum every run
+    cells = {k: sum(u * e["cells"].get(k, 0) for u, e in parts) for k in names}
+    return {"cells": cells, "area_ge": round(area_ge(cells), 3),
+            "depth": leaf["depth"] + sum(e["depth"] for e in levels), "n_cells": int(sum(cells.values()))}
 
 
 def saving(base: np.ndarray | float, other: np.ndarray | float):

@@ -5,9 +5,12 @@ Everything notebook 07 shows comes from here:
 * :func:`sweep` -- cost rows (cells, GE area, depth) for every circuit at every
   fan-in, flat-synthesized, through the cache (parallel Yosys jobs on misses).
 * :func:`composed` -- the same hierarchical voters costed as G separately
-  synthesized inner voters plus one outer vote. This is the fallback for fan-ins
-  too large to synthesize flat; run beside the flat numbers it shows how much
-  ABC gains across the boundary (nothing structural: the blocks share no input).
+  synthesized inner voters plus one outer vote, and nested trees
+  ``hmv<G1>x<G2>..._<tie>`` as leaf voters plus one ``vote<G>_<tie>`` per tree
+  node (:func:`tree_support`: parts the output ignores cost nothing). This is
+  the fallback for fan-ins too large to synthesize flat; run beside the flat
+  numbers it shows how much ABC gains across the boundary (nothing structural:
+  the blocks share no input).
 * :func:`savings`, :func:`deck_table`, :func:`network_table` -- the comparisons.
 
 Run ``python -m mvlib.hw`` to fill the cache for the full study.
@@ -15,6 +18,7 @@ Run ``python -m mvlib.hw`` to fill the cache for the full study.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import math
 import time
 from pathlib import Path
 
@@ -22,15 +26,24 @@ import numpy as np
 import pandas as pd
 
 from . import cost, synth
-from .verilog import TIES, build, parse_circuit
+from ..voters import normalize_fanins
+from .verilog import TIES, build, circuit_fanins, parse_circuit
 
 BASELINE = "pc_cmp"  # XNOR + popcount + comparison: what the voters are compared against
 DECK_N, DECK_G = 512, 4  # the deck's M512 ~ M4(M128 x 4)
 
 
-def circuits(groups=(2, 4, 8, 16), ties=TIES, base=("popcount", "pc_cmp", "pc_thr", "mv")) -> list[str]:
-    """Circuit names: the base circuits, then ``hmv<G>_<tie>`` for every G and tie."""
-    return list(base) + [f"hmv{g}_{t}" for g in groups for t in ties]
+def circuits(groups=(2, 4, 8, 16), ties=TIES, base=("popcount", "pc_cmp", "pc_thr", "mv"), trees=()) -> list[str]:
+    """Circuit names: the base circuits, ``hmv<G>_<tie>`` for every G and tie, then every tree and tie.
+
+    ``trees`` are fan-in tuples, outer level first: ``(4, 4)`` adds ``hmv4x4_<tie>``.
+    """
+    return list(base) + [f"hmv{g}_{t}" for g in groups for t in ties] + [tree_name(f, t) for f in trees for t in ties]
+
+
+def tree_name(fanins, tie: str) -> str:
+    """``((4, 2), "pos")`` -> ``"hmv4x2_pos"``; ``(4, "neg")`` -> ``"hmv4_neg"``."""
+    return "hmv" + "x".join(map(str, normalize_fanins(fanins))) + f"_{tie}"
 
 
 def study_fanins(widths, deck: bool = True) -> list[int]:
@@ -39,7 +52,10 @@ def study_fanins(widths, deck: bool = True) -> list[int]:
 
 
 def valid(circuit: str, n: int) -> bool:
-    """G must divide C_in = N/9 (conv layers) or, for the deck's plain 512-input voter, N."""
+    """G must divide C_in = N/9 (conv layers) or, for the deck's plain 512-input voter, N.
+
+    For a nested tree G is the product of the fan-ins (the number of leaf blocks).
+    """
     kind, g, _ = parse_circuit(circuit)
     if kind != "hmv":
         return True
@@ -49,7 +65,8 @@ def valid(circuit: str, n: int) -> bool:
 def _row(entry: dict, method: str = "flat") -> dict:
     kind, g, tie = parse_circuit(entry["circuit"])
     return {"circuit": entry["circuit"], "n": entry["n"], "kind": kind, "g": g if kind == "hmv" else 1,
-            "tie": tie, "method": method, "area_ge": entry["area_ge"], "n_cells": entry["n_cells"],
+            "fanins": "x".join(map(str, circuit_fanins(entry["circuit"]))), "tie": tie, "method": method,
+            "area_ge": entry["area_ge"], "n_cells": entry["n_cells"],
             "depth": entry["depth"], "synth_seconds": entry.get("synth_seconds", float("nan")),
             "check_vectors": entry.get("check", {}).get("vectors", 0), "cells": entry["cells"]}
 
@@ -86,20 +103,30 @@ def get_many(pairs, cache_dir: Path | None = None, allow_synth: bool = True, job
 
 def sweep(ns, circuit_names, **kw) -> pd.DataFrame:
     """Flat-synthesized costs of every valid circuit at every fan-in (one row each)."""
-    pairs = [(c, n) for n in ns for c in circuit_names if valid(c, n)]
-    return pd.DataFrame([_row(e) for e in get_many(pairs, **kw)])
+    return cost_rows([(c, n) for n in ns for c in circuit_names if valid(c, n)], **kw)
 
 
-def composed(ns, groups=(2, 4, 8, 16), ties=TIES, **kw) -> pd.DataFrame:
-    """HMV costs as G inner ``mv`` of N/G plus the outer ``vote<G>_<tie>`` (summed, depths added)."""
-    todo = [(n, g, t) for n in ns for g in groups for t in ties if valid(f"hmv{g}_{t}", n)]
-    pairs = [("mv", n // g) for n, g, _ in todo] + [(f"vote{g}_{t}", g) for _, g, t in todo]
+def cost_rows(pairs, **kw) -> pd.DataFrame:
+    """Flat-synthesized costs of the given ``(circuit, n)`` pairs (one row each), through the cache."""
+    return pd.DataFrame([_row(e) for e in get_many(list(pairs), **kw)])
+
+
+def composed(ns, groups=(2, 4, 8, 16), ties=TIES, trees=(), **kw) -> pd.DataFrame:
+    """Hierarchical voters from separately synthesized parts (summed over the used nodes, depths added).
+
+    ``hmv<G>_<tie>`` for every G in ``groups``: G inner ``mv`` of N/G plus the
+    outer ``vote<G>_<tie>``; then every fan-in tuple in ``trees`` (outer first):
+    leaves ``mv`` of N/prod plus one ``vote<G_i>_<tie>`` per node of level i.
+    """
+    shapes = [(g,) for g in groups] + [normalize_fanins(f) for f in trees]
+    todo = [(n, fs, t) for n in ns for fs in shapes for t in ties if valid(tree_name(fs, t), n)]
+    pairs = [p for n, fs, t in todo for p in [("mv", n // math.prod(fs))] + [(f"vote{g}_{t}", g) for g in fs]]
     got = {(e["circuit"], e["n"]): e for e in get_many(pairs, **kw)}
     rows = []
-    for n, g, t in todo:
-        used = outer_support(g, t)  # blocks the outer vote ignores cost nothing in the flat circuit either
-        c = cost.compose_hierarchical(got[("mv", n // g)], got[(f"vote{g}_{t}", g)], used)
-        rows.append(_row({"circuit": f"hmv{g}_{t}", "n": n, **c}, method="composed"))
+    for n, fs, t in todo:
+        used = tree_support(fs, t)  # parts the output ignores cost nothing in the flat circuit either
+        c = cost.compose_tree(got[("mv", n // math.prod(fs))], [got[(f"vote{g}_{t}", g)] for g in fs], used)
+        rows.append(_row({"circuit": tree_name(fs, t), "n": n, **c}, method="composed"))
     return pd.DataFrame(rows)
 
 
@@ -113,6 +140,25 @@ def outer_support(g: int, tie: str) -> int:
     v = ((np.arange(2 ** g)[:, None] >> np.arange(g)) & 1).astype(bool)
     y = nl.evaluate({"v": v})["y"][:, 0]
     return sum(bool((y != y[np.arange(2 ** g) ^ (1 << i)]).any()) for i in range(g))
+
+
+def tree_support(fanins, tie: str) -> tuple[int, ...]:
+    """Nodes the output depends on, per tree level (outer first), then leaves: ``((4, 4), "pos")`` -> (1, 4, 16).
+
+    A level reads :func:`outer_support` of its G children (all, except G = 2 with
+    tie "first": only the first), so an ignored child's whole subtree is gone:
+    ``((2, 2), "first")`` -> (1, 1, 1), ``((4, 2), "first")`` -> (1, 4, 4).
+    """
+    used = [1]
+    for g in normalize_fanins(fanins):
+        used.append(used[-1] * outer_support(g, tie))
+    return tuple(used)
+
+
+def degenerate(circuit: str) -> bool:
+    """True for a hierarchical voter whose output ignores some leaf blocks (``hmv2_first``, ``hmv2x2_first``, ...)."""
+    fs, tie = circuit_fanins(circuit), parse_circuit(circuit)[2]
+    return parse_circuit(circuit)[0] == "hmv" and tree_support(fs, tie)[-1] < math.prod(fs)
 
 
 def pivot(df: pd.DataFrame, value: str = "area_ge") -> pd.DataFrame:
@@ -173,7 +219,7 @@ def mapper_scatter(flat: pd.DataFrame, comp: pd.DataFrame) -> float:
     which share no inputs, so their difference is mostly ABC's heuristic scatter.
     """
     m = flat.merge(comp, on=["circuit", "n"], suffixes=("", "_c"))
-    m = m[[outer_support(g, t) == g for g, t in zip(m["g"], m["tie"])]]  # degenerate ones match trivially
+    m = m[[not degenerate(c) for c in m["circuit"]]]  # degenerate ones match trivially
     return float(((m["area_ge"] - m["area_ge_c"]).abs() / m["area_ge"]).median()) if len(m) else float("nan")
 
 
@@ -189,8 +235,9 @@ def statement(df: pd.DataFrame, net: pd.DataFrame, scatter: float, ns=None, g: i
                      + (f", HMV G={g} {area.loc[hm, n]:,.0f} GE ({100 * sv.loc[hm, n]:+.1f} % saved)"
                         if hm in area.index else "") + ".")
     mv_s = sv.loc["mv"].dropna()
-    # hmv2_first ignores its second block (its output is the first block's vote): not a voter over N
-    hmv = sv[[r.startswith("hmv") and r != "hmv2_first" for r in sv.index]]
+    # hmv2_first ignores its second block (its output is the first block's vote): not a voter over N;
+    # so does every tree with a G = 2 "first" level
+    hmv = sv[[r.startswith("hmv") and not degenerate(r) for r in sv.index]]
     lines.append(f"Across N={min(sv.columns)}..{max(sv.columns)} the majority voter saves {100 * mv_s.min():+.1f} "
                  f"to {100 * mv_s.max():+.1f} % against popcount+compare; the mapper's scatter (flat vs "
                  f"composed hierarchical voter) is {100 * scatter:.1f} %. The hierarchical voters save "

@@ -10,10 +10,11 @@ cycle-based and slow to feed thousands of vectors; iverilog would add a second
 tool to CI. A 40-line evaluator over the JSON netlist does the job.)
 
 Reference outputs come from :mod:`mvlib.voters`: ``majority_vote(s)`` for the
-voter, ``hierarchical_vote(block_sums, G, tie)`` for the hierarchical voter, the
-integer popcount for ``popcount``. Test vectors mix uniform random inputs,
-inputs at and next to the decision threshold, all-agree / all-disagree, forced
-ties of the voter (N even), of the inner blocks and of the outer vote, and are
+voter, ``hierarchical_vote(block_sums, fanins, tie)`` for the hierarchical voters
+(one level or nested trees), the integer popcount for ``popcount``. Test vectors
+mix uniform random inputs, inputs at and next to the decision threshold,
+all-agree / all-disagree, forced ties of the voter (N even), of the leaf blocks,
+of every inner tree level and of the outer vote (:func:`_tree_votes`), and are
 exhaustive where that is small (all ``a, w`` for N <= 9, all XNOR patterns for
 N <= 16).
 """
@@ -22,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..voters import hierarchical_vote, majority_vote
+from ..voters import hierarchical_vote, majority_vote, outer_tie_mask
 from .cost import CELLS
-from .verilog import parse_circuit
+from .verilog import circuit_fanins, parse_circuit
 
 # Yosys internal gate cells (after techmap): input pins and function
 _YOSYS_GATES = {
@@ -125,19 +126,41 @@ def _xnor_patterns(rng, circuit: str, n: int, count: int) -> np.ndarray:
     if n <= 16:  # all 2^n patterns
         parts.append(((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1).astype(bool))
     if kind == "hmv":
+        fs, tie = circuit_fanins(circuit), parse_circuit(circuit)[2]
         nb = n // g
         tb = (nb + 1) // 2
-        for outer_tie in (False, True):
-            # each block at its inner threshold -1 / tie / +1 (inner ties when nb is even);
-            # for outer ties exactly G/2 blocks vote +1
-            ups = np.stack([rng.permutation(g) < g // 2 for _ in range(count)]) if outer_tie \
-                else rng.random((count, g)) < 0.5
+        # leaf votes: random, or built top-down with exact ties forced at every level
+        for ups in (rng.random((count, g)) < 0.5, _tree_votes(rng, fs, tie, count)):
+            # each leaf at its threshold -1 / tie / +1 (exact leaf ties when nb is even: p = nb/2 = tb)
             off = np.where(ups, rng.integers(0, 2, (count, g)), rng.integers(-2, 0, (count, g)))
-            if nb % 2 == 0:  # force exact inner ties often: count nb/2 votes +1
-                off = np.where(ups & (rng.random((count, g)) < 0.5), 0, off)
             blocks = [_patterns_with_count(rng, np.clip(tb + off[:, j], 0, nb), nb) for j in range(g)]
             parts.append(np.concatenate(blocks, 1))
     return np.concatenate(parts, 0)
+
+
+def _tree_votes(rng, fanins, tie: str, count: int) -> np.ndarray:
+    """Leaf votes (True = +1) ``[count, prod(fanins)]`` whose tree hits exact ties at every level.
+
+    Top-down from a random root value d: a node of G children gets exactly G/2
+    +1 children (a tie) half the time when G is even and the tie rule yields d
+    (pos: d = +1, neg: d = -1, first: the first child set to d); otherwise the
+    smallest majority / largest minority for d, or one step further. Every node
+    then votes d, so the forced ties are real ties and the parents stay at theirs.
+    """
+    d = rng.random((count, 1)) < 0.5
+    for g in fanins:  # outer level first
+        v, m = d.shape
+        d = d.reshape(-1)
+        step = rng.integers(0, 2, d.size)
+        k = np.where(d, np.minimum(g // 2 + 1 + step, g), np.maximum((g - 1) // 2 - step, 0))
+        can_tie = {"pos": d, "neg": ~d, "first": np.ones_like(d)}[tie] & (g % 2 == 0)
+        at_tie = can_tie & (rng.random(d.size) < 0.5)
+        kids = _patterns_with_count(rng, np.where(at_tie, g // 2, k), g)
+        if tie == "first":  # first child = d, g/2 ups in all
+            rest = _patterns_with_count(rng, g // 2 - d.astype(np.int64), g - 1)
+            kids = np.where(at_tie[:, None], np.concatenate([d[:, None], rest], 1), kids)
+        d = kids.reshape(v, m * g)
+    return d
 
 
 def make_vectors(circuit: str, n: int, count: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
@@ -181,8 +204,8 @@ def reference(circuit: str, n: int, vec: dict[str, np.ndarray]) -> dict[str, np.
     if kind in ("pc_cmp", "mv"):
         return {"y": (majority_vote(torch.from_numpy(2 * p - n)) > 0).numpy()[:, None]}
     nb = n // g
-    block = x.reshape(len(x), g, nb).sum(2).astype(np.int64)
-    return {"y": (hierarchical_vote(torch.from_numpy(2 * block - nb), g, tie) > 0).numpy()[:, None]}
+    block = torch.from_numpy(2 * x.reshape(len(x), g, nb).sum(2).astype(np.int64) - nb)
+    return {"y": (hierarchical_vote(block, circuit_fanins(circuit), tie) > 0).numpy()[:, None]}
 
 
 def check(evaluate, circuit: str, n: int, count: int = 2000, seed: int = 0) -> dict:
@@ -197,16 +220,16 @@ def check(evaluate, circuit: str, n: int, count: int = 2000, seed: int = 0) -> d
 
 
 def _tie_count(circuit: str, n: int, vec) -> int:
-    """How many vectors hit an exact tie (of the voter, or of the outer HMV vote)."""
-    kind, g, _ = parse_circuit(circuit)
+    """How many vectors hit an exact tie (of the voter, or of the outer HMV / tree vote)."""
+    kind, g, tie = parse_circuit(circuit)
     if kind == "vote":
         return int((vec["v"].sum(1) * 2 == g).sum())
     x = ~(vec["a"] ^ vec["w"])
     if kind != "hmv":
         return int((2 * x.sum(1) == n).sum())
     nb = n // g
-    votes = 2 * x.reshape(len(x), g, nb).sum(2) >= nb
-    return int((2 * votes.sum(1) == g).sum())
+    block = torch.from_numpy(2 * x.reshape(len(x), g, nb).sum(2).astype(np.int64) - nb)
+    return int(outer_tie_mask(block, circuit_fanins(circuit), tie).sum())
 
 
 def bits_to_int(bits: np.ndarray) -> np.ndarray:

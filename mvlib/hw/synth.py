@@ -18,10 +18,13 @@ Without a tool, cached results are still readable; only new synthesis needs one.
 
 Cache: one small JSON per (circuit, N) under ``results/hw/cache/``, holding the
 cell counts, area, depth, timings and the check's vector count. Each entry
-stores :func:`flow_hash` -- a hash of the generator's source, the Yosys script
-and the Liberty text -- and is used only while that hash is current, so a
-changed generator or cost library re-synthesizes. The Yosys version is recorded
-but not part of the key (another version may map slightly differently).
+stores :func:`input_hash` -- a hash of exactly what Yosys reads for it: the
+circuit's own Verilog (comments dropped), the Yosys script and the Liberty
+text -- and is used only while that hash is current. So a change of the cost
+library or the flow re-synthesizes everything, and a change of the generator
+re-synthesizes only the circuits whose Verilog it changes (adding nested trees
+left every existing circuit's entry valid). The Yosys version is recorded but
+not part of the key (another version may map slightly differently).
 """
 from __future__ import annotations
 
@@ -92,10 +95,24 @@ def _require() -> list[str]:
 
 
 def flow_hash() -> str:
-    """Cache key part: generator source + Yosys script + Liberty library."""
+    """The tool side of the cache key: Yosys script + Liberty library."""
     h = hashlib.sha256()
-    for part in (generator_hash(), FLOW, ABC_MAP, liberty_text()):
-        h.update(part.encode())
+    for part in (FLOW, ABC_MAP, liberty_text()):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def verilog_for_key(circuit: str, n: int) -> str:
+    """The circuit's Verilog without comment lines (the header names the generator's version, which
+    Yosys ignores)."""
+    return "\n".join(line for line in build(circuit, n).to_verilog().splitlines()
+                     if not line.lstrip().startswith("//"))
+
+
+def input_hash(circuit: str, n: int) -> str:
+    """Cache key of one entry: :func:`flow_hash` + the circuit's own Verilog text."""
+    h = hashlib.sha256((flow_hash() + "\0").encode())
+    h.update(verilog_for_key(circuit, n).encode())
     return h.hexdigest()[:16]
 
 
@@ -135,7 +152,7 @@ def synthesize(circuit: str, n: int, vectors: int = 2000, timeout: float | None 
         raise AssertionError(f"synthesized {circuit} N={n}: {result['mismatches']} of "
                              f"{result['vectors']} vectors differ from the reference voter")
     cells = dict(sorted(nl.cell_counts.items()))
-    return {"circuit": circuit, "n": n, "flow_hash": flow_hash(), "generator_hash": generator_hash(),
+    return {"circuit": circuit, "n": n, "input_hash": input_hash(circuit, n), "generator_hash": generator_hash(),
             "yosys": yosys_version(), "cells": cells, "n_cells": nl.n_cells, "area_ge": round(area_ge(cells), 3),
             "depth": nl.depth(), "rtl_gates": len(build(circuit, n).gates),
             "synth_seconds": round(seconds, 2), "check_seconds": round(check_s, 2),
@@ -150,12 +167,12 @@ def cache_file(circuit: str, n: int, cache_dir: Path | None = None) -> Path:
 
 
 def load_cached(circuit: str, n: int, cache_dir: Path | None = None) -> dict | None:
-    """The cached entry if it exists and was made by the current generator and flow, else None."""
+    """The cached entry if it exists and was synthesized from today's Verilog and flow, else None."""
     path = cache_file(circuit, n, cache_dir)
     if not path.is_file():
         return None
     entry = json.loads(path.read_text())
-    return entry if entry.get("flow_hash") == flow_hash() else None
+    return entry if entry.get("input_hash") == input_hash(circuit, n) else None
 
 
 def get_cost(circuit: str, n: int, cache_dir: Path | None = None, allow_synth: bool = True,
@@ -176,7 +193,14 @@ def get_cost(circuit: str, n: int, cache_dir: Path | None = None, allow_synth: b
 
 
 def stale_entries(cache_dir: Path | None = None) -> list[Path]:
-    """Cache files made by another generator/flow (candidates to delete or refresh)."""
-    current = flow_hash()
-    return [p for p in sorted(Path(cache_dir or CACHE_DIR).glob("*.json"))
-            if json.loads(p.read_text()).get("flow_hash") != current]
+    """Cache files whose circuit's Verilog or flow has changed since (candidates to delete or refresh)."""
+    stale = []
+    for p in sorted(Path(cache_dir or CACHE_DIR).glob("*.json")):
+        e = json.loads(p.read_text())
+        try:
+            current = input_hash(e["circuit"], e["n"])
+        except (KeyError, ValueError):  # a circuit the generator no longer knows
+            current = None
+        if e.get("input_hash") != current:
+            stale.append(p)
+    return stale

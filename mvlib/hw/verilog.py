@@ -17,8 +17,19 @@ dot product is ``s = 2p - N``. Circuits (names accepted by :func:`build`):
 ``hmv{G}_{tie}``  hierarchical voter: G contiguous blocks of N/G inputs, an
               inner ``mv`` each (tie +1), an outer vote over the G bits with
               ``tie`` in pos / neg / first (mvlib.voters.hierarchical_vote).
+``hmv{G1}x{G2}x...x{Gk}_{tie}``  nested tree, fan-ins from the OUTER level
+              inwards (``hmv4x4_pos``, ``hmv2x2x2x2_first``): G1*...*Gk
+              contiguous leaf blocks of N/(G1*...*Gk) inputs, an ``mv`` each
+              (tie +1), then every level from the innermost up votes over
+              consecutive groups of its G children with ``tie``
+              (``hierarchical_vote(block_sums, (G1, ..., Gk), tie)``).
 ``vote{G}_{tie}`` the outer vote alone on G plain input bits ``v[G-1:0]``
-              (no XNOR); used to cost an HMV as G inner voters + this.
+              (no XNOR); used to cost an HMV as inner voters + one vote per tree node.
+
+Degenerate cases. ``hmv2_first`` -- and every tree level with G = 2 and tie
+``first`` -- reads only its first child (a tie of two is broken by the first),
+so it is a voter over half the inputs and synthesis drops the other half.
+``hmv2_pos`` is the OR of two half-voters, ``hmv2_neg`` their AND.
 
 Structure. The count is a *compressor tree* of full adders (3:2 counters) on
 weight columns, built greedily by arrival time: in each column, from the LSB
@@ -50,6 +61,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
+import math
 import re
 from pathlib import Path
 
@@ -57,7 +69,7 @@ import numpy as np
 
 TIES = ("pos", "neg", "first")
 BASE_CIRCUITS = ("popcount", "pc_cmp", "pc_thr", "mv")
-_HMV = re.compile(r"^(hmv|vote)(\d+)_(pos|neg|first)$")
+_HMV = re.compile(r"^(hmv|vote)(\d+(?:x\d+)*)_(pos|neg|first)$")
 
 
 def generator_hash() -> str:
@@ -65,14 +77,34 @@ def generator_hash() -> str:
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
-def parse_circuit(name: str) -> tuple[str, int, str]:
-    """``"hmv4_first"`` -> ``("hmv", 4, "first")``; ``"mv"`` -> ``("mv", 1, "")``."""
+def circuit_fanins(name: str) -> tuple[int, ...]:
+    """Fan-ins of the hierarchy, outer level first: ``"hmv4x2_pos"`` -> ``(4, 2)``, ``"mv"`` -> ``()``."""
     if name in BASE_CIRCUITS:
-        return name, 1, ""
+        return ()
     m = _HMV.match(name)
     if not m:
-        raise ValueError(f"unknown circuit {name!r}: use {BASE_CIRCUITS}, hmv<G>_<tie> or vote<G>_<tie>, tie in {TIES}")
-    return m.group(1), int(m.group(2)), m.group(3)
+        raise ValueError(f"unknown circuit {name!r}: use {BASE_CIRCUITS}, hmv<G>_<tie>, hmv<G1>x<G2>..._<tie> "
+                         f"or vote<G>_<tie>, tie in {TIES}")
+    parts = m.group(2).split("x")
+    fs = tuple(int(p) for p in parts)
+    if any(g < 2 or str(g) != p for g, p in zip(fs, parts)):
+        raise ValueError(f"circuit {name!r}: every fan-in must be an integer >= 2 written without leading zeros")
+    if m.group(1) == "vote" and len(fs) > 1:
+        raise ValueError(f"circuit {name!r}: vote<G>_<tie> is one level (compose a tree from one vote per node)")
+    return fs
+
+
+def parse_circuit(name: str) -> tuple[str, int, str]:
+    """``"hmv4_first"`` -> ``("hmv", 4, "first")``; ``"mv"`` -> ``("mv", 1, "")``.
+
+    For a nested tree ``g`` is the PRODUCT of the fan-ins, the number of leaf
+    blocks: ``"hmv4x2_neg"`` -> ``("hmv", 8, "neg")`` (:func:`circuit_fanins` gives the levels).
+    """
+    if name in BASE_CIRCUITS:
+        return name, 1, ""
+    fs = circuit_fanins(name)  # validates the name
+    m = _HMV.match(name)
+    return m.group(1), math.prod(fs), m.group(3)
 
 
 class Netlist:
@@ -314,7 +346,7 @@ def build(circuit: str, n: int) -> Netlist:
         nl.outputs["y"] = [_outer_vote(nl, nl.add_input("v", g), tie)]
         return nl
     if n < 1 or n % g:
-        raise ValueError(f"fan-in {n} must be positive and divisible by G={g}")
+        raise ValueError(f"{circuit}: fan-in {n} must be positive and divisible by {g} (leaf blocks)")
     x = _xnor_inputs(nl, n)
     if kind == "popcount":
         nl.outputs["count"] = _popcount(nl, x)
@@ -327,10 +359,12 @@ def build(circuit: str, n: int) -> Netlist:
         nl.outputs["y"] = [nl.ge(cnt, nl.add_input("thr", len(cnt)))]
     elif kind == "mv":
         nl.outputs["y"] = [threshold(nl, [x], n, (n + 1) // 2)]
-    else:  # hmv: contiguous blocks (channel-major order = contiguous channel blocks)
+    else:  # hmv: contiguous leaf blocks (channel-major order = contiguous channel blocks), then the levels
         nb = n // g
         votes = [threshold(nl, [x[i * nb:(i + 1) * nb]], nb, (nb + 1) // 2) for i in range(g)]
-        nl.outputs["y"] = [_outer_vote(nl, votes, tie)]
+        for f in reversed(circuit_fanins(circuit)):  # innermost level first
+            votes = [_outer_vote(nl, votes[i:i + f], tie) for i in range(0, len(votes), f)]
+        nl.outputs["y"] = votes
     return nl
 
 

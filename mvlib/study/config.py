@@ -156,6 +156,9 @@ SCHEMA: dict[str, Key] = {
                       "timing notebook 05 alone); no effect on results beyond floating-point order", "exec",
                       at_least(1)),
     "force": Key(bool, False, "retrain / re-evaluate even where a finished run of the same identity exists", "exec"),
+    "eval_engine": Key(bool, True, "evaluate binary ResNet-18s on the CPU with cuda_numba's bit-exact inference "
+                       "engine (the float model's logits, ~9x faster with hierarchical voters); others: the float "
+                       "model", "exec"),
     "eval_batch_size": Key(int, 500, "evaluation batch (images); eval-mode results do not depend on it", "exec",
                            at_least(1)),
     # ---- data -------------------------------------------------------------------------------------
@@ -309,6 +312,29 @@ SCHEMA: dict[str, Key] = {
     "hmv_retrain_groups": Key(list, [4], "G retrained through the hierarchical voter", "study", ints_at_least(2)),
     "hmv_retrain_ties": Key(list, ["pos"], "tie rules retrained through the hierarchical voter", "study",
                             each(one_of(*TIE_RULES))),
+    # accuracy-logic Pareto front (notebook 09)
+    "pareto_groups": Key(list, [2, 4, 8, 16], "single-level hierarchical voters G on the front (G must divide the "
+                         "stage-1 width)", "study", ints_at_least(2)),
+    "pareto_trees": Key(list, [[4, 4], [2, 2, 2, 2]], "voter trees (G1, G2, ...) on the front, outer level first "
+                        "(the product must divide the stage-1 width)", "study", fanin_lists),
+    "pareto_ties": Key(list, ["pos", "neg", "first"], "tie rules costed (and, with pareto_tie_choice all, retrained) "
+                       "for every hierarchical voter", "study", nonempty(each(one_of(*TIE_RULES)))),
+    "pareto_tie_choice": Key(str, "all", "tie rules retrained: all, or per voter the one that disagrees least with "
+                             "the exact voter on the baselines' validation activations (disagreement)", "study",
+                             one_of("all", "disagreement")),
+    "pareto_width_fractions": Key(list, [0.75, 0.5], "the control: popcount and exact-voter networks at these "
+                                  "fractions of the width, trained by notebook 01's recipe", "study",
+                                  nonempty(each(lambda v: None if isinstance(v, float) and 0 < v < 1
+                                                else "must be a float in (0, 1)"))),
+    "pareto_seeds": Key(list, [0, 1, 2], "training seeds of every point of the front (each needs notebook 01's "
+                        "baseline of that seed)", "study", nonempty(ints_at_least(0))),
+    "pareto_retrain_train_per_class": Key(int, 0, "train images per class of the retraining every voter point "
+                                          "shares (mv_retrain_epochs, mv_retrain_lr); 0 = mv_retrain_train_per_class",
+                                          "study", at_least(0)),
+    "pareto_val_per_class": Key(int, 0, "validation images per class every point is evaluated on; 0 = the "
+                                "profile's (val_eval_per_class)", "study", at_least(0)),
+    "pareto_test_per_class": Key(int, 0, "test images per class every point is evaluated on; 0 = the profile's "
+                                 "(test_per_class)", "study", at_least(0)),
     # kernels (notebook 05)
     "kernel_batches": Key(list, [1, 16, 128], "batches of the per-layer kernel benchmark (images)", "study",
                           nonempty(ints_at_least(1))),

@@ -142,17 +142,53 @@ def count(cfg: dict[str, Any]) -> Tally:
               len(cfg["vd_scale_seeds"]) * cfg["vd_long_factor"] * e * n_vd, runs=len(cfg["vd_scale_seeds"]) * steps)
         sub = _val_images(cfg, cfg["vd_sweep_val_per_class"])
         t.add("08_voter_drop", "eval", m, w, len(seeds) * (len(cfg["vd_ks"]) + len(cfg["vd_conventions"])) * sub, "mv")
+    _count_pareto(cfg, t)
     return t
 
 
+def _count_pareto(cfg: dict[str, Any], t: Tally) -> None:
+    """09: every voter (and tie) retrained from the baselines, the control widths trained by 01's recipe.
+
+    The voter label names the fan-ins (``hmv4x4``): the float simulation's cost grows with the number of
+    leaf blocks, so each is measured. Runs notebooks 03/04 own (same recipe and splits) are not counted twice.
+    """
+    step, w = "09_voter_pareto", cfg["width"]
+    from .pareto import point_config, shares_runs
+    p = point_config(cfg)
+    n_val, n_test = _val_images(p), _test_images(p)
+    n_rt, e = _train_images(p, p["mv_retrain_train_per_class"]), cfg["mv_retrain_epochs"]
+    shared = shares_runs(cfg)
+    ties = len(cfg["pareto_ties"]) if cfg["pareto_tie_choice"] == "all" else 1
+    k = len(cfg["pareto_seeds"])
+    fams = [[g] for g in cfg["pareto_groups"]] + list(cfg["pareto_trees"])
+    for m in cfg["mv_models"]:
+        t.add(step, "eval", m, w, k * (n_val + n_test))  # the popcount network on the shared splits
+        voters = ([] if shared else [("mv", 1)]) + [
+            ("hmv" + "x".join(map(str, f)), ties - (len(f) == 1 and shared and f[0] in cfg["hmv_retrain_groups"]
+                                                   and cfg["pareto_tie_choice"] == "all") * len(cfg["hmv_retrain_ties"]))
+            for f in fams]
+        for voter, n in voters:
+            if n > 0:
+                t.add(step, "train", m, w, n * k * e * n_rt, voter, runs=n * k)
+                t.add(step, "eval", m, w, n * k * (e * n_val + n_val + n_test), voter)
+        for frac in cfg["pareto_width_fractions"]:
+            r = recipe_for({**cfg, "width": round(w * frac)}, m)
+            n = _train_images(r)
+            t.add(step, "train", m, r["width"], k * r["epochs"] * n, runs=k * (2 if r["two_step"] else 1))
+            t.add(step, "eval", m, r["width"], k * (r["epochs"] * n_val + 2 * n_val + 2 * n_test))
+            t.add(step, "train", m, r["width"], k * e * n_rt, "mv", runs=k)
+            t.add(step, "eval", m, r["width"], k * (e * n_val + n_val + n_test), "mv")
+
+
 def _model(net, width, voter):
+    """The network of an estimate row: voter ``none``, ``mv`` or ``hmv<G1>x<G2>...`` (tie +1)."""
     if net in TEACHERS:
         return build_teacher(net, 10, width)
     model = build_model(net, num_classes=10, width=width)
     if voter == "mv":
         set_voter(model, {"name": "mv"})
-    elif voter == "hmv4":
-        set_voter(model, {"name": "hmv", "fanins": 4, "tie": "pos"})
+    elif voter.startswith("hmv"):
+        set_voter(model, {"name": "hmv", "fanins": [int(g) for g in voter[3:].split("x")], "tie": "pos"})
     return model
 
 

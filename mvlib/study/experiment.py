@@ -148,7 +148,31 @@ def load_run_model(run: records.Run, device: str = "cpu") -> nn.Module:
     return model.to(device).eval()
 
 
-def _final_metrics(model, val_loader, test_loader, dev) -> dict[str, Any]:
+def engine_evaluate(model: nn.Module, loader, device="cpu", max_batches: int = 0) -> dict[str, float]:
+    """:func:`mvlib.train.evaluate` with the logits from cuda_numba's inference engine where it compiles the model.
+
+    The engine's logits equal the float model's bit for bit (its tests; ``results/bench/engine_check_*``
+    on the trained baselines), so every metric is the same, at a fraction of the time for the
+    hierarchical voters (their float simulation builds a partial sum per block). A network the
+    engine does not compile (teachers, BN-Free, binary 1x1 shortcuts, real weights) is evaluated
+    as a float model.
+    """
+    if str(device) != "cpu":
+        return evaluate(model, loader, device, max_batches)
+    from cuda_numba.engine import compile_engine
+    try:
+        engine = compile_engine(model)
+    except (TypeError, ValueError):  # the engine's "not supported" errors
+        return evaluate(model, loader, device, max_batches)
+    return evaluate(model, loader, device, max_batches, forward=engine)
+
+
+def evaluator(cfg: dict[str, Any]):
+    """The evaluation function of ``cfg``: :func:`engine_evaluate` when ``eval_engine``, else the float model's."""
+    return engine_evaluate if cfg["eval_engine"] else evaluate
+
+
+def _final_metrics(model, val_loader, test_loader, dev, evaluate=evaluate) -> dict[str, Any]:
     """Validation numbers always; test numbers (``top1``, ``top5``) only when ``test_loader`` is given."""
     val = evaluate(model, val_loader, dev)
     out = {"val_top1": val["top1"], "val_top5": val["top5"], "val_images": val["n"]}
@@ -224,13 +248,14 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
                        label_smoothing=cfg["label_smoothing"], teacher=teacher[0] if teacher else None,
                        agc_clip=cfg["agc_clip"], checkpoint_path=run.checkpoint, arch=arch_of(params), device=dev,
                        progress=cfg["progress"], pick=cfg["checkpoint_pick"],
-                       on_epoch=lambda h: (run.write_history(h), apply_process_settings(cfg)), log=log)
+                       on_epoch=lambda h: (run.write_history(h), apply_process_settings(cfg)), log=log,
+                       evaluator=evaluator(cfg))
         # the checkpoint is the truth: its history is what the record keeps (a kill may have cut history.csv)
         state = load_checkpoint(run.checkpoint)
         run.write_history(state["history"])
         seconds = sum(r["seconds"] for r in hist) if hist else time.time() - t0
         run.finish({"model": model_name, "variant": variant, "profile": cfg["profile"], "dataset": cfg["dataset"],
-                    **_final_metrics(model, val_loader, test_loader if test else None, dev),
+                    **_final_metrics(model, val_loader, test_loader if test else None, dev, evaluator(cfg)),
                     "seconds": round(seconds, 1),
                     "epochs": cfg["epochs"], "picked_epoch": (state.get("pick") or {}).get("epoch", state["epoch"]),
                     "train_images": len(train_loader.labels),
@@ -265,7 +290,7 @@ def evaluate_record(cfg: dict[str, Any], step: str, model: nn.Module | Callable[
         net = model() if callable(model) and not isinstance(model, nn.Module) else model
         _, val_loader, test_loader, _ = loaders(cfg)
         run.finish({"model": model_name, "variant": variant, "profile": cfg["profile"], "dataset": cfg["dataset"],
-                    **_final_metrics(net, val_loader, test_loader if test else None, dev),
+                    **_final_metrics(net, val_loader, test_loader if test else None, dev, evaluator(cfg)),
                     "seconds": round(time.time() - t0, 1),
                     "evaluation_only": True})
         return run
@@ -298,7 +323,7 @@ def teacher_config(cfg: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, 
 
 def train_recipe(cfg: dict[str, Any], step: str, model_name: str, variant: str = "baseline",
                  model_options: dict | None = None, test: bool = True, lookup_only: bool = False,
-                 log: Log | None = None):
+                 log: Log | None = None, teacher_step: str | None = None):
     """One network trained by the recipe ``cfg`` describes: plain, two-step and/or distilled; ``(model, run)``.
 
     Two-step (ReActNet): the first half of the epochs trains binary
@@ -311,7 +336,9 @@ def train_recipe(cfg: dict[str, Any], step: str, model_name: str, variant: str =
     (ReActNet's distributional loss). ``test=False``: every run of the
     recipe is evaluated on the validation split only. With ``lookup_only``
     nothing is trained: the finished run is returned (FileNotFoundError when
-    its step has not run for this configuration).
+    its step has not run for this configuration). ``teacher_step``: the step
+    whose teacher run serves (default ``step``): a later notebook training a
+    variant reuses notebook 01's teacher instead of training its own.
     """
     log = log or (lambda line: say(f"{model_name} seed {cfg['seed']}: {line}"))
     kw = dict(lookup_only=lookup_only, log=log, test=test)
@@ -321,8 +348,8 @@ def train_recipe(cfg: dict[str, Any], step: str, model_name: str, variant: str =
         t_name, t_cfg, t_opts = teacher_config(cfg)
         # the student's own options (a binary 1x1, a BN-free init) do not shape a real-valued teacher: one
         # teacher run serves every variant of a network and seed
-        res = train_run(t_cfg, step, t_name or model_name, f"teacher-{t_name or 'real'}", model_options=t_opts,
-                        **kw)
+        res = train_run(t_cfg, teacher_step or step, t_name or model_name, f"teacher-{t_name or 'real'}",
+                        model_options=t_opts, **kw)
         t_run = res if lookup_only else res[1]
         if t_run.metrics["val_top1"] < cfg["teacher_min_val_top1"]:
             raise TeacherTooWeak(f"teacher run {t_run.run_id} reaches {t_run.metrics['val_top1']:.2f} % validation "

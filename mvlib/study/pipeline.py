@@ -55,7 +55,10 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 # step, the report reads everything. The pipeline's reuse digest and its schedule both follow this.
 # (03 reuses 02's naive rows, 04 03's exact-voter retraining, 08 02's naive rows: READS, or they would race.)
 READS = {"01": (), "02": ("01",), "03": ("01", "02"), "04": ("01", "03"), "05": ("01",), "06": (), "07": (),
-         "08": ("01", "02")}
+         "08": ("01", "02"), "09": ("01",)}
+# notebook 09 reads (and reuses) notebooks 03/04's retrained runs when its recipe and splits are theirs
+# (mvlib.study.pareto.shares_runs: the paper profile); it then waits for them
+READS_SHARED = {"09": ("01", "03", "04")}
 # Steps that time code: they run with the machine to themselves.
 ALONE = ("05",)
 KERNEL_NAME = "mvlib"  # registered by `make setup` (ipykernel install --sys-prefix --name mvlib)
@@ -87,6 +90,9 @@ SMOKE_OVERRIDES = {
     "vd_train_epochs": 2, "vd_train_per_class": 1, "vd_train_val_per_class": 2, "vd_sweep_val_per_class": 1,
     "vd_flip_batches": 1, "kernel_batches": [1], "kernel_reps": 1, "kernel_network_batch": 2,
     "hw_check_vectors": 100, "eval_batch_size": 100,
+    # notebook 09: one tree and one tie rule per voter retrained (a 64-leaf tree's float simulation trains at ~3 s
+    # per image at width 64 on one core); its loops over trees and ties run in full under the ci profile
+    "pareto_seeds": [0], "pareto_trees": [[4, 4]], "pareto_tie_choice": "disagreement",
 }
 
 
@@ -95,19 +101,27 @@ def steps() -> list[str]:
     return sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
-def reads(step: str, candidates: list[str] | None = None) -> list[str]:
-    """The number prefixes of the steps whose records ``step`` reads (see :data:`READS`)."""
+def _reads_table(cfg: dict | None) -> dict:
+    from .pareto import shares_runs
+    return {**READS, **READS_SHARED} if cfg is not None and shares_runs(cfg) else READS
+
+
+def reads(step: str, candidates: list[str] | None = None, cfg: dict | None = None) -> list[str]:
+    """The number prefixes of the steps whose records ``step`` reads (see :data:`READS`; ``cfg``: the
+    configuration, which may add :data:`READS_SHARED`)."""
     number = step.split("_", 1)[0]
-    if number in READS and not step.endswith("report"):
-        return list(READS[number])
+    table = _reads_table(cfg)
+    if number in table and not step.endswith("report"):
+        return list(table[number])
     earlier = {s.split("_", 1)[0] for s in (candidates if candidates is not None else steps())}
     return sorted(n for n in earlier if n < number)
 
 
-def upstream_digest(results: Path, step: str) -> str:
+def upstream_digest(results: Path, step: str, cfg: dict | None = None) -> str:
     """Digest of what ``step`` reads: the run records of the steps it reads (the report: every result file)."""
     number = step.split("_", 1)[0]
-    read = set(READS[number]) if number in READS and not step.endswith("report") else None
+    table = _reads_table(cfg)
+    read = set(table[number]) if number in table and not step.endswith("report") else None
 
     def is_read(n):
         return n in read if read is not None else n < number
@@ -183,7 +197,7 @@ def run_step(step: str, profile: str, overrides: dict, out_dir: Path, force: boo
     done = out_dir / f"{step}.done.json"
     if done.is_file() and not force:
         rec = json.loads(done.read_text())
-        if rec.get("hash") == key and rec.get("upstream") == upstream_digest(results, step):
+        if rec.get("hash") == key and rec.get("upstream") == upstream_digest(results, step, cfg):
             log(f"[{step}] unchanged (notebook, configuration, code and the records it reads): skipped")
             return rec
     partial = out_dir / f".{step}.partial.ipynb"
@@ -212,7 +226,7 @@ def run_step(step: str, profile: str, overrides: dict, out_dir: Path, force: boo
     final = out_dir / f"{step}.ipynb"
     os.replace(partial, final)
     render_html(final, out_dir / f"{step}.html")
-    record = {"step": step, "hash": key, "upstream": upstream_digest(results, step), "code_hash": code_hash(),
+    record = {"step": step, "hash": key, "upstream": upstream_digest(results, step, cfg), "code_hash": code_hash(),
               "seconds": round(time.time() - t0, 1), "params": params, "started_utc": started,
               "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "torch_threads": ("shared: the pipeline's budget" if os.environ.get(THREADS_ENV)
@@ -283,8 +297,10 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
             with lock:
                 log(line.rstrip("\n"))
 
+    cfg = load_profile(profile, overrides)
+
     def ready(step):
-        needs = set(reads(step, chosen)) if not step.endswith("report") else set(numbers.values()) - {numbers[step]}
+        needs = set(reads(step, chosen, cfg)) if not step.endswith("report") else set(numbers.values()) - {numbers[step]}
         return all(numbers[s] not in needs or s in finished for s in chosen if s != step)
 
     def share():

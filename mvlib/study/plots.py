@@ -1,9 +1,11 @@
 """Plots shared by the notebooks: training curves and grouped comparisons."""
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 
 
 def plot_histories(histories: Mapping[str, list[dict]], title: str = "", metrics=("train_loss", "val_top1")):
@@ -122,6 +124,61 @@ def plot_layer_flips(flips, sensitivity, title: str = ""):
         ax.set_ylabel("fraction of outputs")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+PARETO_STYLE = {"popcount": ("s", "tab:green"), "mv": ("D", "black"), "hmv": ("o", "tab:blue"),
+                "tree": ("^", "tab:purple")}
+
+
+def _label_points(ax, g, cost, log: bool) -> None:
+    """Name each point; points close along x and in top-1 get their labels stacked rather than overprinted."""
+    placed = []  # (x, y) of labels already placed, in data units (x in log10 where log)
+    xs = [math.log10(v) if log and v > 0 else v for v in g[cost]]
+    span = 0.12 * ((max(xs) - min(xs)) or 1.0)  # a label runs about this far to the right of its point
+    for _, r in g.sort_values([cost, "top1"]).iterrows():
+        x = math.log10(r[cost]) if log and r[cost] > 0 else r[cost]
+        level = sum(1 for px, py in placed if abs(px - x) < span and abs(py - r["top1"]) < 4)
+        placed.append((x, r["top1"]))
+        ax.annotate(r["point"], (r[cost], r["top1"]), fontsize=6, xytext=(3, 2 + 7 * level),
+                    textcoords="offset points")
+
+
+def plot_pareto(points, on_front_work, on_front_depth, title: str = ""):
+    """Per network: top-1 against logic work per image (log) and against depth; intervals as bars, fronts dashed.
+
+    ``points``: :func:`mvlib.study.pareto.points_table`; ``on_front_*``: boolean Series of
+    :func:`mvlib.study.pareto.front` for each cost. Degenerate voters are drawn hollow.
+    """
+    models = list(dict.fromkeys(points["model"]))
+    fig, axes = plt.subplots(len(models), 2, figsize=(12, 4.2 * len(models)), squeeze=False)
+    for row, model in zip(axes, models):
+        g = points[points.model == model]
+        for ax, cost, on, xlabel in ((row[0], "ge_evals_per_image", on_front_work, "logic work per image "
+                                      "(GE-evaluations, log)"), (row[1], "max_depth", on_front_depth,
+                                                                 "logic depth (cells on the deepest layer's path)")):
+            for kind, (marker, color) in PARETO_STYLE.items():
+                k = g[g.kind == kind]
+                if k.empty:
+                    continue
+                half = k["top1_half"].where(k["top1_half"].notna(), 0.0)
+                ax.errorbar(k[cost], k["top1"], yerr=half, fmt="none", ecolor=color, alpha=0.5, capsize=2)
+                ax.scatter(k[cost], k["top1"], marker=marker, s=36, label=kind,
+                           facecolors=["none" if d else color for d in k["degenerate"]], edgecolors=color)
+            f = g[on.reindex(g.index, fill_value=False)].sort_values(cost)
+            ax.step(f[cost], f["top1"], where="post", ls="--", color="tab:red", lw=1, label="front")
+            _label_points(ax, g, cost, log=cost == "ge_evals_per_image")
+            if cost == "ge_evals_per_image":
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # the minor labels of a short log axis overlap
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("test top-1 (%)")
+            ax.set_title(model)
+            ax.grid(alpha=0.3)
+        row[1].legend(fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

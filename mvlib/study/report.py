@@ -48,7 +48,7 @@ def provenance(rows: list[dict]) -> dict:
 
 
 STEP_NAMES = {"01": "baselines", "02": "naive voter", "03": "retraining", "04": "hierarchical voter",
-              "05": "kernels", "06": "BN-Free appendix", "07": "hardware cost", "08": "voter drop",
+              "05": "kernels", "06": "BN-Free appendix", "07": "hardware cost", "08": "voter drop", "09": "Pareto front",
               "99": "report"}
 
 
@@ -120,14 +120,15 @@ def load_csv_if_present(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
-def voter_drop_table(name: str, results_dir="results", profile="cpu") -> pd.DataFrame | None:
-    """Notebook 08's table ``name`` (rows, flips, damage, timing, ...) for ``profile``, or None when it has not run.
-    The ``rows`` table keeps only the records of the running code, as every other section of the report does."""
-    path = resolve_results_dir(results_dir) / "tables" / f"08_voter_drop_{name}_{profile}.csv"
+def step_table(step: str, name: str, results_dir="results", profile="cpu") -> pd.DataFrame | None:
+    """A notebook's table ``results/tables/<step>_<name>_<profile>.csv`` (notebook 08's rows, flips, ...; 09's
+    runs, points, ...), or None when it has not run. A table with a ``code_hash`` column keeps only the rows of
+    the running code, as every other section of the report does."""
+    path = resolve_results_dir(results_dir) / "tables" / f"{step}_{name}_{profile}.csv"
     if not path.is_file():
         return None
     table = pd.read_csv(path)
-    return table[table.code_hash == code_hash()] if name == "rows" else table
+    return table[table.code_hash == code_hash()] if "code_hash" in table.columns else table
 
 
 def kernel_results(results_dir="results", profile="cpu") -> dict | None:

@@ -161,6 +161,21 @@ def test_max_hours_stops_before_the_next_step(tmp_path, monkeypatch, tiny_notebo
     assert (tmp_path / "r" / "notebooks" / "ci" / "01_slow.done.json").is_file()
 
 
+def test_a_smoke_run_shares_the_machine_with_the_timing_notebook(tmp_path, data_root, monkeypatch):
+    # a smoke run's timings are read by nobody: notebook 05 takes a slot like any step, its benchmark on one thread
+    monkeypatch.setenv("MVLIB_DATA", str(data_root))
+    seen = {}
+
+    def capture(chosen, profile, overrides, force, jobs, out_dir, log, alone=pipeline.ALONE):
+        seen[profile] = (alone, overrides.get("kernel_threads"))
+        return []
+    monkeypatch.setattr(pipeline, "_run_parallel", capture)
+    for smoke in (True, False):
+        pipeline.run_pipeline("paper", only=["01", "05"], smoke=smoke, overrides={"results_dir": str(tmp_path)},
+                              log=lambda s: None, record=False, estimate_first=False, jobs=2)
+        assert seen.pop("paper") == (((), 1) if smoke else (pipeline.ALONE, None))
+
+
 def test_paper_smoke_runs_every_notebook(tmp_path, data_root, monkeypatch):
     """``make study PROFILE=paper SMOKE=1``: the paper code path end to end at a few images (<= 10 min on 2 cores)."""
     monkeypatch.setenv("MVLIB_DATA", str(data_root))

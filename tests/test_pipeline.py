@@ -1,5 +1,6 @@
 """Notebook 01 under papermill (ci profile) and the pipeline's failure handling."""
 import json
+import time
 
 import nbformat
 import pytest
@@ -117,6 +118,37 @@ def test_parallel_steps_follow_reads_and_timing_step_runs_alone(tmp_path, monkey
     with pytest.raises(pipeline.StepFailed, match=r"02_b"):
         pipeline.run_pipeline("ci", overrides={"results_dir": str(results)}, jobs=2, force=True, log=logs.append)
     assert any("boom" in line for line in logs)
+
+
+def test_a_step_that_takes_a_finished_steps_place_leaves_the_survivors_budget_alone(tmp_path, monkeypatch,
+                                                                                   tiny_notebooks):
+    # 2 cores, 2 jobs: when 01 ends, 02 takes its slot in the same round; 06 must keep its 1 thread throughout
+    # (re-splitting before 02 started handed 06 both cores until its next epoch, beside 02: a 65 s epoch
+    # instead of 8 s in a smoke run). Once 02 ends and nothing is left to start, 06 gets both cores.
+    nbdir, stamps = tmp_path / "notebooks", tmp_path / "stamps"
+    stamps.mkdir()
+    watch = (f"import os, time, json\nf, seen, t_end = os.environ['MVLIB_THREADS_FILE'], [], time.time() + 60\n"
+             f"while time.time() < t_end and not (seen and seen[-1][1] == '2' and os.path.exists("
+             f"{str(stamps)!r} + '/02_b.json')):\n"
+             f"    seen.append((time.time(), open(f).read().strip()))\n    time.sleep(0.05)\n"
+             f"open({str(stamps)!r} + '/06_c.seen.json', 'w').write(json.dumps(seen))")
+    _timed_notebooks(tiny_notebooks, nbdir, stamps, {"01_a": "time.sleep(1)", "02_b": "time.sleep(1)"})
+    tiny_notebooks(nbdir, {"06_c": watch})
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", nbdir)
+    monkeypatch.setattr(pipeline, "_cores", lambda: 2)
+    write = pipeline._write_budget
+
+    def slow_disk(path, threads):  # each budget write takes 0.3 s, as when its sync queued behind checkpoints
+        write(path, threads)
+        time.sleep(0.3)
+    monkeypatch.setattr(pipeline, "_write_budget", slow_disk)
+    pipeline.run_pipeline("ci", overrides={"results_dir": str(tmp_path / "results")}, jobs=2, log=lambda s: None)
+    t = {name: json.loads((stamps / f"{name}.json").read_text()) for name in ("01_a", "02_b")}
+    seen = json.loads((stamps / "06_c.seen.json").read_text())
+    between = [v for when, v in seen if t["01_a"][1] < when < t["02_b"][0]]
+    assert between and set(between) == {"1"}, between  # 01's end to 02's start: no re-split in between
+    assert {v for when, v in seen if when < t["02_b"][1]} == {"1"}
+    assert seen[-1][1] == "2"  # alone at last: every core
 
 
 def test_notebook_09_waits_for_03_and_04_only_when_it_reuses_their_runs(tmp_path):

@@ -23,10 +23,11 @@
   (:data:`READS`) are done; the cores are split evenly among the running
   notebooks and the split follows them (a notebook left alone gets every
   core back at its next epoch or record: :func:`mvlib.study.experiment.apply_process_settings`).
-  The timing notebook (:data:`ALONE`) waits for an idle machine and runs on
-  every core. Why: on the 2-core CPU, notebook 01 trained at 86 s per epoch
-  beside notebook 06 (67 s alone on both cores) while 06 kept its speed alone:
+  Why: on the 2-core CPU, notebook 01 trained at 86 s per epoch beside
+  notebook 06 (67 s alone on both cores) while 06 kept its speed alone:
   about 1.7x the images/s of one notebook at a time (width 16).
+  The timing notebook (:data:`ALONE`) waits for an idle machine and runs on
+  every core (not in a smoke run, whose timings nobody reads).
 """
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ SMOKE_OVERRIDES = {
     "appendix_cifar100_train_per_class": 1, "cifar100_train_file": "train_subset.npz", "cifar100_val_per_class": 1,
     "appendix_test_per_class": 2, "appendix_cifar100_test_per_class": 1, "appendix_val_eval_per_class": 0,
     "vd_train_epochs": 2, "vd_train_per_class": 1, "vd_train_val_per_class": 2, "vd_sweep_val_per_class": 1,
-    "vd_flip_batches": 1, "kernel_batches": [1], "kernel_reps": 1, "kernel_network_batch": 2,
+    "vd_flip_batches": 1, "kernel_batches": [1], "kernel_reps": 1, "kernel_network_batch": 2, "kernel_threads": 1,
     "hw_check_vectors": 100, "eval_batch_size": 100,
     # notebook 09: one tree and one tie rule per voter retrained (a 64-leaf tree's float simulation trains at ~3 s
     # per image at width 64 on one core); its loops over trees and ties run in full under the ci profile
@@ -267,6 +268,14 @@ def _order(chosen: list[str], alone: tuple[str, ...] = ALONE) -> list[str]:
     return sorted(chosen, key=rank)  # stable: file order within each group
 
 
+def _write_budget(path: Path, threads: int) -> None:
+    """A step's thread budget: replaced atomically, not synced (a scratch file read by a live process; an fsync
+    behind a notebook's checkpoint writes stalled the scheduler for seconds)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(str(threads))
+    os.replace(tmp, path)
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -278,8 +287,10 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
                   log, alone: tuple[str, ...] = ALONE) -> list[dict]:
     """Run the steps in child processes, ``jobs`` at once, each when the steps it reads are done.
 
-    The steps numbered in ``alone`` (timings) wait for an idle machine and run on every core (in a smoke
-    run too: notebook 05 took 4:49 on one core beside notebook 06 against 1:05 alone on two).
+    The steps numbered in ``alone`` (timings) wait for an idle machine and run on every core. A smoke run
+    passes ``alone=()``: its timings are read by nobody, so notebook 05 takes a slot like any other step, its
+    benchmark on one thread (``kernel_threads: 1`` in :data:`SMOKE_OVERRIDES`; on every core beside another
+    notebook it oversubscribed the machine and took 4:49 instead of 1:05 alone).
 
     A child is this module with ``--only <step> --jobs 1``; its lines (already
     prefixed with the step) are passed to ``log``. After a failure no new step
@@ -307,54 +318,39 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
         """Every running step's torch threads: the cores split evenly (a step left alone gets them all)."""
         n = max(1, cores // max(1, len(running)))
         for step in running:
-            write_atomic(budget_dir / step, str(n))
+            _write_budget(budget_dir / step, n)
         return n
 
-    def start(step):
+    def start(step, sharing):
+        """Start ``step`` as one of ``sharing`` steps running once this round's steps are started."""
         solo = numbers[step] in alone
         env = dict(os.environ)
-        threads = max(1, cores // (len(running) + 1))
+        threads = max(1, cores // sharing)
         if not solo:  # torch reads these at start; the kernel then follows its budget file (progress.THREADS_ENV)
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
             env[THREADS_ENV] = str(budget_dir / step)
-            write_atomic(budget_dir / step, str(threads))
+            _write_budget(budget_dir / step, threads)
         cmd = [sys.executable, "-m", "mvlib.study.pipeline", "--profile", profile, "--only", step, "--jobs", "1",
                "--overrides-json", json.dumps(overrides), "--notebook-dir", str(NOTEBOOK_DIR), "--child"]
         if force:
             cmd.append("--force")
         log(f"[{step}] started ({'alone, every core' if solo else f'{threads} thread(s) now'}; "
-            f"{len(running) + 1} step(s) running)")
+            f"{sharing} step(s) running)")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                 cwd=str(REPO_ROOT))
         t = threading.Thread(target=pump, args=(step, proc), daemon=True)
         t.start()
         running[step] = (proc, t, time.time())
-        share()
 
-    while pending or running:
-        if pending and not failures and deadline_passed():
-            log(f"--max-hours ran out: {len(pending)} step(s) not started")
-            failures.append("deadline")
-        if not failures:
-            for step in list(pending):
-                solo = numbers[step] in alone or step.endswith("report")
-                if len(running) >= jobs or (solo and running) or any(
-                        numbers[r] in alone or r.endswith("report") for r in running):
-                    break
-                if ready(step):
-                    pending.remove(step)
-                    start(step)
-                elif solo:
-                    break  # a step that needs the machine to itself waits in its place
-        else:
-            pending.clear()
-        time.sleep(0.5)
+    def reap():
+        """Collect the steps that ended; True when any did."""
+        ended = False
         for step, (proc, t, t0) in list(running.items()):
             if proc.poll() is None:
                 continue
+            ended = True
             t.join()
             del running[step]
-            share()
             if proc.returncode == 3:  # the child stopped at the deadline (its runs keep their checkpoints)
                 failures.append("deadline")
                 continue
@@ -363,8 +359,44 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
                 continue
             finished.add(step)
             records[step] = json.loads((out_dir / f"{step}.done.json").read_text())
+        return ended
+
+    def due():
+        """The pending steps to start now, in schedule order."""
+        batch = []
+        for step in list(pending):
+            busy = list(running) + batch
+            solo = numbers[step] in alone or step.endswith("report")
+            if len(busy) >= jobs or (solo and busy) or any(numbers[r] in alone or r.endswith("report") for r in busy):
+                break
+            if ready(step):
+                batch.append(step)
+            elif solo:
+                break  # a step that needs the machine to itself waits in its place
+        return batch
+
+    # Each round: collect the steps that ended, start the ones now due, and only then re-split the cores. A step
+    # that ended and the step that takes its place are one change: re-splitting in between gave the survivor
+    # every core for as long as the newcomer's start took (seconds, when the budget files' fsyncs queued behind
+    # checkpoint writes), and a notebook that read its budget then kept both cores for a whole epoch beside the
+    # newcomer (a 65 s epoch instead of 8 s in a smoke run of notebook 06).
+    while pending or running:
+        ended = reap()
+        if pending and not failures and deadline_passed():
+            log(f"--max-hours ran out: {len(pending)} step(s) not started")
+            failures.append("deadline")
+        batch = due() if not failures else []
+        if failures:
+            pending.clear()
+        sharing = len(running) + len(batch)
+        for step in batch:
+            pending.remove(step)
+            start(step, sharing)
+        if ended or batch:
+            share()
         if not running and pending and not failures and not any(ready(s) for s in pending):
             raise RuntimeError(f"steps {pending} wait on steps that are not scheduled")  # a READS cycle
+        time.sleep(0.5)
     shutil.rmtree(budget_dir, ignore_errors=True)
     if failures and set(failures) == {"deadline"}:
         raise StoppedAtDeadline(f"--max-hours ran out (finished: {sorted(finished)}): rerun the same command "
@@ -428,7 +460,7 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
     t_all = time.time()
     if jobs > 1 and len(chosen) > 1:
         log(f"study ({profile}): {len(chosen)} step(s), up to {jobs} at once")
-        done = _run_parallel(chosen, profile, overrides, force, jobs, out_dir, log)
+        done = _run_parallel(chosen, profile, overrides, force, jobs, out_dir, log, alone=() if smoke else ALONE)
     else:
         done = []
         for i, step in enumerate(chosen, 1):

@@ -289,8 +289,9 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
 
     The steps numbered in ``alone`` (timings) wait for an idle machine and run on every core. A smoke run
     passes ``alone=()``: its timings are read by nobody, so notebook 05 takes a slot like any other step, its
-    benchmark on one thread (``kernel_threads: 1`` in :data:`SMOKE_OVERRIDES`; on every core beside another
-    notebook it oversubscribed the machine and took 4:49 instead of 1:05 alone).
+    benchmark on one thread (``kernel_threads: 1`` in :data:`SMOKE_OVERRIDES`: 1:16 beside notebook 06 in a
+    fresh clone's smoke pass; with the benchmark on every core, i.e. three threads on two cores, it once took
+    4:49 there, against 1:05 alone).
 
     A child is this module with ``--only <step> --jobs 1``; its lines (already
     prefixed with the step) are passed to ``log``. After a failure no new step

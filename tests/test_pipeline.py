@@ -97,7 +97,11 @@ def test_parallel_steps_follow_reads_and_timing_step_runs_alone(tmp_path, monkey
     monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", nbdir)
     results = tmp_path / "results"
     logs = []
-    done = pipeline.run_pipeline("ci", overrides={"results_dir": str(results)}, jobs=2, log=logs.append)
+
+    def log(line):  # kept for the assertions, printed for a failure's report
+        logs.append(line)
+        print(line)
+    done = pipeline.run_pipeline("ci", overrides={"results_dir": str(results)}, jobs=2, log=log)
     assert [d["step"] for d in done] == ["01_a", "02_b", "06_c", "05_t", "99_report"]
     t = {p.stem: json.loads(p.read_text()) for p in stamps.glob("*.json")}
     assert t["06_c"][0] < t["01_a"][1] and t["01_a"][0] < t["06_c"][1]  # ran at the same time
@@ -116,7 +120,7 @@ def test_parallel_steps_follow_reads_and_timing_step_runs_alone(tmp_path, monkey
     nbformat.write(nb, nbdir / "02_b.ipynb")
     logs.clear()
     with pytest.raises(pipeline.StepFailed, match=r"02_b"):
-        pipeline.run_pipeline("ci", overrides={"results_dir": str(results)}, jobs=2, force=True, log=logs.append)
+        pipeline.run_pipeline("ci", overrides={"results_dir": str(results)}, jobs=2, force=True, log=log)
     assert any("boom" in line for line in logs)
 
 

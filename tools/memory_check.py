@@ -2,7 +2,8 @@
 
 For every (network, width, voter) that a profile trains (the rows of :func:`mvlib.study.estimate.count`), one
 fresh process takes a training step (forward, backward, Adam) at two small batches and reports its peak memory:
-on a GPU ``torch.cuda.max_memory_allocated`` (reset between the two), on a CPU the process's peak resident set.
+on a GPU ``torch.cuda.max_memory_allocated``, on a CPU the process's peak resident set (Linux ``VmHWM``),
+each reset before the step it measures (after a first, unmeasured step).
 The peak is fitted as ``base + per_image x batch`` and extrapolated to the batch the profile trains that network
 at (its recipe's; the teacher's own; the appendix's) and to the estimate's measuring batch (min(batch, 256)),
 then compared with the device's memory. Why a tool: the float simulation of a voter tree holds one tensor per
@@ -16,7 +17,6 @@ Prints one line per key, then the keys that do not fit. Exit status 1 when any d
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 
@@ -28,27 +28,46 @@ from mvlib.study.config import load_profile, recipe_for
 from mvlib.study.estimate import _model, count
 
 PROBE_BATCHES = (4, 8)  # images: small enough for any key on a CPU box, far enough apart for the slope
+# On a CPU, below this the two peaks differ by less than the allocator's noise (tens of MiB): the line then says "<=" and
+# extrapolates this slope from the larger probe's peak, an upper bound (the small networks need little anyway).
+RESOLUTION_MIB_PER_IMAGE = 16.0
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:  # Linux: "5" resets the process's peak resident set (VmHWM) to its current one
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
 
 
 def _peak_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024  # kB
 
 
 def probe(net: str, width: int, voter: str, device: str) -> list[float]:
-    """Peak MiB after one training step at each of :data:`PROBE_BATCHES` (run in a fresh process)."""
+    """Peak MiB of one training step at each of :data:`PROBE_BATCHES` (run in a fresh process).
+
+    A first step at the smaller batch comes before any measurement: it compiles the Numba kernels and creates
+    Adam's moments, whose one-off peak (hundreds of MiB of compiler memory on a cold cache) would otherwise
+    hide the step's own. The peak is reset before each measured step."""
     dev = torch.device(device)
     model = _model(net, width, voter).to(dev).train()
     opt = torch.optim.Adam(model.parameters(), 1e-4)
-    peaks = []
-    for b in PROBE_BATCHES:  # increasing: a CPU's peak resident set only grows
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
+
+    def step(b):
         x, y = torch.randn(b, 3, 32, 32, device=dev), torch.randint(0, 10, (b,), device=dev)
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         opt.step()
+    step(PROBE_BATCHES[0])
+    peaks = []
+    for b in PROBE_BATCHES:
+        _reset_peak(dev)
+        step(b)
         peaks.append(_peak_mb(dev))
     return peaks
 
@@ -102,11 +121,15 @@ def main() -> int:
             continue
         p1, p2 = json.loads(out.stdout.strip().splitlines()[-1])
         per_image = (p2 - p1) / (PROBE_BATCHES[1] - PROBE_BATCHES[0])
-        base = p1 - per_image * PROBE_BATCHES[0]
+        resolution = RESOLUTION_MIB_PER_IMAGE if args.device == "cpu" else 0.0  # CUDA's counter is exact
+        bound = per_image < resolution  # the two peaks differ by less than the allocator's noise
+        per_image = max(per_image, resolution)
+        base = p2 - per_image * PROBE_BATCHES[1]
         need = {b: (base + per_image * b) / 1024 for b in sorted({batch, min(batch, 256)})}
         fits = all(gib * 1024 <= total for gib in need.values())
-        print(f"  {net:<12} width {width:>2} voter {voter:<15} {per_image:7.1f} MiB/image; "
-              + ", ".join(f"batch {b}: {gib:6.1f} GiB" for b, gib in need.items()) + ("" if fits else "  DOES NOT FIT"))
+        print(f"  {net:<12} width {width:>2} voter {voter:<15} {'<=' if bound else '  '}{per_image:7.1f} MiB/image; "
+              + ", ".join(f"batch {b}: {'<=' if bound else '  '}{gib:6.1f} GiB" for b, gib in need.items())
+              + ("" if fits else "  DOES NOT FIT"))
         if not fits:
             too_big.append((net, width, voter, batch))
     if too_big:

@@ -270,7 +270,8 @@ def _order(chosen: list[str], alone: tuple[str, ...] = ALONE) -> list[str]:
 
 def _write_budget(path: Path, threads: int) -> None:
     """A step's thread budget: replaced atomically, not synced (a scratch file read by a live process; an fsync
-    behind a notebook's checkpoint writes stalled the scheduler for seconds)."""
+    can wait behind a notebook's checkpoint writes). ``files.write_atomic`` with a ``sync`` flag is the better
+    home for this; it is in the code hash, so that move waits for the next change that reruns the study."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(str(threads))
     os.replace(tmp, path)
@@ -378,17 +379,17 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
 
     # Each round: collect the steps that ended, start the ones now due, and only then re-split the cores. A step
     # that ended and the step that takes its place are one change: re-splitting in between gave the survivor
-    # every core for as long as the newcomer's start took (seconds, when the budget files' fsyncs queued behind
-    # checkpoint writes), and a notebook that read its budget then kept both cores for a whole epoch beside the
-    # newcomer (a 65 s epoch instead of 8 s in a smoke run of notebook 06).
+    # every core until the newcomer had started (two budget writes and a process start: likely widened by fsyncs
+    # waiting behind checkpoint writes, not measured), and a notebook that read its budget then kept both cores
+    # for a whole epoch beside the newcomer (a 65 s epoch instead of 8 s in a smoke run of notebook 06).
     while pending or running:
         ended = reap()
         if pending and not failures and deadline_passed():
             log(f"--max-hours ran out: {len(pending)} step(s) not started")
             failures.append("deadline")
-        batch = due() if not failures else []
         if failures:
             pending.clear()
+        batch = due()
         sharing = len(running) + len(batch)
         for step in batch:
             pending.remove(step)

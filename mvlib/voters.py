@@ -37,6 +37,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from . import fused
 from .binarizers import get_binarizer, sign_pm1, surrogate_grad
@@ -47,6 +48,14 @@ SURROGATE_NORMS = ("sqrt_fanin", "fanin", "batch_std")
 # The default normalization of the pre-activation the surrogate sees (u = s / c).
 # Chosen on validation: see "Surrogate normalization" above and results/probes/retrain_choice_cpu.json.
 DEFAULT_SURROGATE_NORM = "batch_std"
+# From this many leaf blocks the hierarchical voter's training path keeps only its operands and recomputes the
+# tree in the backward pass. Why: the float simulation keeps m partial sums per output plus every level's counts,
+# so its memory grows with the leaves: at width 64 a ReActNet-18 training step kept 254 MiB per image for 64
+# leaves (~130 GiB at Bi-RealNet-18's batch 512), 176 for (4, 4, 4), 56 for (4, 4) (within an 80 GB GPU), and
+# 16 with the tree recomputed. Why not always: recomputing made a step x1.12-1.47 slower (4-64 leaves), so it is
+# used only where memory requires it. ``python tools/probe_voter_speed.py --recompute`` (2-core VM:
+# results/probes/voter_recompute_cpu.txt); peaks with ``python tools/memory_check.py --profile paper``.
+RECOMPUTE_FROM_LEAVES = 32
 
 
 # --------------------------------------------------------------------------
@@ -340,33 +349,53 @@ class HierarchicalVoter(_Voter):
     change the forward value). The upper levels divide by G, not sqrt(G): their
     inputs are ±1 votes, whose sum lies in [-G, G], so every non-unanimous vote
     stays inside the surrogate's window.
+
+    ``recompute``: in training, keep only the operands and recompute the tree in the backward pass
+    (``torch.utils.checkpoint``); same values and gradients, memory no longer grows with the leaves. ``None``
+    (default) turns it on from :data:`RECOMPUTE_FROM_LEAVES` leaves.
     """
 
     name = "hmv"
 
-    def __init__(self, fanins: int | Sequence[int] = 4, tie: str = "pos", **kw):
+    def __init__(self, fanins: int | Sequence[int] = 4, tie: str = "pos", recompute: bool | None = None, **kw):
         super().__init__(**kw)
         self.fanins = normalize_fanins(fanins)
         _check_tie(tie)
         self.tie = tie
+        if recompute is not None and not isinstance(recompute, bool):
+            raise ValueError(f"recompute must be True, False or None (by the number of leaves), not {recompute!r}")
+        self.recompute = math.prod(self.fanins) >= RECOMPUTE_FROM_LEAVES if recompute is None else recompute
 
     def forward(self, a_bin, w_bin, alpha, stride: int, padding: int) -> torch.Tensor:
         m = math.prod(self.fanins)
-        cout, cin = w_bin.shape[:2]
+        cin = w_bin.shape[1]
         if cin % m:
             raise ValueError(f"{m} blocks must divide the {cin} input channels")
+        if not torch.is_grad_enabled():
+            s = _grouped_conv(a_bin, _block_weights(w_bin, m), stride, padding, m)
+            return self.scale(self._fast_forward(s, m, w_bin.shape[0]), alpha)
+        if self.recompute:
+            # Keep only the operands for the backward pass and recompute the tree there: values and
+            # gradients are unchanged (the recomputation repeats the same operations; see RECOMPUTE_FROM_LEAVES).
+            votes = checkpoint(self._train_votes, a_bin, w_bin, stride, padding,
+                               use_reentrant=False, preserve_rng_state=False)
+        else:
+            votes = self._train_votes(a_bin, w_bin, stride, padding)
+        return self.scale(votes, alpha)
+
+    def _train_votes(self, a_bin, w_bin, stride: int, padding: int) -> torch.Tensor:
+        """The votes with their surrogate gradients, [B, Cout, H, W]."""
+        m = math.prod(self.fanins)
+        cout, cin = w_bin.shape[:2]
         # Block partial sums as [B, m*Cout, H, W] (channel = block*Cout + o): one grouped convolution, and
         # every later step is a view on the block axis (no permuted copies of this m-times-larger tensor).
-        c = cin // m
         s = _grouped_conv(a_bin, _block_weights(w_bin, m), stride, padding, m)
-        if not torch.is_grad_enabled():
-            return self.scale(self._fast_forward(s, m, cout), alpha)
-        votes = self._surrogate_sign(s, c * w_bin.shape[2] * w_bin.shape[3])
+        votes = self._surrogate_sign(s, cin // m * w_bin.shape[2] * w_bin.shape[3])
         b, _, h, wd = votes.shape
         votes = votes.view(b, m, cout, h, wd)
         for g in reversed(self.fanins):  # innermost level first: its groups are consecutive blocks
             votes = _LevelVote.apply(votes.reshape(b, -1, g, cout, h, wd), self.tie, self.estimator)
-        return self.scale(votes.view(b, cout, h, wd), alpha)
+        return votes.view(b, cout, h, wd)
 
     def _fast_forward(self, s: torch.Tensor, m: int, cout: int) -> torch.Tensor:
         """The same votes without gradients, on booleans ("vote is +1") and int8 counts.

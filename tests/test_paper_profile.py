@@ -10,7 +10,7 @@ from mvlib.checkpoint import CheckpointError, load_checkpoint, load_model_weight
 from mvlib.models import build_model, build_teacher, count_parameters
 from mvlib.study import pipeline
 from mvlib.study.config import load_profile, recipe_for
-from mvlib.study.estimate import count, disk_gb, measure, state_bytes
+from mvlib.study.estimate import count, disk_gb, measure, measure_batch, state_bytes
 from mvlib.study.experiment import TeacherTooWeak, train_baseline, train_run
 from mvlib.train import DEADLINE_ENV, DeadlineReached, fit, make_optimizer
 
@@ -149,6 +149,8 @@ def test_estimate_counts_the_notebooks_loops():
     assert any(net == "resnet34" for (_, _, net, _, _) in paper)  # the teacher is counted
     tr, ev = measure("reactnet18", 4, "mv", 4, "cpu", seconds=0.05)
     assert tr > 0 and ev > tr / 10
+    # a CPU measures at a smaller batch than a GPU (the 64-leaf tree's memory), never above the profile's
+    assert (measure_batch(512, "cpu"), measure_batch(512, "cuda:1"), measure_batch(32, "cuda")) == (64, 256, 32)
 
 
 def test_max_hours_stops_before_the_next_step(tmp_path, monkeypatch, tiny_notebooks):

@@ -197,6 +197,8 @@ def test_voter_rejects_bad_options():
         HierarchicalVoter(1)
     with pytest.raises(ValueError):
         HierarchicalVoter(4, tie="zero")
+    with pytest.raises(ValueError, match="recompute"):
+        HierarchicalVoter(4, recompute="yes")
     with pytest.raises(ValueError):
         build_voter("mv", norm="unknown")
     with pytest.raises(ValueError):
@@ -281,3 +283,38 @@ def test_no_grad_fast_path_equals_autograd_path(voter):
         with torch.no_grad():
             fast = run_voter(voter, x, w, 1, 1)
         assert torch.equal(fast, slow.detach())
+
+
+def _saved_bytes(voter, a, w, stride, pad):
+    """Bytes the autograd graph keeps for the backward pass of one voter call (outside any recomputation)."""
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda x: kept.append(x.numel() * x.element_size()) or x, lambda x: x):
+        out = run_voter(voter, a, w, stride, pad)
+    return out, sum(kept)
+
+
+@pytest.mark.parametrize("fanins,tie,stride", [((2, 2, 2), "first", 2), ((4, 2), "neg", 1), (8, "pos", 2)])
+def test_recomputed_tree_gives_the_kept_trees_values_gradients_and_keeps_only_its_operands(fanins, tie, stride):
+    """``recompute=True`` recomputes the tree in the backward pass: bit-identical votes and gradients, and only
+    the operands are kept between the passes, not the tree's tensors (m partial sums per output, each level's)."""
+    gen = torch.Generator().manual_seed(5)
+    a0, w0 = rand_pm1(5, 16, 7, 9, gen=gen), rand_pm1(3, 16, 3, 3, gen=gen)  # odd sizes, borders, c = 2 per block
+    g = torch.randn(5, 3, (7 + 2 - 3) // stride + 1, (9 + 2 - 3) // stride + 1, generator=gen)
+    runs = {}
+    for recompute in (False, True):
+        a, w = a0.clone().requires_grad_(), w0.clone().requires_grad_()
+        voter = HierarchicalVoter(fanins, tie, recompute=recompute, norm="batch_std")
+        out, kept = _saved_bytes(voter, a, w, stride, 1)
+        (out * g).sum().backward()
+        runs[recompute] = out.detach(), a.grad, w.grad, kept
+    (o0, ga0, gw0, kept0), (o1, ga1, gw1, kept1) = runs[False], runs[True]
+    assert torch.equal(o0, o1) and torch.equal(ga0, ga1) and torch.equal(gw0, gw1)
+    assert ga1.abs().sum() > 0 and gw1.abs().sum() > 0
+    operands = (a0.numel() + w0.numel()) * 4
+    assert kept1 == operands and kept0 >= operands + 8 * o0.numel() * 4
+
+
+def test_recompute_by_default_from_the_leaf_count():
+    assert HierarchicalVoter((2, 2, 2, 2, 2)).recompute and HierarchicalVoter((4, 4, 4)).recompute
+    assert not HierarchicalVoter(16).recompute and not HierarchicalVoter((4, 4)).recompute
+    assert not HierarchicalVoter((4, 4, 4), recompute=False).recompute

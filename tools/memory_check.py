@@ -5,12 +5,17 @@ fresh process takes a training step (forward, backward, Adam) at two small batch
 on a GPU ``torch.cuda.max_memory_allocated``, on a CPU the process's peak resident set (Linux ``VmHWM``),
 each reset before the step it measures (after a first, unmeasured step).
 The peak is fitted as ``base + per_image x batch`` and extrapolated to the batch the profile trains that network
-at (its recipe's; the teacher's own; the appendix's) and to the estimate's measuring batch (min(batch, 256)),
+at (its recipe's; the teacher's own; the appendix's) and to the estimate's measuring batch (``estimate.measure_batch``),
 then compared with the device's memory. Why a tool: the float simulation of a voter tree holds one tensor per
-leaf block, so its memory grows with the leaves, and the largest of them decides whether a paper run's notebook
-09 can train at all; a step that does not fit is killed by the operating system, which no ``try`` can catch.
+leaf block, so its memory grows with the leaves (from ``mvlib.voters.RECOMPUTE_FROM_LEAVES`` leaves the tree is
+recomputed in the backward pass instead of kept, which this tool measured first: the 64-leaf tree's 237-258 MiB
+per image fell to 60-83), and the largest decides whether a paper run's notebook 09 can train at all; a step that
+does not fit is killed by the operating system, which no ``try`` can catch.
 
-    python tools/memory_check.py --profile paper [--device cuda] [--only hmv]
+    python tools/memory_check.py --profile paper [--device cuda] [--only hmv] [--memory-gib 80]
+
+``--memory-gib`` compares with that much memory instead of this device's (e.g. planning a GPU run from a CPU box:
+the CPU's resident set is then a proxy for the GPU's allocations, which differ by allocator and workspaces).
 
 Prints one line per key, then the keys that do not fit. Exit status 1 when any does not.
 """
@@ -25,7 +30,7 @@ import torch.nn.functional as F
 
 from mvlib.models import TEACHERS
 from mvlib.study.config import load_profile, recipe_for
-from mvlib.study.estimate import _model, count
+from mvlib.study.estimate import _model, count, measure_batch
 
 PROBE_BATCHES = (4, 8)  # images: small enough for any key on a CPU box, far enough apart for the slope
 # On a CPU, below this the two peaks differ by less than the allocator's noise (tens of MiB): the line then says "<=" and
@@ -100,6 +105,7 @@ def main() -> int:
     ap.add_argument("--profile", default="paper")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--only", default="", help="keys whose voter starts with this (e.g. hmv)")
+    ap.add_argument("--memory-gib", type=float, default=0.0, help="compare with this memory, not this device's")
     ap.add_argument("--child", nargs=3, metavar=("NET", "WIDTH", "VOTER"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -107,8 +113,11 @@ def main() -> int:
         print(json.dumps(probe(net, int(width), voter, args.device)))
         return 0
     cfg = load_profile(args.profile)
-    total = device_mb(args.device)
-    print(f"profile {args.profile}, device {args.device}: {total / 1024:.1f} GiB; probe batches {PROBE_BATCHES}")
+    if args.memory_gib < 0:
+        ap.error(f"--memory-gib must be positive, not {args.memory_gib}")
+    total = args.memory_gib * 1024 or device_mb(args.device)
+    print(f"profile {args.profile}, device {args.device}, compared with {total / 1024:.1f} GiB"
+          f"{'' if args.memory_gib else ' (its memory)'}; probe batches {PROBE_BATCHES}")
     too_big = []
     for (net, width, voter), batch in sorted(train_batches(cfg).items()):
         if not voter.startswith(args.only):
@@ -125,7 +134,7 @@ def main() -> int:
         bound = per_image < resolution  # the two peaks differ by less than the allocator's noise
         per_image = max(per_image, resolution)
         base = p2 - per_image * PROBE_BATCHES[1]
-        need = {b: (base + per_image * b) / 1024 for b in sorted({batch, min(batch, 256)})}
+        need = {b: (base + per_image * b) / 1024 for b in sorted({batch, measure_batch(cfg["batch_size"], args.device)})}
         fits = all(gib * 1024 <= total for gib in need.values())
         print(f"  {net:<12} width {width:>2} voter {voter:<15} {'<=' if bound else '  '}{per_image:7.1f} MiB/image; "
               + ", ".join(f"batch {b}: {'<=' if bound else '  '}{gib:6.1f} GiB" for b, gib in need.items())
@@ -133,10 +142,10 @@ def main() -> int:
         if not fits:
             too_big.append((net, width, voter, batch))
     if too_big:
-        print("do not fit in this device's memory at the profile's batch: "
+        print(f"do not fit in {total / 1024:.1f} GiB at the profile's batch: "
               + "; ".join(f"{n} width {w} voter {v} (batch {b})" for n, w, v, b in too_big))
         return 1
-    print("every training fits in this device's memory at the profile's batch")
+    print(f"every training fits in {total / 1024:.1f} GiB at the profile's batch")
     return 0
 
 

@@ -207,6 +207,17 @@ def disk_gb(tally: Tally) -> dict[str, float]:
     return dict(out)
 
 
+# Images per measured step. A GPU needs a large batch to reach its throughput; a CPU's throughput per image is flat
+# from a few dozen images, and at 256 the float simulation of the 64-leaf voter tree takes ~22 GiB (ReActNet-18,
+# width 64: ``python tools/memory_check.py --profile paper --only hmv``), all of the 23.5 GiB test VM.
+MEASURE_BATCH = {"cuda": 256, "cpu": 64}
+
+
+def measure_batch(batch: int, device: str) -> int:
+    """The batch :func:`estimate` measures at on ``device``: the profile's, at most :data:`MEASURE_BATCH`."""
+    return min(batch, MEASURE_BATCH.get(torch.device(device).type, MEASURE_BATCH["cuda"]))
+
+
 def measure(net: str, width: int, voter: str, batch: int, device: str, seconds: float = 3.0) -> tuple[float, float]:
     """(training images/s, evaluation images/s) of one network here: steps repeated for about ``seconds`` each."""
     model = _model(net, width, voter).to(device)
@@ -246,7 +257,7 @@ def estimate(cfg: dict[str, Any], device: str, seconds: float = 3.0, log=print) 
     """Hours per notebook of ``cfg`` on ``device`` (printed as a table through ``log``); returns them."""
     tally = count(cfg)
     keys = sorted({(net, width, voter) for (_, _, net, width, voter) in tally.rows})
-    batch = min(cfg["batch_size"], 256)
+    batch = measure_batch(cfg["batch_size"], device)
     speed = {}
     for net, width, voter in keys:
         speed[(net, width, voter)] = measure(net, width, voter, batch, device, seconds)

@@ -8,9 +8,9 @@ The peak is fitted as ``base + per_image x batch`` and extrapolated to the batch
 at (its recipe's; the teacher's own; the appendix's) and to the estimate's measuring batch (``estimate.measure_batch``),
 then compared with the device's memory. Why a tool: the float simulation of a voter tree holds one tensor per
 leaf block, so its memory grows with the leaves (from ``mvlib.voters.RECOMPUTE_FROM_LEAVES`` leaves the tree is
-recomputed in the backward pass instead of kept, which this tool measured first: the 64-leaf tree's 237-258 MiB
-per image fell to 60-101 in two runs), and the largest decides whether a paper run's notebook 09 can train at all; a step that
-does not fit is killed by the operating system, which no ``try`` can catch.
+recomputed in the backward pass instead of kept, which this tool measured first: the 64-leaf tree's 237-258
+MiB per image fell to 60-101 in two runs), and the largest decides whether a paper run's notebook 09 can train at
+all; a step that does not fit is killed by the operating system, which no ``try`` can catch.
 
     python tools/memory_check.py --profile paper [--device cuda] [--only hmv] [--memory-gib 80]
 

@@ -114,7 +114,7 @@ def main() -> int:
         return 0
     cfg = load_profile(args.profile)
     if args.memory_gib < 0:
-        ap.error(f"--memory-gib must be positive, not {args.memory_gib}")
+        ap.error(f"--memory-gib must not be negative (0: this device's memory), not {args.memory_gib}")
     total = args.memory_gib * 1024 or device_mb(args.device)
     print(f"profile {args.profile}, device {args.device}, compared with {total / 1024:.1f} GiB"
           f"{'' if args.memory_gib else ' (its memory)'}; probe batches {PROBE_BATCHES}")

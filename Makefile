@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# SMOKE=1: every notebook of the profile on its code path at a few images (build/smoke/); MAX_HOURS=h stops cleanly
+# SMOKE=1: every notebook of the profile on its code path at a few images (build/smoke/); MAX_HOURS=h stops cleanly;
+# FORCE=1: every step and every run of the profile again, from scratch
 study: $(STAMP)
-	$(PY) -m mvlib.study.pipeline --profile $(PROFILE) $(if $(SMOKE),--smoke) $(if $(MAX_HOURS),--max-hours $(MAX_HOURS))
+	$(PY) -m mvlib.study.pipeline --profile $(PROFILE) $(if $(SMOKE),--smoke) $(if $(MAX_HOURS),--max-hours $(MAX_HOURS)) $(if $(FORCE),--force)
 
 # Tests start several processes (papermill kernels, torchrun ranks): passive OpenMP waiting keeps
 # their idle threads from spinning against each other on 2 cores.

@@ -18,14 +18,21 @@ of it is allocated once per batch size (:meth:`BinaryEngine.buffers`).
 What stays in torch is what is real-valued and not elementwise: the stem's
 3x3 convolution, the projection shortcuts' AvgPool + 1x1 convolution (their
 BN is folded into the block's epilogue), global pooling and the classifier.
-They are the float model's own modules, run on the same memory layout, so
-their outputs are bit-identical to the float model's (checked in the tests).
+They are the float model's own modules, run on the memory layout the float
+model gives them (probed: :meth:`BinaryEngine._probe_layouts`) and on the
+caller's torch thread count, so their outputs are bit-identical to the float
+model's on the same machine (checked in the tests). Both matter on some CPUs:
+on an AMD EPYC, oneDNN's 1x1 convolution rounds differently on a contiguous
+and on a channels-last input, and with 1 and with 2 threads.
 
 Exactness: the integer sums are exact and every float operation of the
 epilogue is the one the float simulation performs (see
 :mod:`cuda_numba.engine_kernels`), so the residual stream, every sign and
-the logits equal the float model's bit for bit; the tests check this on random
-models of awkward widths and :func:`cuda_numba.prediction_agreement` on trained ones.
+the logits equal the float model's bit for bit when both run on the same machine
+with the same torch thread count (``torch_threads`` other than the caller's:
+the same predictions, logits that may differ in the last bits); the tests check
+this on random models of awkward widths and :func:`cuda_numba.prediction_agreement`
+on trained ones.
 
 Threads: Numba's ``omp`` layer with a short spin is much faster here than the
 ``workqueue`` layer :mod:`mvlib.fused` selects (1.5-1.8x on 2 cores): call
@@ -174,6 +181,19 @@ def _next_terms(P, pre, shift):
         P[P_NEXT_A], P[P_NEXT_B] = 1.0, 0.0
 
 
+def _slices(batch: int, sub_batch: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the sub-batches of a batch: ``sub_batch`` images each, none of a single image.
+
+    A lone image would be folded into the slice before it: on some CPUs (an AMD EPYC) torch's stem
+    convolution takes another path for a batch of one than for a larger batch and differs in the last bit,
+    so the engine's float parts would no longer be the float model's on that batch.
+    """
+    starts = list(range(0, batch, sub_batch))
+    if len(starts) > 1 and batch - starts[-1] == 1:
+        starts.pop()
+    return [(a, starts[i + 1] if i + 1 < len(starts) else batch) for i, a in enumerate(starts)]
+
+
 def _layout_of(t: torch.Tensor) -> str:
     if t.is_contiguous():
         return "nchw"
@@ -188,10 +208,12 @@ class BinaryEngine(nn.Module):
         # larger batches run in slices of sub_batch images: the residual stream of one slice (8 MiB at
         # width 64) stays in cache from block to block (measured +8 % at batch 128 over one slice of 128)
         self.sub_batch = int(sub_batch)
-        # threads of the torch parts (stem conv, shortcuts, head): None = 1 below a (sub-)batch of 32, else
-        # torch's own. Small torch ops gain nothing from a second thread, and its OpenMP workers keep spinning
-        # after each op while the Numba kernel that follows wants both cores (measured on the workqueue
-        # layer: 1.9x at batch 1, 1.5x at batch 16 with one torch thread).
+        # threads of the torch parts (stem conv, shortcuts, head): None = torch's own at the call, so that they
+        # round as the caller's float model does. On some CPUs a torch convolution's result depends on its
+        # thread count (an AMD EPYC's 1x1 convolution differs in the last bit between 1 and 2 threads), so a
+        # different count keeps the predictions but not every bit. A benchmark may still ask for 1 thread at
+        # small batches (faster there: the OpenMP workers of a second torch thread spin against the Numba
+        # kernel that follows) and compare with the float model on 1 thread.
         self.torch_threads = torch_threads
         from mvlib.models.resnet18 import BinaryResNet18
 
@@ -250,26 +272,37 @@ class BinaryEngine(nn.Module):
             "scr_a": np.zeros((threads, MAX_CHUNK * k_max), np.uint64),
             "scr_v": np.zeros((threads, MAX_CHUNK * n_words(co_max)), np.uint64),
             "no_bits": np.zeros(1, np.uint64),
-            "pool_layout": self._probe_pool_layout(min(batch, 2), geo[0]["h"], geo[0]["w"]),
+            "layouts": self._probe_layouts(min(batch, 2), geo[0]["h"], geo[0]["w"]),
         }
         self._bufs[key] = bufs
         return bufs
 
     @torch.no_grad()
-    def _probe_pool_layout(self, batch, h, w) -> str:
-        """The memory layout of the float model's input to global pooling (its result depends on it).
+    def _probe_layouts(self, batch, h, w) -> dict[str, str]:
+        """The memory layout of the float model's input to each shortcut and to global pooling.
 
-        Probed on two images: the layout follows the layers' memory formats, not the batch size, and a
-        full batch through a hierarchical voter's float simulation would cost as much as the evaluation
-        the engine replaces (one image is not used: a batch of 1 is both contiguous and channels-last).
+        Their results depend on it: oneDNN's 1x1 convolution rounds differently on a contiguous and on a
+        channels-last input on some CPUs (an AMD EPYC: last-bit differences; Intel Xeons agreed), and the
+        float model's stream is contiguous after a hierarchical voter's simulation, channels-last otherwise.
+        Keys ``shortcut{i}`` (block index) and ``pool``. Probed on two images: the layout follows the
+        layers' memory formats, not the batch size, and a full batch through a hierarchical voter's float
+        simulation would cost as much as the evaluation the engine replaces (one image is not used: a
+        batch of 1 is both contiguous and channels-last).
         """
-        seen = []
-        handle = self.model.pool.register_forward_pre_hook(lambda m, inp: seen.append(_layout_of(inp[0])))
+        seen: dict[str, str] = {}
+
+        def probe(name):
+            return lambda m, inp: seen.__setitem__(name, _layout_of(inp[0]))
+        handles = [self.model.pool.register_forward_pre_hook(probe("pool"))]
+        for i, blk in enumerate(self.model.blocks):
+            if blk.shortcut.body is not None:
+                handles.append(blk.shortcut.register_forward_pre_hook(probe(f"shortcut{i}")))
         try:
             self.model.eval()(torch.zeros(batch, self.stem_conv.in_channels, h, w))
         finally:
-            handle.remove()
-        return seen[0]
+            for handle in handles:
+                handle.remove()
+        return seen
 
     # ------------------------------------------------------------------
     @torch.no_grad()
@@ -282,7 +315,7 @@ class BinaryEngine(nn.Module):
         if x.device.type != "cpu":
             raise ValueError("the engine runs on the CPU (the CUDA kernels are used through convert_model)")
         sb = min(x.shape[0], self.sub_batch)
-        want = self.torch_threads or (1 if sb < 32 else torch.get_num_threads())
+        want = self.torch_threads or torch.get_num_threads()
         have = torch.get_num_threads()
         if want != have:
             torch.set_num_threads(want)
@@ -294,7 +327,7 @@ class BinaryEngine(nn.Module):
             if x.shape[0] <= sb:
                 feats = self._forward(x, times, clock)
             else:
-                feats = torch.cat([self._forward(x[i: i + sb], times, clock) for i in range(0, x.shape[0], sb)])
+                feats = torch.cat([self._forward(x[a:b], times, clock) for a, b in _slices(x.shape[0], sb)])
             # the classifier on the whole batch: torch's Linear rounds differently for a few rows than for many
             # (MKL's small-M path), convolutions and pooling do not depend on the batch
             t0 = clock()
@@ -332,7 +365,10 @@ class BinaryEngine(nn.Module):
             else:  # torch's AvgPool + 1x1 conv of the stream (channels-last view); its BN is in the epilogue
                 pool, conv = blk.shortcut
                 xt = torch.from_numpy(xs[: B * g["h"] * g["w"] * blk.cin]).view(B, g["h"], g["w"], blk.cin)
-                r = conv(pool(xt.permute(0, 3, 1, 2))).contiguous(memory_format=torch.channels_last)
+                xt = xt.permute(0, 3, 1, 2)
+                if bufs["layouts"].get(f"shortcut{i}") != "cl":
+                    xt = xt.contiguous()
+                r = conv(pool(xt)).contiguous(memory_format=torch.channels_last)
                 res = r.permute(0, 2, 3, 1).numpy().reshape(-1)  # the stream's old contents are dead from here
             t_b = clock()
             nbits = bufs["geo"][i + 1]["bits"].reshape(-1) if i + 1 < len(self.plan) else bufs["no_bits"]
@@ -350,7 +386,7 @@ class BinaryEngine(nn.Module):
         last, g = self.plan[-1], bufs["geo"][-1]
         feat = torch.from_numpy(xs[: B * g["ho"] * g["wo"] * last.cout]).view(B, g["ho"], g["wo"], last.cout)
         feat = feat.permute(0, 3, 1, 2)
-        if bufs["pool_layout"] != "cl":
+        if bufs["layouts"]["pool"] != "cl":
             feat = feat.contiguous()
         pooled = self.model.pool(feat).flatten(1)
         if times is not None:

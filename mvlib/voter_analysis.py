@@ -428,8 +428,10 @@ def layer_sign_flips(model: nn.Module, loader, batches: int = 2, layers: LayerSp
     pairs = conv_bn_pairs(model)
     paired = [(n, m) for n, m in chosen if n in pairs]
     with voters_kept(model):  # the matched magnitudes, by the library's own calibration on the same batches
-        set_voter(model, {"name": "mv", "output_scale": "matched"}, [n for n, _ in paired])
-        matched = calibrate_matched_scale(model, loader, batches) if paired else {}
+        matched = {}
+        if paired:  # (a model without BN has no pair: an empty selection is an error)
+            set_voter(model, {"name": "mv", "output_scale": "matched"}, [n for n, _ in paired])
+            matched = calibrate_matched_scale(model, loader, batches)
     folds = {n: fold_bn_threshold(m, pairs[n][1]) for n, m in paired}
     keys = [f"flip_{s}" for s in OUTPUT_SCALES] + ["flip_threshold", "vote_change"]
     errs = [f"rel_err_{s}" for s in OUTPUT_SCALES]

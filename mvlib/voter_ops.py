@@ -98,10 +98,19 @@ def set_voter(model: nn.Module, spec: VoterSpec, layers: LayerSpec = None) -> nn
 
     Parameters, buffers and BN statistics of the model are not touched; the
     new voters are placed on the device of the layer's weight.
+
+    A selection that matches no layer is an error (``ValueError``): a voter put
+    on nothing would leave the network as it was without a word, e.g. the
+    default ``"3x3"`` set on a lone 1x1 convolution. Only the bare reset
+    ``set_voter(model, None)`` accepts a model without binary convolutions.
     """
-    if spec is None and layers is None:
-        layers = "all"
-    for _, conv in select_layers(model, layers):
+    reset_all = spec is None and layers is None
+    chosen = select_layers(model, "all" if reset_all else layers)
+    if not chosen and not reset_all:
+        kinds = sorted({f"{m.kernel_size}x{m.kernel_size}" for _, m in binary_convs(model)})
+        raise ValueError(f"set_voter: layers={layers!r} selects no binary convolution of this "
+                         f"{type(model).__name__} (its binary convolutions: {kinds or 'none'}; sets: {LAYER_SETS})")
+    for _, conv in chosen:
         voter = voter_from_spec(spec)
         conv.voter = voter.to(conv.weight.device) if voter is not None else None
     return model

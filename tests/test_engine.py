@@ -1,4 +1,4 @@
-"""The fused inference engine (issue 15): bit-identical to the float simulation.
+"""The fused inference engine: bit-identical to the float simulation.
 
 Random models (trained checkpoints are checked by ``python -m mvlib.study.engine_check``):
 BN statistics and affine parameters, RSign shifts and RPReLU parameters are
@@ -8,7 +8,8 @@ tails, partial packed words, the im2col path); width 64 the direct path of every
 layer. Stride-2 blocks and borders are in every network; a 24x24 input makes
 a 3x3 last feature map (24 -> 12 -> 6 -> 3). The logits are compared with
 ``torch.equal``: the engine performs the float model's float32 operations in
-its order (see :mod:`cuda_numba.engine_kernels`).
+its order (see :mod:`cuda_numba.engine_kernels`), and its torch parts on the
+float model's memory layouts and thread count.
 """
 from __future__ import annotations
 
@@ -209,17 +210,33 @@ def test_network_benchmark_runs_and_writes_results(tmp_path):
 
 
 def test_engine_sub_batches_and_torch_threads():
-    # 5 images in slices of 2 (2 + 2 + 1), torch parts on 1 and on 2 threads
+    # 5 images in slices of 2 (2 + 3: no slice of one image), torch parts on 1 and on 2 threads, each against the float model on
+    # as many threads (some CPUs' convolutions round differently with another thread count)
     model = random_model("xnornet18", MajorityVoter(output_scale="alpha"), width=8, seed=8)
     x = _images(5)
-    with torch.no_grad():
-        ref = model(x)
-        for threads in (1, 2):
-            engine = compile_engine(model, torch_threads=threads, sub_batch=2)
-            assert torch.equal(engine(x), ref)
-    # one buffer set per sub-batch size (2, reused by the second slice, and 1): the engine holds numba's thread
-    # count (part of the key) for the whole call, though the float model's numba kernels set it to torch's
-    assert sorted(k[0] for k in engine._bufs) == [1, 2]
+    have = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                ref = model(x)
+                torch.set_num_threads(have)
+                engine = compile_engine(model, torch_threads=threads, sub_batch=2)
+                assert torch.equal(engine(x), ref)
+    finally:
+        torch.set_num_threads(have)
+    # one buffer set per sub-batch size (2, and 3: a last lone image joins the slice before it): the engine
+    # holds numba's thread count (part of the key) for the whole call, though the float model's numba kernels
+    # set it to torch's
+    assert sorted(k[0] for k in engine._bufs) == [2, 3]
     numba.set_num_threads(1)
     engine(x)
     assert numba.get_num_threads() == 1 and len(engine._bufs) == 2  # restored after the call; no new set
+
+
+def test_sub_batches_never_leave_one_image_alone():
+    from cuda_numba.engine import _slices
+    assert _slices(5, 2) == [(0, 2), (2, 5)]
+    assert _slices(65, 32) == [(0, 32), (32, 65)]
+    assert _slices(64, 32) == [(0, 32), (32, 64)]
+    assert _slices(1, 32) == [(0, 1)] and _slices(33, 32) == [(0, 33)] and _slices(34, 32) == [(0, 32), (32, 34)]

@@ -1,5 +1,6 @@
 """Notebook 01 under papermill (ci profile) and the pipeline's failure handling."""
 import json
+import os
 import time
 
 import nbformat
@@ -41,6 +42,50 @@ def test_notebook01_ci_via_pipeline(tmp_path, data_root, monkeypatch):
     m.write_text(m.read_text().replace('"profile"', '"profile" ', 1))
     assert pipeline.upstream_digest(results, "02_naive_majority_voter") != before
     assert pipeline.upstream_digest(results, "01_baseline") == pipeline.upstream_digest(results, "01_x")
+    m.write_text(m.read_text().replace('"profile" ', '"profile"', 1))
+
+
+def test_a_fresh_clone_reruns_nothing_or_exactly_the_weights_it_needs(tmp_path, data_root, monkeypatch):
+    """A current study executes nothing and writes nothing; a step that must run brings back the weights it
+    reads (a clone has the records, not the checkpoints) by re-executing the step that trained them."""
+    import shutil
+
+    from mvlib.study import records
+    monkeypatch.setenv("MVLIB_DATA", str(data_root))
+    results = tmp_path / "results"
+    over = {"results_dir": str(results)}
+    pipeline.run_pipeline("ci", only=["01"], overrides=over, log=lambda s: None)
+    out = results / "notebooks" / "ci"
+    step02 = "02_naive_majority_voter"
+    trained = sorted(p.parent.name for p in results.glob("runs/01_baseline/*/metrics.json"))
+    assert pipeline.runs_without_weights(results, "01") == []
+    # an older study's record (another code hash) is read by no step: deleting it changes no digest
+    old = results / "runs" / "01_baseline" / "20000101-000000-reactnet18-baseline-0123456789"
+    old.mkdir()
+    (old / "metrics.json").write_text(json.dumps({"code_hash": "0" * 16, "top1": 1.0}))
+    digest = pipeline.upstream_digest(results, step02)
+    shutil.rmtree(old)
+    assert pipeline.upstream_digest(results, step02) == digest
+    # nothing changed: nothing executes, the timing record is not rewritten
+    pipeline_last = out / "pipeline_last.json"
+    pipeline_last.write_text("{}")
+    logs = []
+    pipeline.run_pipeline("ci", only=["01"], overrides=over, log=logs.append)
+    assert pipeline_last.read_text() == "{}" and any("nothing to run" in line for line in logs)
+    # the weights are gone (a fresh clone): a step that reads them puts their step first in the plan
+    shutil.rmtree(results / "checkpoints")
+    assert pipeline.runs_without_weights(results, "01") == trained
+    chosen, restore = pipeline.plan_steps([step02], "ci", over, out, all_steps=pipeline.steps())
+    assert chosen == ["01_baseline", step02] and restore == {"01_baseline": trained}
+    # current steps need nothing: the same plan without a step that executes adds nothing
+    assert pipeline.plan_steps(["01_baseline"], "ci", over, out) == (["01_baseline"], {})
+    # --rerun trains exactly the runs without weights again; the older records stay
+    pipeline.run_pipeline("ci", only=["01"], overrides=over, log=lambda s: None, rerun=True)
+    assert pipeline.runs_without_weights(results, "01") == []
+    assert len(list(results.glob("runs/01_baseline/*/metrics.json"))) == 2 * len(trained)
+    rows = (results / "summary.csv").read_text().splitlines()
+    assert len(rows) == 1 + len({records.run_from_dir(results / "runs" / "01_baseline" / r).identity["params"]
+                                 ["model"] for r in trained})  # one row per configuration: the latest per seed
 
 
 def test_unknown_parameter_rejected_before_work(tmp_path):
@@ -165,7 +210,53 @@ def test_notebook_09_waits_for_03_and_04_only_when_it_reuses_their_runs(tmp_path
     runs = tmp_path / "runs" / "04_hierarchical_voter" / "r"
     runs.mkdir(parents=True)
     before = pipeline.upstream_digest(tmp_path, "09_voter_pareto", paper)
-    (runs / "metrics.json").write_text("{}")
+    (runs / "metrics.json").write_text(json.dumps({"code_hash": pipeline.code_hash()}))
     assert pipeline.upstream_digest(tmp_path, "09_voter_pareto", paper) != before
     assert pipeline.upstream_digest(tmp_path, "09_voter_pareto", cpu) == pipeline.upstream_digest(
         tmp_path, "09_voter_pareto")
+
+
+def test_a_second_pipeline_on_the_same_results_is_refused(tmp_path, monkeypatch, tiny_notebooks):
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", tiny_notebooks(tmp_path / "notebooks", {"01_ok": "x = 1"}))
+    out = tmp_path / "results" / "notebooks" / "ci"
+    out.mkdir(parents=True)
+    with pipeline._results_lock(out):
+        with pytest.raises(pipeline.PipelineBusy, match=rf"another pipeline \(pid {os.getpid()} since .*\) is "
+                                                          rf"running on {out}"):
+            pipeline.run_pipeline("ci", overrides={"results_dir": str(tmp_path / "results")}, log=lambda s: None)
+    assert not (out / "01_ok.done.json").exists()
+
+
+def test_killing_a_parallel_pipeline_stops_its_steps_and_their_kernels(tmp_path, tiny_notebooks):
+    # kill -9 of the parent (no cleanup can run there): each child step gets SIGTERM from the kernel
+    # (PR_SET_PDEATHSIG) and stops its notebook's kernel; the next pipeline starts at once and removes the
+    # killed one's scratch files
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+    nbdir = tiny_notebooks(tmp_path / "notebooks", {"01_a": "import time\ntime.sleep(300)",
+                                                    "06_b": "import time\ntime.sleep(300)"})
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "mvlib.study.pipeline", "--profile", "ci", "--jobs", "2", "--notebook-dir",
+           str(nbdir), "--set", f"results_dir={results}"]
+    parent = subprocess.Popen(cmd, cwd=str(pipeline.REPO_ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = psutil.Process(parent.pid)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # two children, each with its kernel
+        family = proc.children(recursive=True)
+        if sum("ipykernel" in " ".join(p.cmdline()) for p in family if p.is_running()) == 2:
+            break
+        time.sleep(0.5)
+    else:
+        parent.kill()
+        pytest.fail("the two steps' kernels did not start")
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    gone, alive = psutil.wait_procs(family, timeout=60)
+    assert not alive, [" ".join(p.cmdline())[:120] for p in alive]
+    out = results / "notebooks" / "ci"
+    assert list(out.glob(".threads-*"))  # left by the killed parent
+    with pipeline._results_lock(out):  # the lock is free at once, and taking it removes the leftovers
+        assert not list(out.glob(".threads-*")) and not list(out.glob(".*.progress.log"))

@@ -208,3 +208,17 @@ def test_retrained_voter_model_trains():
     loss = nn.functional.cross_entropy(model(torch.randn(8, 3, 16, 16)), torch.arange(8) % 10)
     loss.backward()
     assert all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for _, m in binary_convs(model))
+
+
+def test_a_selection_that_matches_no_layer_is_an_error():
+    from mvlib.layers import BinaryConv2d
+    conv = BinaryConv2d(8, 8, 1)  # a lone 1x1: the default "3x3" set matches nothing
+    with pytest.raises(ValueError, match=r"selects no binary convolution.*1x1"):
+        set_voter(conv, "mv")
+    with pytest.raises(ValueError, match="selects no binary convolution"):
+        set_voter(build_model("reactnet18", width=4), "mv", layers=[])
+    set_voter(conv, "mv", "1x1")
+    assert conv.voter is not None
+    set_voter(conv, None)  # the bare reset clears every binary convolution
+    assert conv.voter is None
+    set_voter(torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3)), None)  # nothing to reset: no error

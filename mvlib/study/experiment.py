@@ -141,7 +141,12 @@ def build_from_params(params: dict[str, Any]) -> nn.Module:
 def load_run_model(run: records.Run, device: str = "cpu") -> nn.Module:
     """Rebuild a finished run's model from its parameters and checkpoint."""
     if not run.checkpoint.is_file():
-        raise CheckpointError(f"run {run.run_id} has no checkpoint at {run.checkpoint}; rerun its step")
+        profile = run.params.get("profile", "cpu")
+        raise CheckpointError(f"run {run.run_id} has its record but not its weights ({run.checkpoint} is missing: "
+                              f"checkpoints are not committed); `python -m mvlib.study.pipeline --profile {profile} "
+                              f"--only {run.step.split('_', 1)[0]} --rerun` trains the runs of step {run.step} "
+                              f"that lack their weights again (`make study` does it by itself when a later step "
+                              f"needs them)")
     params = run.params
     model = build_from_params(params)
     load_model_weights(model, run.checkpoint, arch_of(params))

@@ -14,6 +14,11 @@
   earlier steps wrote (for the report: of every result file). A rerun skips
   the step only when all four are unchanged; it continues from the step that
   failed. ``--force`` re-executes the steps *and* the runs inside them.
+* A fresh clone holds the records and executed notebooks, not the weights
+  (``checkpoints/`` is ignored): a current study executes nothing there; a
+  step that must run and reads weights its clone lacks first re-executes the
+  step that trained them (:func:`plan_steps`), and ``--rerun`` does that by
+  hand. The summaries are rebuilt from the records that exist.
 * While a notebook runs, the lines its runs report (:mod:`mvlib.study.progress`:
   one per epoch, with elapsed time and an estimate) are shown live.
 * The report step also renders ``<results>/report.html`` (``report-<profile>.html``
@@ -32,13 +37,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -49,6 +55,7 @@ from ..train import DEADLINE_ENV, deadline_passed
 from .config import load_profile, parse_cli_overrides
 from .progress import ENV as PROGRESS_ENV
 from .progress import THREADS_ENV
+from . import records
 from .records import resolve_results_dir
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -118,15 +125,26 @@ def reads(step: str, candidates: list[str] | None = None, cfg: dict | None = Non
     return sorted(n for n in earlier if n < number)
 
 
+def _of_this_code(metrics: Path) -> bool:
+    """Whether a finished record comes from the running code (a step reads no other: identities hold the
+    code hash), so that deleting an older study's records changes no digest."""
+    try:
+        return json.loads(metrics.read_text()).get("code_hash") == code_hash()
+    except (OSError, json.JSONDecodeError):
+        return True  # a corrupt record is read (and reported) by the step itself
+
+
 def upstream_digest(results: Path, step: str, cfg: dict | None = None) -> str:
-    """Digest of what ``step`` reads: the run records of the steps it reads (the report: every result file)."""
+    """Digest of what ``step`` reads: the run records of the running code in the steps it reads (the report:
+    every result file)."""
     number = step.split("_", 1)[0]
     table = _reads_table(cfg)
     read = set(table[number]) if number in table and not step.endswith("report") else None
 
     def is_read(n):
         return n in read if read is not None else n < number
-    files = [p for p in results.glob("runs/[0-9][0-9]_*/*/metrics.json") if is_read(p.parent.parent.name[:2])]
+    files = [p for p in results.glob("runs/[0-9][0-9]_*/*/metrics.json")
+             if is_read(p.parent.parent.name[:2]) and _of_this_code(p)]
     if step.endswith("report"):
         files += [p for pat in ("tables/*.csv", "bench/*.json", "hw/*/*.csv") for p in results.glob(pat)]
     h = hashlib.sha256()
@@ -183,26 +201,99 @@ class _Tail(threading.Thread):
                 return
 
 
-def run_step(step: str, profile: str, overrides: dict, out_dir: Path, force: bool = False, log=print) -> dict:
-    """Execute one notebook (or skip it when its notebook, configuration, code and inputs are unchanged)."""
+def _step_config(step: str, profile: str, overrides: dict, force: bool = False) -> tuple[dict, dict]:
+    """(papermill parameters, resolved configuration) of one step."""
+    params = {"profile": profile, "progress": False, **overrides, **({"force": True} if force else {})}
+    return params, load_profile(profile, {k: v for k, v in params.items() if k != "profile"})
+
+
+def is_current(step: str, profile: str, overrides: dict, out_dir: Path) -> bool:
+    """Whether the step's last execution (``<step>.done.json``) still holds: the same notebook, configuration,
+    code and records it reads."""
+    done = out_dir / f"{step}.done.json"
+    if not done.is_file():
+        return False
+    _, cfg = _step_config(step, profile, overrides)
+    rec = json.loads(done.read_text())
+    results = resolve_results_dir(cfg["results_dir"])
+    return (rec.get("hash") == step_key(NOTEBOOK_DIR / f"{step}.ipynb", cfg)
+            and rec.get("upstream") == upstream_digest(results, step, cfg))
+
+
+def runs_without_weights(results: Path, number: str) -> list[str]:
+    """The finished training runs of the running code in step ``number`` whose checkpoint is missing.
+
+    Checkpoints are not committed (``checkpoints/`` is ignored), so in a fresh clone every training run
+    is in this list; of several runs of one identity only the newest counts (a run trained again to
+    bring back its weights leaves the older record in place).
+    """
+    newest: dict[str, Path] = {}
+    for mpath in sorted(results.glob(f"runs/{number}_*/*/metrics.json")):
+        try:
+            rec = json.loads(mpath.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # the step that reads it reports it
+        if rec.get("code_hash") != code_hash() or rec.get("evaluation_only"):
+            continue
+        ident = json.loads((mpath.parent / "params.json").read_text()).get("identity_hash", mpath.parent.name)
+        newest[f"{mpath.parent.parent.name}/{ident}"] = mpath.parent  # sorted: the newest (UTC time) wins
+    return sorted(d.name for d in newest.values() if not records.run_from_dir(d).checkpoint.is_file())
+
+
+def plan_steps(chosen: list[str], profile: str, overrides: dict, out_dir: Path, force: bool = False,
+               rerun: list[str] | None = None, all_steps: list[str] | None = None) -> tuple[list[str], dict]:
+    """The steps to run, and ``{step: run ids}`` of the steps added or re-executed to bring back weights.
+
+    A step that executes (forced, asked with ``rerun``, or not :func:`is_current`) loads the weights of
+    the runs it reads; when a step it reads has finished training runs without their checkpoint (a
+    fresh clone holds the records, not the weights), that step is re-executed too, before it: its
+    finished runs with weights are reused, the others trained again. A study whose every step is
+    current executes nothing.
+    """
+    all_steps = all_steps or steps()
+    cfg = load_profile(profile, overrides)
+    results = resolve_results_dir(cfg["results_dir"])
+    execute = {s for s in chosen if force or s in (rerun or []) or not is_current(s, profile, overrides, out_dir)}
+    restore: dict[str, list[str]] = {}
+    todo = sorted(execute)
+    while todo:
+        step = todo.pop()
+        if step.endswith("report"):  # the report reads files, not weights
+            continue
+        for number in reads(step, all_steps, cfg):
+            for up in (s for s in all_steps if s.split("_", 1)[0] == number and s not in execute):
+                missing = runs_without_weights(results, number)
+                if missing:
+                    restore[up] = missing
+                    execute.add(up)
+                    todo.append(up)
+    return [s for s in all_steps if s in chosen or s in restore], restore
+
+
+def run_step(step: str, profile: str, overrides: dict, out_dir: Path, force: bool = False, log=print,
+             rerun: bool = False) -> dict:
+    """Execute one notebook, or skip it when it :func:`is_current` (unless ``force`` or ``rerun``).
+
+    ``rerun``: execute it although nothing changed, reusing its finished runs that still have their
+    weights and training the others again; ``force``: train every run again. A skipped step's record is
+    returned with ``"skipped": True``.
+    """
     import logging
 
     import papermill as pm
     src = NOTEBOOK_DIR / f"{step}.ipynb"
     if not src.is_file():
         raise FileNotFoundError(f"no notebook {src}")
-    params = {"profile": profile, "progress": False, **overrides, **({"force": True} if force else {})}
-    cfg = load_profile(profile, {k: v for k, v in params.items() if k != "profile"})
+    params, cfg = _step_config(step, profile, overrides, force)
     results = resolve_results_dir(cfg["results_dir"])
     key = step_key(src, cfg)
     done = out_dir / f"{step}.done.json"
-    if done.is_file() and not force:
-        rec = json.loads(done.read_text())
-        if rec.get("hash") == key and rec.get("upstream") == upstream_digest(results, step, cfg):
-            log(f"[{step}] unchanged (notebook, configuration, code and the records it reads): skipped")
-            return rec
+    if not (force or rerun) and is_current(step, profile, overrides, out_dir):
+        log(f"[{step}] unchanged (notebook, configuration, code and the records it reads): skipped")
+        return {**json.loads(done.read_text()), "skipped": True}
     partial = out_dir / f".{step}.partial.ipynb"
-    progress_file = Path(tempfile.mkstemp(prefix=f"mvlib-{step}-", suffix=".log")[1])
+    progress_file = out_dir / f".{step}.progress.log"  # beside the results (no temporary files elsewhere)
+    progress_file.write_text("")
     tail = _Tail(progress_file, f"[{step}]", log)
     os.environ[PROGRESS_ENV] = str(progress_file)  # the kernel inherits it
     # papermill warns about parameters a notebook does not list; every key is checked by the schema instead
@@ -277,6 +368,45 @@ def _write_budget(path: Path, threads: int) -> None:
     os.replace(tmp, path)
 
 
+def _die_with_parent() -> None:
+    """In a child step, before it runs: SIGTERM when the pipeline that started it dies, even by kill -9 (Linux
+    ``PR_SET_PDEATHSIG``); the child turns it into a clean stop that shuts its kernel down (:func:`main`)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's finally still stops its children
+        pass
+
+
+class PipelineBusy(RuntimeError):
+    """Another pipeline runs on the same results folder."""
+
+
+@contextlib.contextmanager
+def _results_lock(out_dir: Path):
+    """Hold ``<out_dir>/.pipeline.lock`` for the whole run: a second pipeline on the same results is refused by
+    name and pid (the OS drops the lock when its holder dies); leftovers of a killed run are removed."""
+    import fcntl
+    path = out_dir / ".pipeline.lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise PipelineBusy(f"another pipeline ({f.read().strip() or 'unknown pid'}) is running on {out_dir}; "
+                               f"wait for it to finish (or stop it) and run this again") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
+        f.flush()
+        for stale in list(out_dir.glob(".threads-*")) + list(out_dir.glob(".*.progress.log")):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -285,7 +415,7 @@ def _cores() -> int:
 
 
 def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool, jobs: int, out_dir: Path,
-                  log, alone: tuple[str, ...] = ALONE) -> list[dict]:
+                  log, alone: tuple[str, ...] = ALONE, rerun: frozenset = frozenset()) -> list[dict]:
     """Run the steps in child processes, ``jobs`` at once, each when the steps it reads are done.
 
     The steps numbered in ``alone`` (timings) wait for an idle machine and run on every core. A smoke run
@@ -300,9 +430,10 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
     """
     cores = _cores()
     order = _order(chosen, alone)
-    budget_dir = Path(tempfile.mkdtemp(prefix="mvlib-threads-"))
+    budget_dir = out_dir / f".threads-{os.getpid()}"  # removed at the end, or by the next pipeline's start
+    budget_dir.mkdir(exist_ok=True)
     numbers = {s: s.split("_", 1)[0] for s in chosen}
-    pending, running, finished, failures, records = list(order), {}, set(), [], {}
+    pending, running, finished, failures, step_records = list(order), {}, set(), [], {}
     lock = threading.Lock()
 
     def pump(step, proc):
@@ -336,10 +467,12 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
                "--overrides-json", json.dumps(overrides), "--notebook-dir", str(NOTEBOOK_DIR), "--child"]
         if force:
             cmd.append("--force")
+        elif step in rerun:
+            cmd.append("--rerun")
         log(f"[{step}] started ({'alone, every core' if solo else f'{threads} thread(s) now'}; "
             f"{sharing} step(s) running)")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                cwd=str(REPO_ROOT))
+                                cwd=str(REPO_ROOT), preexec_fn=_die_with_parent)
         t = threading.Thread(target=pump, args=(step, proc), daemon=True)
         t.start()
         running[step] = (proc, t, time.time())
@@ -360,7 +493,7 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
                 failures.append(step)
                 continue
             finished.add(step)
-            records[step] = json.loads((out_dir / f"{step}.done.json").read_text())
+            step_records[step] = json.loads((out_dir / f"{step}.done.json").read_text())
         return ended
 
     def due():
@@ -382,30 +515,39 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
     # every core until the newcomer had started (two budget writes and a process start: likely widened by fsyncs
     # waiting behind checkpoint writes, not measured), and a notebook that read its budget then kept both cores
     # for a whole epoch beside the newcomer (a 65 s epoch instead of 8 s in a smoke run of notebook 06).
-    while pending or running:
-        ended = reap()
-        if pending and not failures and deadline_passed():
-            log(f"--max-hours ran out: {len(pending)} step(s) not started")
-            failures.append("deadline")
-        if failures:
-            pending.clear()
-        batch = due()
-        sharing = len(running) + len(batch)
-        for step in batch:
-            pending.remove(step)
-            start(step, sharing)
-        if ended or batch:
-            share()
-        if not running and pending and not failures and not any(ready(s) for s in pending):
-            raise RuntimeError(f"steps {pending} wait on steps that are not scheduled")  # a READS cycle
-        time.sleep(0.5)
-    shutil.rmtree(budget_dir, ignore_errors=True)
+    def rounds():
+        while pending or running:
+            ended = reap()
+            if pending and not failures and deadline_passed():
+                log(f"--max-hours ran out: {len(pending)} step(s) not started")
+                failures.append("deadline")
+            if failures:
+                pending.clear()
+            batch = due()
+            sharing = len(running) + len(batch)
+            for step in batch:
+                pending.remove(step)
+                start(step, sharing)
+            if ended or batch:
+                share()
+            if not running and pending and not failures and not any(ready(s) for s in pending):
+                raise RuntimeError(f"steps {pending} wait on steps that are not scheduled")  # a READS cycle
+            time.sleep(0.5)
+
+    try:
+        rounds()
+    finally:  # an error or Ctrl-C here: no step outlives the pipeline (a kill -9: _die_with_parent)
+        for proc, _, _ in running.values():
+            proc.terminate()
+        for proc, _, _ in running.values():
+            proc.wait()
+        shutil.rmtree(budget_dir, ignore_errors=True)
     if failures and set(failures) == {"deadline"}:
         raise StoppedAtDeadline(f"--max-hours ran out (finished: {sorted(finished)}): rerun the same command "
                                 f"to resume")
     if failures:
         raise StepFailed(f"step(s) {failures} failed (their lines above say where); finished: {sorted(finished)}")
-    return [records[s] for s in order]
+    return [step_records[s] for s in order]
 
 
 def smoke_overrides(profile: str, overrides: dict | None = None) -> dict:
@@ -423,7 +565,7 @@ def smoke_overrides(profile: str, overrides: dict | None = None) -> dict:
 def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: bool = False,
                  overrides: dict | None = None, log=print, jobs: int | None = None, record: bool = True,
                  smoke: bool = False, max_hours: float | None = None, estimate_first: bool | None = None,
-                 ) -> list[dict]:
+                 rerun: bool = False, plan: bool = True) -> list[dict]:
     """Run the chosen steps of ``profile`` (all by default); see the module docstring.
 
     ``smoke``: :func:`smoke_overrides` first. ``max_hours``: no step starts
@@ -431,7 +573,16 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
     crosses it (its checkpoint kept); :class:`StoppedAtDeadline` then says to
     rerun the same command, which resumes. ``estimate_first`` (default: the
     ``paper`` profile, not in smoke mode): print :func:`mvlib.study.estimate.estimate`
-    for the chosen steps before the first one starts.
+    for the chosen steps before the first one starts. ``rerun``: execute the
+    chosen steps although they are current (their runs with weights are
+    reused, the others trained again). ``plan`` (default): add the steps whose
+    weights a chosen step needs (:func:`plan_steps`); a child of a parallel
+    run has its plan from the parent.
+
+    ``runs.csv`` and ``summary.csv`` are rebuilt from the records first; the
+    timing record ``pipeline_last.json`` is written only by a run of every step
+    that executed at least one, so a run that changes nothing leaves the
+    results as they were.
     """
     overrides = smoke_overrides(profile, overrides) if smoke else dict(overrides or {})
     cfg = load_profile(profile, overrides)  # unknown key / wrong type / out of range: error before any work
@@ -453,44 +604,68 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
     results = resolve_results_dir(cfg["results_dir"])
     out_dir = results / "notebooks" / profile
     out_dir.mkdir(parents=True, exist_ok=True)
-    if estimate_first if estimate_first is not None else (profile == "paper" and not smoke and record):
-        from .experiment import resolve_device
-        from .estimate import estimate
-        hours = estimate(cfg, resolve_device(cfg), log=log)
-        log(f"chosen steps: {sum(h for s, h in hours.items() if s in chosen):.1f} h estimated"
-            + (f"; --max-hours {max_hours} stops cleanly and a rerun resumes" if max_hours else ""))
-    t_all = time.time()
-    if jobs > 1 and len(chosen) > 1:
-        log(f"study ({profile}): {len(chosen)} step(s), up to {jobs} at once")
-        done = _run_parallel(chosen, profile, overrides, force, jobs, out_dir, log, alone=() if smoke else ALONE)
-    else:
-        done = []
-        for i, step in enumerate(chosen, 1):
-            if deadline_passed():
-                raise StoppedAtDeadline(f"--max-hours ran out before {step}: rerun the same command to resume")
-            prev = out_dir / f"{step}.done.json"
-            took = json.loads(prev.read_text()).get("seconds") if prev.is_file() else None
-            log(f"[{i}/{len(chosen)}] {step} (profile {profile})" + (f", last run took {_clock(took)}" if took else ""))
-            t0 = time.time()
-            try:
-                done.append(run_step(step, profile, overrides, out_dir, force=force, log=log))
-            except StepFailed as e:
-                if "DeadlineReached" in str(e):
-                    raise StoppedAtDeadline(f"--max-hours ran out in {step} (its runs keep their last epoch): "
-                                            f"rerun the same command to resume") from None
-                raise
-            log(f"[{i}/{len(chosen)}] {step} done in {_clock(time.time() - t0)} (total {_clock(time.time() - t_all)})")
-            if step.endswith("report"):  # (in a parallel run, the report's child process does this)
-                report = results / ("report.html" if profile == "cpu" else f"report-{profile}.html")
-                write_atomic(report, (out_dir / f"{step}.html").read_text())
-                log(f"report: {report}")
-    total = time.time() - t_all
-    if record:
-        log(f"study ({profile}): {len(chosen)} step(s) in {total / 60:.1f} min")
-        write_json(out_dir / "pipeline_last.json", {"profile": profile, "steps": [d["step"] for d in done],
-                                                     "jobs": jobs, "wall_seconds": round(total, 1),
-                                                     "step_seconds": {d["step"]: d["seconds"] for d in done}})
+    with _results_lock(out_dir) if plan else contextlib.nullcontext():  # (a child: its parent holds it)
+        if plan and (results / "runs").is_dir():
+            records.update_summary(results)  # the index follows the records that exist (deleted ones included)
+        rerun_steps = set(chosen) if rerun else set()
+        if plan:
+            chosen, restore = plan_steps(chosen, profile, overrides, out_dir, force, sorted(rerun_steps), all_steps)
+            for step, ids in restore.items():
+                log(f"[{step}] re-executed first: a later step needs the weights of {len(ids)} of its finished runs, "
+                    f"which this checkout does not hold (checkpoints are not committed); they are trained again")
+            rerun_steps |= set(restore)
+        before = {s: _read(out_dir / f"{s}.done.json") for s in chosen}
+        if estimate_first if estimate_first is not None else (profile == "paper" and not smoke and record):
+            from .experiment import resolve_device
+            from .estimate import estimate
+            hours = estimate(cfg, resolve_device(cfg), log=log)
+            log(f"chosen steps: {sum(h for s, h in hours.items() if s in chosen):.1f} h estimated"
+                + (f"; --max-hours {max_hours} stops cleanly and a rerun resumes" if max_hours else ""))
+        t_all = time.time()
+        if jobs > 1 and len(chosen) > 1:
+            log(f"study ({profile}): {len(chosen)} step(s), up to {jobs} at once")
+            done = _run_parallel(chosen, profile, overrides, force, jobs, out_dir, log, alone=() if smoke else ALONE,
+                                 rerun=frozenset(rerun_steps))
+        else:
+            done = []
+            for i, step in enumerate(chosen, 1):
+                if deadline_passed():
+                    raise StoppedAtDeadline(f"--max-hours ran out before {step}: rerun the same command to resume")
+                prev = out_dir / f"{step}.done.json"
+                took = json.loads(prev.read_text()).get("seconds") if prev.is_file() else None
+                log(f"[{i}/{len(chosen)}] {step} (profile {profile})"
+                    + (f", last run took {_clock(took)}" if took else ""))
+                t0 = time.time()
+                try:
+                    done.append(run_step(step, profile, overrides, out_dir, force=force, log=log,
+                                         rerun=step in rerun_steps))
+                except StepFailed as e:
+                    if "DeadlineReached" in str(e):
+                        raise StoppedAtDeadline(f"--max-hours ran out in {step} (its runs keep their last epoch): "
+                                                f"rerun the same command to resume") from None
+                    raise
+                log(f"[{i}/{len(chosen)}] {step} done in {_clock(time.time() - t0)} "
+                    f"(total {_clock(time.time() - t_all)})")
+                if step.endswith("report"):  # (in a parallel run, the report's child process does this)
+                    report = results / ("report.html" if profile == "cpu" else f"report-{profile}.html")
+                    write_atomic(report, (out_dir / f"{step}.html").read_text())
+                    log(f"report: {report}")
+        total = time.time() - t_all
+        executed = [s for s in chosen if _read(out_dir / f"{s}.done.json") != before[s]]
+        if record and not executed:
+            log(f"study ({profile}): all {len(chosen)} step(s) current (notebooks, configuration, code and records "
+                f"unchanged): nothing to run; --force (make study FORCE=1) reproduces every run from scratch")
+        elif record:
+            log(f"study ({profile}): {len(executed)} of {len(chosen)} step(s) executed in {total / 60:.1f} min")
+        if record and executed and not only:
+            write_json(out_dir / "pipeline_last.json", {"profile": profile, "steps": [d["step"] for d in done],
+                                                         "jobs": jobs, "wall_seconds": round(total, 1),
+                                                         "step_seconds": {d["step"]: d["seconds"] for d in done}})
     return done
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text() if path.is_file() else None
 
 
 def main(argv=None) -> int:
@@ -498,6 +673,9 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="cpu", help="configs/<profile>.yaml (ci, cpu, paper)")
     ap.add_argument("--only", nargs="*", help="run only these steps (names or number prefixes)")
     ap.add_argument("--force", action="store_true", help="re-execute steps already done, and the runs inside them")
+    ap.add_argument("--rerun", action="store_true",
+                    help="re-execute the chosen steps although they are current: their runs whose weights are "
+                         "missing (a fresh clone) are trained again, the others reused")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="configuration overrides")
     ap.add_argument("--jobs", type=int, default=None, help="notebooks at once (default: the profile's study_jobs)")
     ap.add_argument("--smoke", action="store_true",
@@ -514,6 +692,8 @@ def main(argv=None) -> int:
     global NOTEBOOK_DIR
     if args.notebook_dir:
         NOTEBOOK_DIR = Path(args.notebook_dir)
+    if args.child:  # the parent's end (or death: _die_with_parent) stops the step as Ctrl-C would, kernel included
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         overrides = json.loads(args.overrides_json) if args.overrides_json else parse_cli_overrides(args.set)
         if args.estimate:
@@ -524,13 +704,17 @@ def main(argv=None) -> int:
             return 0
         run_pipeline(args.profile, args.only, args.force, overrides, jobs=args.jobs, record=not args.child,
                      smoke=args.smoke and not args.child, max_hours=args.max_hours,
-                     estimate_first=False if (args.no_estimate or args.child) else None)
+                     estimate_first=False if (args.no_estimate or args.child) else None, rerun=args.rerun,
+                     plan=not args.child)
     except StoppedAtDeadline as e:
         print(f"stopped: {e.args[0]}", file=sys.stderr)
         return 3
-    except (StepFailed, KeyError, TypeError, ValueError, FileNotFoundError) as e:
+    except (StepFailed, PipelineBusy, KeyError, TypeError, ValueError, FileNotFoundError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("stopped by the user (Ctrl-C): finished runs are kept; the same command resumes", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -104,3 +104,13 @@ def test_cli_refuses_keys_the_command_does_not_use():
     assert parse_cli_overrides(["norm=none"], allowed=allowed) == {"norm": "none"}
     with pytest.raises(KeyError, match="does not use configuration key.*appendix_epochs"):
         parse_cli_overrides(["appendix_epochs=3"], allowed=allowed, command="python -m mvlib.study.train")
+
+
+def test_non_finite_values_and_near_miss_keys_are_refused_by_name():
+    for key in ("lr", "weight_decay"):
+        for bad in (float("inf"), "inf", float("-inf"), float("nan")):
+            with pytest.raises(ValueError, match=rf"configuration key '{key}' must be a finite number"):
+                check_value(key, bad)
+    with pytest.raises(KeyError, match=r"unknown configuration key 'epoks'; did you mean 'epochs'\?") as e:
+        check_value("epoks", 1)
+    assert len(str(e.value)) < 200  # one line, not the whole schema

@@ -350,3 +350,20 @@ def test_data_search_order(tmp_path, monkeypatch):
     (checkout / "data").rmdir()
     assert resolve_data_dir("cifar10", None) == tmp_path / "shared" / "data" / "cifar10"
     assert resolve_data_dir("cifar10", env_dir) == env_dir / "cifar10"  # an explicit folder wins over all
+
+
+def test_a_run_trains_on_the_data_its_identity_names_after_the_file_changed_in_the_same_process(tmp_path):
+    # a notebook's kernel: load, replace the file on disk, load again -> the new data and the new identity
+    from mvlib.study.config import load_profile
+    from mvlib.study.experiment import data_identity, loaders
+    write_split(tmp_path / "cifar10", "train.npz", n=60, seed=1)
+    write_split(tmp_path / "cifar10", "test.npz", n=20, seed=2)
+    cfg = load_profile("ci", {"data_dir": str(tmp_path), "val_per_class": 1, "train_per_class": 0,
+                              "test_per_class": 0, "val_eval_per_class": 0, "batch_size": 4})
+    first_ident, first_x = data_identity(cfg), loaders(cfg)[0].images.clone()
+    new = write_split(tmp_path / "cifar10", "train.npz", n=60, seed=7)  # same shape, other pixels
+    os.utime(tmp_path / "cifar10" / "train.npz", ns=(1, 1))  # a stamp no earlier write had
+    ident, x = data_identity(cfg), loaders(cfg)[0].images
+    assert ident["train"]["file_sha256"] != first_ident["train"]["file_sha256"]
+    assert not torch.equal(x, first_x)
+    assert torch.equal(x[0], torch.from_numpy(new["images"][0].transpose(2, 0, 1)))

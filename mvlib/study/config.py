@@ -32,6 +32,8 @@ profile's value) so that ``papermill --help-notebook`` shows them::
 """
 from __future__ import annotations
 
+import difflib
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -402,7 +404,10 @@ def scope_keys(*scopes: str) -> tuple[str, ...]:
 def check_value(key: str, value: Any) -> Any:
     """Check one key and value against the schema; returns the value (ints and '1e-3' strings become floats)."""
     if key not in SCHEMA:
-        raise KeyError(f"unknown configuration key {key!r}; known keys: {', '.join(sorted(SCHEMA))}")
+        close = difflib.get_close_matches(key, SCHEMA, n=3)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else \
+            "the keys are listed in mvlib/study/config.py (SCHEMA) and the profiles in configs/"
+        raise KeyError(f"unknown configuration key {key!r}; {hint}")
     spec = SCHEMA[key]
     typ = spec.type
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
@@ -422,8 +427,8 @@ def check_value(key: str, value: Any) -> Any:
         for item in value:
             if not isinstance(item, (int, float, str, bool, list)):
                 raise TypeError(f"configuration key {key!r}: list items must be literals, got {item!r}")
-    if typ is float and value != value:
-        raise ValueError(f"configuration key {key!r} must be a number, got nan")
+    if typ is float and not math.isfinite(value):  # inf passes every range check of the form x > 0
+        raise ValueError(f"configuration key {key!r} must be a finite number, got {value!r}")
     if spec.check is not None:
         bad = spec.check(value)
         if bad:

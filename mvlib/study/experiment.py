@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from ..checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from ..cpu_fast import tune_cpu_allocator
-from ..data import BatchLoader, dataset_num_classes, load_split, split_identity
+from ..data import BatchLoader, dataset_num_classes, load_split, resolve_data_dir, split_identity
 from ..models import MODELS, TEACHERS, build_model, build_teacher
 from ..train import evaluate, fit
 from ..voter_ops import set_voter
@@ -88,15 +88,38 @@ def _split_args(cfg: dict[str, Any], split: str) -> tuple:
     return (cfg["dataset"], split, cfg["data_dir"] or None, cfg["train_file"], per_class, cfg["val_per_class"])
 
 
+def _file_stamp(dataset: str, split: str, data_dir, train_file: str):
+    """(path, size, mtime) of the file a split is read from (None for torchvision's download)."""
+    folder = resolve_data_dir(dataset, data_dir)
+    if folder is None:
+        return None
+    path = folder / ("test.npz" if split == "test" else train_file)
+    try:
+        st = path.stat()
+    except OSError:
+        return str(path)  # missing: the read below says so
+    return str(path), st.st_size, st.st_mtime_ns
+
+
 @lru_cache(maxsize=12)
-def _split(dataset, split, data_dir, train_file, per_class, val_per_class):
-    return load_split(dataset, split, data_dir, train_file=train_file, per_class=per_class,
+def _split_cached(dataset, split, data_dir, train_file, per_class, val_per_class, stamp):
+    x, y = load_split(dataset, split, data_dir, train_file=train_file, per_class=per_class,
                       val_per_class=val_per_class)
+    return x, y, split_identity(dataset, split, data_dir, train_file, per_class, val_per_class)
+
+
+def _split(cfg: dict[str, Any], split: str):
+    """``(images, labels, identity)`` of one split, from one read: the identity a record gets is that of the data
+    the run reads. Kept per process, keyed by the file's size and modification time as well as the arguments, so
+    a data file changed on disk is read again (a notebook's kernel that trains, sees the file replaced and trains
+    again records the new data's identity *and* trains on it)."""
+    args = _split_args(cfg, split)
+    return _split_cached(*args, _file_stamp(args[0], split, args[2], args[3]))
 
 
 def data_identity(cfg: dict[str, Any]) -> dict[str, Any]:
     """What the runs of ``cfg`` read: the identity (contents, membership) of its train, validation and test splits."""
-    return {split: split_identity(*_split_args(cfg, split)) for split in ("train", "val", "test")}
+    return {split: _split(cfg, split)[2] for split in ("train", "val", "test")}
 
 
 def loaders(cfg: dict[str, Any]) -> tuple[BatchLoader, BatchLoader, BatchLoader, int]:
@@ -109,7 +132,7 @@ def loaders(cfg: dict[str, Any]) -> tuple[BatchLoader, BatchLoader, BatchLoader,
     dev, ds = resolve_device(cfg), cfg["dataset"]
     out = []
     for split in ("train", "val", "test"):
-        x, y = _split(*_split_args(cfg, split))
+        x, y, _ = _split(cfg, split)
         train = split == "train"
         # dataset= picks the normalization constants (CIFAR-100's differ from CIFAR-10's)
         out.append(BatchLoader(x, y, cfg["batch_size"] if train else cfg["eval_batch_size"], train=train,

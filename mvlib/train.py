@@ -42,6 +42,15 @@ class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or infinite: the run diverged."""
 
 
+class Diverged(FloatingPointError):
+    """An epoch's mean training loss exceeded :data:`DIVERGED_LOSS_FACTOR` x ln(classes): the run diverged."""
+
+
+# A network that predicts every class alike has a cross-entropy of ln(C) (2.3 for CIFAR-10); ten times that
+# means the logits have exploded (lr 1e2 gave 1.8e11 with a finite loss): stop, as for a non-finite loss.
+DIVERGED_LOSS_FACTOR = 10.0
+
+
 class DeadlineReached(RuntimeError):
     """The time allowed (``MVLIB_DEADLINE``, a Unix time) ran out after a checkpointed epoch: rerun to resume."""
 
@@ -157,7 +166,8 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
 
     Returns the per-epoch history (epoch, lr, train_loss, train_top1, val_loss, val_top1, val_top5,
     seconds, elapsed). ``log`` gets one line per epoch with the elapsed time and an estimate of the
-    time left. Raises :class:`NonFiniteLoss` when the loss is not finite, and
+    time left. Raises :class:`NonFiniteLoss` when the loss is not finite, :class:`Diverged` when an
+    epoch's mean loss is above ``DIVERGED_LOSS_FACTOR * ln(classes)``, and
     :class:`DeadlineReached` after the checkpoint of an epoch that ends past ``$MVLIB_DEADLINE``.
 
     ``pick="best_val"`` keeps, beside the last state, the weights of the epoch with the best
@@ -241,6 +251,12 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
             tot_correct += (out.argmax(1) == y).sum().item()
             tot_n += y.numel()
             bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{100 * tot_correct / tot_n:.1f}")
+        limit = DIVERGED_LOSS_FACTOR * math.log(max(out.shape[1], 2)) if tot_n else math.inf
+        if tot_loss / max(tot_n, 1) > limit:
+            raise Diverged(f"mean training loss {tot_loss / max(tot_n, 1):.3g} at epoch {epoch + 1} is above "
+                           f"{DIVERGED_LOSS_FACTOR:g} x ln({out.shape[1]}) = {limit:.3g} (lr "
+                           f"{opt.param_groups[0]['lr']:.3g}): the run diverged and is not recorded as finished; "
+                           f"its last good checkpoint is of epoch {epoch}")
         ev = (evaluator or evaluate)(model, val_loader, device)
         row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": tot_loss / max(tot_n, 1),
                "train_top1": 100.0 * tot_correct / max(tot_n, 1), "val_loss": ev["loss"],

@@ -7,13 +7,14 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from mvlib import environment
 from mvlib.files import remove_stale_temporaries, write_atomic
 from mvlib.study import records
 from mvlib.study.config import load_profile, scope_keys
 from mvlib.study.experiment import train_baseline
-from mvlib.train import NonFiniteLoss
+from mvlib.train import Diverged, NonFiniteLoss
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -112,11 +113,26 @@ def test_bad_model_option_or_voter_fails_before_any_folder(tmp_path, data_root):
 # ------------------------------------------------------------------ nothing recorded that did not finish
 def test_diverged_run_is_an_error_and_not_recorded(tmp_path, data_root):
     cfg = _cfg(tmp_path, data_root, lr=1e5, epochs=2)
-    with pytest.raises(NonFiniteLoss, match="diverged"):
+    with pytest.raises((NonFiniteLoss, Diverged), match="diverged"):
         train_baseline(cfg, "reactnet18")
     assert not _finished(tmp_path / "results")
     summary = tmp_path / "results" / "summary.csv"
     assert not summary.exists() or len(summary.read_text().splitlines()) <= 1
+
+
+def test_a_finite_loss_that_exploded_is_a_divergence_not_a_finished_run(tmp_path):
+    from mvlib.data import BatchLoader
+    from mvlib.train import DIVERGED_LOSS_FACTOR, fit
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(16) % 10
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    with torch.no_grad():
+        model[1].weight.mul_(1e4)  # logits in the thousands: a finite cross-entropy far above 10 x ln(10)
+    loader = BatchLoader(x, y, 8, train=True, augment=False)
+    with pytest.raises(Diverged, match=rf"above {DIVERGED_LOSS_FACTOR:g} x ln\(10\) = 23 .*not recorded"):
+        fit(model, loader, BatchLoader(x, y, 8, train=False, augment=False), epochs=1, lr=1e-12,
+            checkpoint_path=tmp_path / "last.pt", progress=False, log=lambda s: None)
+    assert not (tmp_path / "last.pt").exists()
 
 
 def test_finish_refuses_disagreeing_history_and_checkpoint(tmp_path):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..train import NonFiniteLoss
+from ..train import Diverged, NonFiniteLoss
 from .config import load_profile, parse_cli_overrides, scope_keys
 from .experiment import train_baseline
 from .records import RecordError, RunBusy
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
         # configuration and data errors: raised before any folder is made
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
-    except (RunBusy, NonFiniteLoss, RecordError) as e:
+    except (RunBusy, NonFiniteLoss, Diverged, RecordError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"{run.dir}: val top1 {run.metrics['val_top1']:.2f}%  test top1 {run.metrics['top1']:.2f}%  "

@@ -151,8 +151,25 @@ def init_distributed(device: str) -> tuple[int, int]:
     if world <= 1:
         return 0, 1
     if not dist.is_initialized():
+        # before the group exists: this module's collectives take group.WORLD as a default argument, bound
+        # when it is first imported; imported later (DDP and GlobalBatchNorm2d import it lazily), those
+        # defaults hold the group for the life of the process, so close_distributed could not end its threads
+        import torch.distributed.nn.functional  # noqa: F401
         dist.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
     return dist.get_rank(), world
+
+
+def close_distributed() -> None:
+    """Destroy the process group, if any, which waits for its communication threads to end.
+
+    Why a torchrun worker calls it before it exits: a gloo thread frees a finished collective, and
+    the tensors it was given, a moment after the ranks' wait returns. Still running at interpreter
+    exit, it can free one while Python finalizes; it cannot take the GIL then, is ended inside a C++
+    destructor, and the process aborts ("terminate called without an active exception") after a run
+    that trained.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------- fit

@@ -58,7 +58,7 @@ def fit_distributed(cfg: dict[str, Any], params: dict[str, Any], model, checkpoi
 
 def main(argv=None) -> int:
     from ..checkpoint import load_checkpoint
-    from ..train import fit
+    from ..train import close_distributed, fit
     from . import records
     from .experiment import arch_of, build_from_params, load_run_model, loaders, resolve_device
     from .progress import say
@@ -81,6 +81,8 @@ def main(argv=None) -> int:
         momentum=cfg["momentum"], label_smoothing=cfg["label_smoothing"], teacher=teacher,
         agc_clip=cfg["agc_clip"], checkpoint_path=spec["checkpoint"], arch=arch_of(params), device=dev,
         progress=False, pick=cfg["checkpoint_pick"], log=say if rank == 0 else (lambda line: None))
+    # not on an error: a peer may still be inside a collective, and waiting for the threads would hang
+    close_distributed()
     return 0
 
 

@@ -669,7 +669,9 @@ def _read(path: Path) -> str | None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog="exit codes: 0 done (or nothing to run), 1 an error (one line names it), "
+                                        "3 --max-hours ran out (rerun to resume), 130 stopped by Ctrl-C")
     ap.add_argument("--profile", default="cpu", help="configs/<profile>.yaml (ci, cpu, paper)")
     ap.add_argument("--only", nargs="*", help="run only these steps (names or number prefixes)")
     ap.add_argument("--force", action="store_true", help="re-execute steps already done, and the runs inside them")
@@ -711,6 +713,12 @@ def main(argv=None) -> int:
         return 3
     except (StepFailed, PipelineBusy, KeyError, TypeError, ValueError, FileNotFoundError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 1
+    except (records.RecordError, records.RunBusy) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a results folder that is a file, a full disk, no permission: the file, in one line
+        print(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("stopped by the user (Ctrl-C): finished runs are kept; the same command resumes", file=sys.stderr)

@@ -1,4 +1,4 @@
-# Two commands matter (README): `make study` runs the study, `make test` runs the tests.
+# Two commands matter (README): `make study` runs the study, `make test` runs the tests (`make test-all`: every test).
 # Both create the environment in .venv/ first (pinned in pyproject.toml).
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +9,7 @@ PROFILE ?= cpu
 MVLIB_DATA ?= $(firstword $(wildcard $(CURDIR)/../shared/data))
 export MVLIB_DATA
 
-.PHONY: setup study test bench clean-venv
+.PHONY: setup study test test-all bench clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,14 @@ study: $(STAMP)
 
 # Tests start several processes (papermill kernels, torchrun ranks): passive OpenMP waiting keeps
 # their idle threads from spinning against each other on 2 cores.
+# test: the fast tier (every module, the bit-exact kernels, notebook 01 end to end at the ci profile);
+# test-all: the full tier too (tests marked slow: the other notebooks, the paper smoke run, torchrun ranks,
+# benchmarks). PYTEST_ARGS=... passes more options, e.g. PYTEST_ARGS="-k engine" or "--durations=20".
 test: $(STAMP)
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m mvlib.bench.train_throughput

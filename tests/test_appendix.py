@@ -127,6 +127,7 @@ def test_cell_settings_cells_and_missing_data(tmp_path):
     assert "holds neither" in appendix.data_missing(cfg, "cifar10")  # no cifar10/ and no npz at the root
 
 
+@pytest.mark.slow
 def test_notebook06_ci(tmp_path, data_root, monkeypatch):
     """Notebook 06 end to end under papermill at the ci profile: every cell and seed, the floors, the statement."""
     import papermill as pm

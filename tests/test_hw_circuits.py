@@ -132,6 +132,8 @@ def test_generated_verilog_text():
     assert len(nl.gates) < 8 * 512 and depth < 60
 
 
+@pytest.mark.slow
+@pytest.mark.yosys
 @needs_yosys
 @pytest.mark.parametrize("circuit,n", CASES + [("hmv4x2_first", 64), ("hmv2x2x2x2_neg", 144), ("hmv2x3_pos", 12)])
 def test_verilog_simulates_bit_exact(circuit, n):
@@ -141,6 +143,8 @@ def test_verilog_simulates_bit_exact(circuit, n):
     assert res["ok"], res
 
 
+@pytest.mark.slow
+@pytest.mark.yosys
 @needs_yosys
 @pytest.mark.parametrize("circuit,n", [("mv", 16), ("pc_cmp", 17), ("popcount", 9), ("pc_thr", 16),
                                        ("hmv4_first", 64), ("hmv2_neg", 16), ("hmv16_pos", 64),

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from cuda_numba import bench
 
 
+@pytest.mark.slow
 def test_bench_runs_and_writes_results(tmp_path):
     res = bench.run(batches=(1,), reps=1, threads=1, network=True, net_width=8, net_batch=2, net_reps=1,
                     out_dir=tmp_path, clock="process", log=lambda *a: None)

@@ -12,9 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_cuda_kernels_bit_exact_under_simulator(tmp_path):
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-m", "cuda_numba.gpu_check", "--simulate", "--out", str(tmp_path)],
@@ -70,6 +73,7 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.slow
 def test_cuda_voter_outputs_write_every_word_under_simulator():
     """C_out mod 64 in 1..32 included: the upper half of the last word is written (0 above C_out), not left stale."""
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(ROOT))

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from mvlib.environment import REPO_ROOT
 from mvlib.study.config import load_profile
 
@@ -19,6 +21,7 @@ def test_each_training_is_checked_at_the_batch_its_recipe_trains_at():
     assert batches[("reactnet18", 64, "hmv2x2x2x2x2x2")] == 256  # notebook 09's trees: the recipes' batches
 
 
+@pytest.mark.slow
 def test_a_probe_in_a_fresh_process_sees_the_larger_batch_take_more_memory():
     # the tool's own child mode: a fresh process, so the peak is this probe's and not an earlier test's
     out = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "memory_check.py"), "--device", "cpu",

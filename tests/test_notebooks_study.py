@@ -29,6 +29,7 @@ def metrics(results, step):
     return [json.loads(p.read_text()) for p in results.glob(f"runs/{step}/*/metrics.json")]
 
 
+@pytest.mark.slow
 def test_notebooks_02_to_04_ci(ci_results, tmp_path):
     for name in NOTEBOOKS:
         execute(name, ci_results, tmp_path)
@@ -64,6 +65,7 @@ def test_notebooks_02_to_04_ci(ci_results, tmp_path):
     assert len(metrics(ci_results, "02_naive_majority_voter")) == before
 
 
+@pytest.mark.slow
 def test_notebooks_05_07_and_report_ci(ci_results, tmp_path):
     """Kernels (incl. the trained-model agreement), hardware cost from the cache, then the report."""
     import nbformat

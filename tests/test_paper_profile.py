@@ -168,7 +168,7 @@ def test_a_smoke_run_shares_the_machine_with_the_timing_notebook(tmp_path, data_
     monkeypatch.setenv("MVLIB_DATA", str(data_root))
     seen = {}
 
-    def capture(chosen, profile, overrides, force, jobs, out_dir, log, alone=pipeline.ALONE):
+    def capture(chosen, profile, overrides, force, jobs, out_dir, log, alone=pipeline.ALONE, rerun=frozenset()):
         seen[profile] = (alone, overrides.get("kernel_threads"))
         return []
     monkeypatch.setattr(pipeline, "_run_parallel", capture)
@@ -178,6 +178,8 @@ def test_a_smoke_run_shares_the_machine_with_the_timing_notebook(tmp_path, data_
         assert seen.pop("paper") == (((), 1) if smoke else (pipeline.ALONE, None))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_paper_smoke_runs_every_notebook(tmp_path, data_root, monkeypatch):
     """``make study PROFILE=paper SMOKE=1``: the paper code path end to end at a few images (<= 10 min on 2 cores)."""
     monkeypatch.setenv("MVLIB_DATA", str(data_root))
@@ -190,6 +192,8 @@ def test_paper_smoke_runs_every_notebook(tmp_path, data_root, monkeypatch):
     shutil.rmtree(results)  # a few GB of paper-width checkpoints: not kept among pytest's last three tmp folders
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_run_on_two_ranks_records_what_one_process_trains(tmp_path, data_root):
     """``ddp_procs=2``: train_run hands fit to torchrun (gloo, 2 CPU ranks); same record and checkpoint.
 

@@ -45,6 +45,7 @@ def test_notebook01_ci_via_pipeline(tmp_path, data_root, monkeypatch):
     m.write_text(m.read_text().replace('"profile" ', '"profile"', 1))
 
 
+@pytest.mark.slow
 def test_a_fresh_clone_reruns_nothing_or_exactly_the_weights_it_needs(tmp_path, data_root, monkeypatch):
     """A current study executes nothing and writes nothing; a step that must run brings back the weights it
     reads (a clone has the records, not the checkpoints) by re-executing the step that trained them."""
@@ -132,6 +133,7 @@ def _timed_notebooks(write, nbdir, stamps, sources):
                   for name, src in sources.items()})
 
 
+@pytest.mark.slow
 def test_parallel_steps_follow_reads_and_timing_step_runs_alone(tmp_path, monkeypatch, tiny_notebooks):
     # 01 and 06 read nothing: they overlap; 02 reads 01; 05 (timing) runs alone on every core; the report last
     nbdir, stamps = tmp_path / "notebooks", tmp_path / "stamps"
@@ -169,6 +171,7 @@ def test_parallel_steps_follow_reads_and_timing_step_runs_alone(tmp_path, monkey
     assert any("boom" in line for line in logs)
 
 
+@pytest.mark.slow
 def test_a_step_that_takes_a_finished_steps_place_leaves_the_survivors_budget_alone(tmp_path, monkeypatch,
                                                                                    tiny_notebooks):
     # 2 cores, 2 jobs: when 01 ends, 02 takes its slot in the same round; 06 must keep its 1 thread throughout
@@ -227,6 +230,7 @@ def test_a_second_pipeline_on_the_same_results_is_refused(tmp_path, monkeypatch,
     assert not (out / "01_ok.done.json").exists()
 
 
+@pytest.mark.slow
 def test_killing_a_parallel_pipeline_stops_its_steps_and_their_kernels(tmp_path, tiny_notebooks):
     # kill -9 of the parent (no cleanup can run there): each child step gets SIGTERM from the kernel
     # (PR_SET_PDEATHSIG) and stops its notebook's kernel; the next pipeline starts at once and removes the
@@ -260,3 +264,11 @@ def test_killing_a_parallel_pipeline_stops_its_steps_and_their_kernels(tmp_path,
     assert list(out.glob(".threads-*"))  # left by the killed parent
     with pipeline._results_lock(out):  # the lock is free at once, and taking it removes the leftovers
         assert not list(out.glob(".threads-*")) and not list(out.glob(".*.progress.log"))
+
+
+def test_a_results_folder_that_is_a_file_is_one_line_and_exit_1(tmp_path, capsys):
+    bad = tmp_path / "results"
+    bad.write_text("not a folder")
+    assert pipeline.main(["--profile", "ci", "--set", f"results_dir={bad}", "--only", "07"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: Not a directory: ") and str(bad) in err and len(err.splitlines()) == 1

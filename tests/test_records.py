@@ -73,6 +73,7 @@ def test_every_training_key_enters_the_identity(tmp_path, data_root):
     assert set(scope_keys("data", "train")) <= set(run.params)
 
 
+@pytest.mark.slow
 def test_norm_none_on_the_command_line_is_used(tmp_path, data_root):
     env = {**os.environ, "MVLIB_DATA": str(data_root)}
     results = tmp_path / "results"
@@ -147,6 +148,7 @@ def test_finish_refuses_disagreeing_history_and_checkpoint(tmp_path):
     assert not (run.dir / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_kill_between_checkpoint_and_history_leaves_a_consistent_record(tmp_path, data_root):
     env = {**os.environ, "MVLIB_DATA": str(data_root)}
     results = tmp_path / "results"

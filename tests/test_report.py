@@ -59,6 +59,7 @@ def test_main_table_and_verdicts_from_records(tmp_path):
     assert hmv_table(rows)["G"].tolist() == ["4"]
 
 
+@pytest.mark.slow
 def test_report_renders_and_opens_in_chromium(tmp_path):
     results = tmp_path / "results"
     _fake_runs(results)

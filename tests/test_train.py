@@ -23,6 +23,7 @@ def _cfg(tmp_path, data_root, **kw):
     return load_profile("ci", {**base, **kw})
 
 
+@pytest.mark.slow
 def test_short_training_improves_accuracy(tmp_path, data_root):
     cfg = _cfg(tmp_path, data_root, width=8, train_per_class=100, test_per_class=50, epochs=3, batch_size=50, lr=0.005)
     model, run = train_baseline(cfg, "reactnet18")
@@ -58,6 +59,7 @@ def _train_cli(results, data_root, env_extra=None):
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_kill9_and_resume_gives_identical_parameters(tmp_path, data_root):
     ref = _train_cli(tmp_path / "a" / "results", data_root)
     assert ref.returncode == 0, ref.stderr
@@ -75,13 +77,15 @@ def test_kill9_and_resume_gives_identical_parameters(tmp_path, data_root):
     assert (ma["top1"], ma["top5"]) == (mb["top1"], mb["top5"])
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_torchrun_ddp_keeps_ranks_identical(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(f"""
         import os, torch
         from mvlib.data import BatchLoader
         from mvlib.models import build_model
-        from mvlib.train import fit
+        from mvlib.train import close_distributed, fit
         torch.manual_seed(0)
         g = torch.Generator().manual_seed(1)
         x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g)
@@ -92,6 +96,7 @@ def test_torchrun_ddp_keeps_ranks_identical(tmp_path):
         fit(m, tr, te, epochs=1, progress=False, log=lambda s: None)
         flat = torch.cat([p.detach().flatten() for p in m.parameters()])
         torch.save(flat, r"{tmp_path}/rank" + os.environ["RANK"] + ".pt")
+        close_distributed()  # as the data-parallel worker does: no gloo thread left at interpreter exit
         """))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -103,6 +108,8 @@ def test_torchrun_ddp_keeps_ranks_identical(tmp_path):
     assert not torch.equal(p0, torch.cat([p.detach().flatten() for p in build_model("reactnet18", width=4).parameters()]))
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_torchrun_two_ranks_train_what_one_process_trains(tmp_path):
     # BatchNorm over the global batch (mvlib.sync_bn) and averaged gradients: 2 ranks x 8 images = 1 x 16
     # (SGD: see test_a_run_on_two_ranks_records_what_one_process_trains for why not Adam)
@@ -111,7 +118,7 @@ def test_torchrun_two_ranks_train_what_one_process_trains(tmp_path):
         import os, torch
         from mvlib.data import BatchLoader
         from mvlib.models import build_model
-        from mvlib.train import fit
+        from mvlib.train import close_distributed, fit
         torch.manual_seed(0)
         g = torch.Generator().manual_seed(1)
         x = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=g)
@@ -121,6 +128,7 @@ def test_torchrun_two_ranks_train_what_one_process_trains(tmp_path):
         m = build_model("birealnet18", width=4)
         fit(m, tr, te, epochs=1, optimizer="sgd", lr=0.01, progress=False, log=lambda s: None)
         torch.save(m.state_dict(), r"{tmp_path}/" + os.environ.get("RANK", "single") + ".pt")
+        close_distributed()
         """))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
     env.pop("RANK", None), env.pop("WORLD_SIZE", None)

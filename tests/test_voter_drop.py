@@ -114,6 +114,7 @@ def _n_records(cfg, step):
     return len(list(Path(cfg["results_dir"]).glob(f"runs/{step}/*/metrics.json")))
 
 
+@pytest.mark.slow
 def test_rescale_checks_and_sweep_on_trained_networks(tiny):
     from mvlib.study.voter_study import substitute, voter_spec
     cfg, base = tiny
@@ -137,6 +138,7 @@ def test_rescale_checks_and_sweep_on_trained_networks(tiny):
         assert got == naive.metrics["val_top1"]
 
 
+@pytest.mark.slow
 def test_convention_rows_reuse_notebook_02_and_add_the_threshold(tiny):
     cfg, base = tiny
     conv = vd.convention_rows(cfg, base)
@@ -150,6 +152,7 @@ def test_convention_rows_reuse_notebook_02_and_add_the_threshold(tiny):
     assert set(conv[conv.convention == "naive"].factor) == {"a"}
 
 
+@pytest.mark.slow
 def test_train_variants_one_factor_at_a_time(tiny):
     cfg, _ = tiny
     c = {**cfg, "vd_train_seeds": [0], "vd_scale_seeds": [0], "vd_downsample_kinds": ["binary", "weights"],
@@ -179,6 +182,7 @@ def test_train_variants_one_factor_at_a_time(tiny):
     assert len(order) == len(rows) // 2  # one seed per network: every condition has both
 
 
+@pytest.mark.slow
 def test_two_step_and_distillation_share_the_teacher(tiny):
     cfg, _ = tiny
     c = {**vd.recipe_cfg(cfg), "two_step": True, "distill": True, "teacher_epochs": 1, "epochs": 2}
@@ -188,6 +192,7 @@ def test_two_step_and_distillation_share_the_teacher(tiny):
     assert runs["binary"].params["epochs"] == 1  # the second half of two-step training
 
 
+@pytest.mark.slow
 def test_flips_and_damage(tiny):
     cfg, base = tiny
     flips = vd.flip_table(cfg, base, [0.5, 1.0, 2.0])
@@ -214,6 +219,7 @@ def ci_results(tmp_path_factory, data_root):
     return root / "results"
 
 
+@pytest.mark.slow
 def test_notebook_08_ci(ci_results, tmp_path):
     import nbformat
     from test_notebooks_study import execute, metrics

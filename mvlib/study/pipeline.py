@@ -368,14 +368,21 @@ def _write_budget(path: Path, threads: int) -> None:
     os.replace(tmp, path)
 
 
-def _die_with_parent() -> None:
-    """In a child step, before it runs: SIGTERM when the pipeline that started it dies, even by kill -9 (Linux
-    ``PR_SET_PDEATHSIG``); the child turns it into a clean stop that shuts its kernel down (:func:`main`)."""
+def _die_with_parent(parent: int) -> None:
+    """In a child step, first thing: SIGTERM when the pipeline that started it dies, even by kill -9 (Linux
+    ``PR_SET_PDEATHSIG``); the child turns it into a clean stop that shuts its kernel down (:func:`main`).
+
+    Set by the child itself rather than in ``Popen(preexec_fn=...)``, which is unsafe while the parent runs
+    threads (its output pumps); a ``parent`` (its pid) that died before this call is caught by the
+    ``getppid`` check.
+    """
     try:
         import ctypes
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: the parent's finally still stops its children
-        pass
+        return
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class PipelineBusy(RuntimeError):
@@ -464,7 +471,8 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
             env[THREADS_ENV] = str(budget_dir / step)
             _write_budget(budget_dir / step, threads)
         cmd = [sys.executable, "-m", "mvlib.study.pipeline", "--profile", profile, "--only", step, "--jobs", "1",
-               "--overrides-json", json.dumps(overrides), "--notebook-dir", str(NOTEBOOK_DIR), "--child"]
+               "--overrides-json", json.dumps(overrides), "--notebook-dir", str(NOTEBOOK_DIR), "--child",
+               "--parent-pid", str(os.getpid())]
         if force:
             cmd.append("--force")
         elif step in rerun:
@@ -472,7 +480,7 @@ def _run_parallel(chosen: list[str], profile: str, overrides: dict, force: bool,
         log(f"[{step}] started ({'alone, every core' if solo else f'{threads} thread(s) now'}; "
             f"{sharing} step(s) running)")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                cwd=str(REPO_ROOT), preexec_fn=_die_with_parent)
+                                cwd=str(REPO_ROOT))
         t = threading.Thread(target=pump, args=(step, proc), daemon=True)
         t.start()
         running[step] = (proc, t, time.time())
@@ -690,12 +698,14 @@ def main(argv=None) -> int:
     ap.add_argument("--overrides-json", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--notebook-dir", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     global NOTEBOOK_DIR
     if args.notebook_dir:
         NOTEBOOK_DIR = Path(args.notebook_dir)
     if args.child:  # the parent's end (or death: _die_with_parent) stops the step as Ctrl-C would, kernel included
         signal.signal(signal.SIGTERM, signal.default_int_handler)
+        _die_with_parent(args.parent_pid or os.getppid())
     try:
         overrides = json.loads(args.overrides_json) if args.overrides_json else parse_cli_overrides(args.set)
         if args.estimate:

@@ -1,13 +1,20 @@
 """Provenance: which code ran, on what machine, from which commit.
 
-:func:`code_hash` is the identity of the code a result came from: a sha256
-over the sources of ``mvlib/`` and ``cuda_numba/`` (path and bytes of every
-``.py`` file), taken once per process. A run record carries it, and a
-finished run is reused only by a process whose code hash is the same
-(:mod:`mvlib.study.records`). Left out are the modules that compute nothing
-that enters a record: they read records and draw or orchestrate
-(:data:`CODE_IDENTITY_EXCLUDES`), so a change to a plot does not retrain a
-network.
+Two identities of the code, each a sha256 (16 hex digits) taken once per process:
+
+* :func:`code_hash` — what the *numbers* depend on. It covers the modules of
+  ``mvlib/`` and ``cuda_numba/`` that compute (layers, voters, models,
+  training, kernels, the study's experiments), each reduced to its code:
+  comments, docstrings, blank lines and trailing spaces do not count
+  (:func:`normalized_source`). Left out are the modules that only read,
+  write, check, schedule or present results (:data:`CODE_IDENTITY_EXCLUDES`).
+  A run record carries this hash, and a finished run is reused only by a
+  process whose hash is the same (:mod:`mvlib.study.records`): rewording a
+  docstring or changing a plot retrains nothing.
+* :func:`source_hash` — every byte of every ``.py`` file of both packages. A
+  pipeline step is re-executed when it changes (:mod:`mvlib.study.pipeline`),
+  so a rendered notebook always comes from the code in the tree; its runs are
+  then reused from their records when :func:`code_hash` is unchanged.
 
 :func:`environment_info` says where a result came from: the commit, whether
 the code, notebooks or configuration differed from it (``git_dirty``: results
@@ -15,51 +22,119 @@ files being written do not count), package versions, CPU and GPU names.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
+import io
 import platform
 import subprocess
+import tokenize
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CODE_PACKAGES = ("mvlib", "cuda_numba")
-# Modules that read results and present or orchestrate them; no number in a run record depends on them.
+# Modules through which no number of a run record is computed: they parse the configuration (its values reach a
+# record as the run's parameters), read and write records, summarize, check, schedule, estimate or draw.
 CODE_IDENTITY_EXCLUDES = (
-    "mvlib/study/report.py",     # tables for the report, from records
-    "mvlib/study/plots.py",      # figures
-    "mvlib/study/pipeline.py",   # runs notebooks in order
-    "mvlib/study/deck.py",       # the deck's printed numbers
-    "mvlib/study/pareto.py",     # notebook 09's points, front and verdict, from its rows and the cost tables
+    "mvlib/environment.py",        # this file
+    "mvlib/files.py",              # atomic writes
+    "mvlib/study/config.py",       # keys, types and checks of the configuration
+    "mvlib/study/records.py",      # run folders and their identity
+    "mvlib/study/summary.py",      # rows over seeds, rebuilt from the records
+    "mvlib/study/stats.py",        # means, intervals, verdict rules
+    "mvlib/study/progress.py",     # progress lines
+    "mvlib/study/estimate.py",     # time estimates before a study starts
+    "mvlib/study/train.py",        # the train command (runs go through experiment.py)
+    "mvlib/study/pipeline.py",     # runs notebooks in order
+    "mvlib/study/report.py",       # tables for the report, from records
+    "mvlib/study/plots.py",        # figures
+    "mvlib/study/deck.py",         # the deck's printed numbers
+    "mvlib/study/deck_pattern.py", # the deck's claims as verdicts on records
+    "mvlib/study/pareto.py",       # notebook 09's front and verdict, from its rows and the cost tables
 )
 # What a source tree that produced committed results must not differ in from its commit.
 TRACKED_SOURCES = ("mvlib", "cuda_numba", "notebooks", "configs", "pyproject.toml")
 
 
+def source_files(root: Path = REPO_ROOT) -> list[Path]:
+    """Every ``.py`` file of the two packages, in a fixed order (what :func:`source_hash` covers)."""
+    return [p for pkg in CODE_PACKAGES for p in sorted((root / pkg).rglob("*.py"))]
+
+
 def code_files(root: Path = REPO_ROOT) -> list[Path]:
-    """The source files whose contents make up :func:`code_hash`, in a fixed order."""
-    files = []
-    for pkg in CODE_PACKAGES:
-        for p in sorted((root / pkg).rglob("*.py")):
-            rel = p.relative_to(root).as_posix()
-            if rel not in CODE_IDENTITY_EXCLUDES:
-                files.append(p)
-    return files
+    """The source files whose code makes up :func:`code_hash`, in a fixed order."""
+    return [p for p in source_files(root) if p.relative_to(root).as_posix() not in CODE_IDENTITY_EXCLUDES]
+
+
+def _docstring_lines(tree: ast.AST, lines: list[str]) -> set[int]:
+    """Line numbers (1-based) of docstrings that stand on lines of their own."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)):
+                continue
+            # ast's columns count UTF-8 bytes
+            alone = (not lines[first.lineno - 1].encode()[:first.col_offset].strip()
+                     and lines[first.end_lineno - 1].encode()[first.end_col_offset:].strip() in (b"", b";"))
+            if alone:
+                found.update(range(first.lineno, first.end_lineno + 1))
+    return found
+
+
+def normalized_source(text: str) -> str:
+    """The code of a Python source without comments, docstrings, blank lines and trailing spaces.
+
+    Positions come from :mod:`ast` (docstrings) and :mod:`tokenize` (comments),
+    both the same on every supported Python, so the result does not depend on
+    the interpreter. A docstring sharing a line with code is kept.
+    """
+    lines = text.splitlines()
+    drop = _docstring_lines(ast.parse(text), lines)
+    cuts: dict[int, int] = {}   # line -> column where a comment starts
+    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+        if tok.type == tokenize.COMMENT:
+            cuts[tok.start[0]] = tok.start[1]
+    kept = []
+    for i, line in enumerate(lines, start=1):
+        if i in drop:
+            continue
+        line = line[:cuts[i]] if i in cuts else line
+        if line.strip():
+            kept.append(line.rstrip())
+    return "\n".join(kept) + "\n"
+
+
+def _hash_files(root: Path, files: list[Path], content) -> str:
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.relative_to(root).as_posix().encode() + b"\0")
+        h.update(content(p) + b"\0")
+    return h.hexdigest()[:16]
 
 
 def compute_code_hash(root: Path = REPO_ROOT) -> str:
-    """sha256 (16 hex digits) of the relative path and bytes of every file of :func:`code_files`."""
-    h = hashlib.sha256()
-    for p in code_files(root):
-        h.update(p.relative_to(root).as_posix().encode() + b"\0")
-        h.update(p.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
+    """sha256 (16 hex digits) of the relative path and normalized code of every file of :func:`code_files`."""
+    return _hash_files(root, code_files(root), lambda p: normalized_source(p.read_text(encoding="utf-8")).encode())
+
+
+def compute_source_hash(root: Path = REPO_ROOT) -> str:
+    """sha256 (16 hex digits) of the relative path and bytes of every file of :func:`source_files`."""
+    return _hash_files(root, source_files(root), lambda p: p.read_bytes())
 
 
 @lru_cache(maxsize=1)
 def code_hash() -> str:
     """The code identity of this process (computed on first use, then fixed for the process)."""
     return compute_code_hash(REPO_ROOT)
+
+
+@lru_cache(maxsize=1)
+def source_hash() -> str:
+    """The identity of every source byte of this process's packages (computed on first use)."""
+    return compute_source_hash(REPO_ROOT)
 
 
 def _git(*args) -> str:

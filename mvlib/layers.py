@@ -88,17 +88,23 @@ class _FusedBinaryConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, shift, w, stride, padding, name):
-        alpha = w.detach().abs().mean((1, 2, 3))
-        # sign(W) in the activations' layout: oneDNN would otherwise reorder it on every call.
-        cl = x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
-        wb = fused.weight_sign(w, cl)
-        # Exact int8 convolution of the bits where available (CPU); sign(x + b) is then
-        # recomputed in the backward instead of being stored.
-        y = cpu_fast.int8_binary_conv(x, shift, wb, alpha, stride, padding)
-        a = None
-        if y is None:
-            a = fused.shifted_sign(x, shift)
-            y = fused.round_scale_(F.conv2d(a, wb, None, stride, padding), alpha)
+        # Under CPU/CUDA autocast to bf16 the forward stays exact: it runs in float32 (the int8 path on
+        # CPU), and only the backward's two convolutions take bf16 operands (see backward).
+        dev = x.device.type
+        ctx.bf16 = torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16
+        with torch.autocast(dev, enabled=False):
+            x = x.float()
+            alpha = w.detach().abs().mean((1, 2, 3))
+            # sign(W) in the activations' layout: oneDNN would otherwise reorder it on every call.
+            cl = dev == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
+            wb = fused.weight_sign(w, cl)
+            # Exact int8 convolution of the bits where available (CPU); sign(x + b) is then
+            # recomputed in the backward instead of being stored.
+            y = cpu_fast.int8_binary_conv(x, shift, wb, alpha, stride, padding)
+            a = None
+            if y is None:
+                a = fused.shifted_sign(x, shift)
+                y = fused.round_scale_(F.conv2d(a, wb, None, stride, padding), alpha)
         ctx.save_for_backward(x, shift, w, a, wb, alpha)
         ctx.stride, ctx.padding, ctx.name = stride, padding, name
         return y
@@ -111,9 +117,15 @@ class _FusedBinaryConv(torch.autograd.Function):
             a = fused.shifted_sign(x, shift)
         need_x, need_shift, need_w = ctx.needs_input_grad[:3]
         st, pad = [ctx.stride] * 2, [ctx.padding] * 2
+        # bf16 (the forward ran under autocast): a and sign(W) are exact in bf16, g is rounded to it;
+        # the convolutions accumulate in float32 and their results come back as float32.
+        low = (lambda t: t.to(torch.bfloat16)) if ctx.bf16 else (lambda t: t)
+        ga_in, a_in = low(g), low(a)
 
         def conv_backward(weight, mask):
-            return torch.ops.aten.convolution_backward(g, a, weight, None, st, pad, [1, 1], False, [0, 0], 1, mask)
+            out = torch.ops.aten.convolution_backward(ga_in, a_in, low(weight), None, st, pad, [1, 1], False,
+                                                      [0, 0], 1, mask)
+            return [None if t is None else t.float() for t in out]
 
         # The gradient of s is g * alpha (round() passes it unchanged). To the input,
         # conv_T(g * alpha, wb) == conv_T(g, alpha * wb) bit for bit, as alpha * (+-1) is
@@ -201,6 +213,14 @@ class BinaryConv2d(nn.Module):
         if self.fused_path_ok():
             return _FusedBinaryConv.apply(x, self.act.shift, self.latent_weight(), self.stride,
                                           self.padding, self.act.binarizer)
+        dev = x.device.type
+        if torch.is_autocast_enabled(dev):
+            # The sums and the voters' thresholds need integers up to 9 * C_in: bf16 holds them only to 256.
+            with torch.autocast(dev, enabled=False):
+                return self._float32_forward(x.float())
+        return self._float32_forward(x)
+
+    def _float32_forward(self, x):
         if self.int8_vote_ok():
             w = self.latent_weight().detach()
             alpha = w.abs().mean((1, 2, 3))

@@ -21,6 +21,7 @@ The study's recorded runs (run folders, reuse, the command line) are built on
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -49,6 +50,8 @@ class Diverged(FloatingPointError):
 # A network that predicts every class alike has a cross-entropy of ln(C) (2.3 for CIFAR-10); ten times that
 # means the logits have exploded (lr 1e2 gave 1.8e11 with a finite loss): stop, as for a non-finite loss.
 DIVERGED_LOSS_FACTOR = 10.0
+# Training precisions: the autocast dtype of the forward (None: float32 throughout).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 class DeadlineReached(RuntimeError):
@@ -178,7 +181,8 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
         label_smoothing: float = 0.0, teacher: nn.Module | None = None, agc_clip: float = 0.0,
         checkpoint_path=None, arch: dict[str, Any] | None = None, device="cpu", progress: bool = True,
         pick: str = "last", on_epoch: Callable[[list[dict]], None] | None = None,
-        log: Callable[[str], None] = print, evaluator: Callable[..., dict] | None = None) -> list[dict]:
+        log: Callable[[str], None] = print, evaluator: Callable[..., dict] | None = None,
+        precision: str = "fp32") -> list[dict]:
     """Train for ``epochs``; checkpoint each epoch; resume from ``checkpoint_path`` if present.
 
     Returns the per-epoch history (epoch, lr, train_loss, train_top1, val_loss, val_top1, val_top5,
@@ -199,9 +203,16 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
 
     ``evaluator(model, loader, device)``: how the validation split is evaluated after each epoch
     (default :func:`evaluate`; it must return the same keys).
+
+    ``precision="bf16"``: the training forward (student and teacher) runs under
+    ``torch.autocast(device, torch.bfloat16)``: real-valued convolutions and matrix products take bf16
+    operands; the binary convolutions stay exact (:class:`mvlib.layers.BinaryConv2d`), their backward
+    convolutions take bf16 operands. The loss is computed in float32. Evaluation is float32.
     """
     if pick not in ("last", "best_val"):
         raise ValueError(f"pick must be last or best_val, got {pick!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
     if not lr > 0:
@@ -234,6 +245,9 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
         if rank == 0:
             log(f"resumed from {checkpoint_path} after epoch {start_epoch}")
     crit = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    dev_type = torch.device(device).type
+    autocast = (torch.autocast(dev_type, dtype=PRECISIONS[precision]) if PRECISIONS[precision] is not None
+                else contextlib.nullcontext())
     if teacher is not None:
         teacher.to(device).eval()
     for epoch in range(start_epoch, epochs):
@@ -246,13 +260,12 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
             if world > 1:
                 x, y = x.chunk(world)[rank], y.chunk(world)[rank]
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            out = net(x)
-            if teacher is not None:
-                with torch.no_grad():
-                    t_out = teacher(x)
-                loss = distillation_loss(out, t_out)
-            else:
-                loss = crit(out, y)
+            with autocast:
+                out = net(x).float()
+                if teacher is not None:
+                    with torch.no_grad():
+                        t_out = teacher(x).float()
+            loss = distillation_loss(out, t_out) if teacher is not None else crit(out, y)
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(f"training loss is {loss.item()} at epoch {epoch + 1}, step {step_i} "
                                     f"(lr {opt.param_groups[0]['lr']:.3g}): the run diverged; its last good "

@@ -18,7 +18,7 @@
 #
 # **Reproduces** the deck's rows *ReActNet-18 with Majority Voter* (**84.93 / 99.25** top-1 / top-5 %) and
 # *Bi-RealNet-18 with Majority Voter* (**30.07 / 79.69**): a trained network whose binary 3×3 convolutions
-# output `sign(s)` (ties +1) instead of `α·s`, nothing else changed, no retraining (STUDY.md §2).
+# output `sign(s)` (ties +1) instead of `α·s`, nothing else changed, no retraining (docs/SEMANTICS.md).
 #
 # **Hardware and scale.** Profile `cpu`: a 2-core CPU, the width-16 baselines of notebook 01 (one per seed), every
 # main row on the validation split and the full 10,000-image CIFAR-10 test set; the one-layer-at-a-time sensitivity

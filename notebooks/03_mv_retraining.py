@@ -19,7 +19,7 @@
 # **Reproduces** the deck's rows *Our ReActNet-18* (**92.09 / 99.61** top-1 / top-5 %) and *Our Bi-RealNet-18*
 # (**87.66 / 98.72**): each baseline retrained with the voter in every binary 3×3 convolution, forward exactly the
 # voter, backward through its sign by the ApproxSign surrogate on u = s / c (`retrain-approx`, the deck's STE +
-# ApproxSign). The clipped STE (`retrain-ste`) is this project's added ablation (STUDY.md §1).
+# ApproxSign). The clipped STE (`retrain-ste`) is this project's added ablation.
 #
 # **Hardware and scale.** Profile `cpu`: a 2-core CPU, the width-16 baselines of notebook 01, a short retraining
 # (`mv_retrain_epochs` epochs on `mv_retrain_train_per_class` images per class, budget and learning rate chosen on

@@ -18,7 +18,7 @@
 #
 # **Reproduces** the deck's third plan, a hierarchical voter such as **M512 ≈ M4(M128, M128, M128, M128)**: the input
 # channels split into G contiguous blocks, an inner voter per block (tie +1), an outer voter over the G votes with a
-# tie rule (`pos` +1, `neg` −1, `first` the first block's vote), nested trees as `hmv-g4x2-…` (STUDY.md §2). The deck
+# tie rule (`pos` +1, `neg` −1, `first` the first block's vote), nested trees as `hmv-g4x2-…` (docs/SEMANTICS.md). The deck
 # gives no accuracy for it; this notebook measures it.
 #
 # **Where the deck's case falls.** A 3×3 layer with 64 input channels has fan-in 576, so G = 4 is

@@ -20,12 +20,13 @@
 # real from PyTorch, (2) XNOR + majority voter (MV) as a convolution operator, (3) the hierarchical voter
 # (HMV, M576 ≈ M4(M144 × 4) on a 64-channel layer, G = 4). The kernels live in `cuda_numba/` (Numba: CPU
 # `njit(parallel=True)` with an LLVM `ctpop` micro-kernel, and `numba.cuda`); this notebook checks that they are
-# bit-exact with the float simulation (STUDY.md §2: bit 1 = +1, padded taps left out of the popcount and of N,
+# bit-exact with the float simulation (docs/SEMANTICS.md: bit 1 = +1, padded taps left out of the popcount and of N,
 # ties vote +1), times them against torch fp32 `conv2d` per ResNet-18 layer shape, and runs a whole ReActNet-18
 # on them.
 #
-# **Hardware.** Profile `cpu`: the 2-core Intel Xeon (AVX-512 with VPOPCNTDQ) of this project, a virtual
-# machine shared with other jobs: both cores, wall time, best of 30 calls whose variants are interleaved (torch,
+# **Hardware.** Profile `cpu`: a 2-core x86-64 virtual machine shared with other jobs (its CPU model is printed
+# below and recorded in every file of `results/bench/`; the popcount runs on AVX-512 VPOPCNTDQ where the CPU has
+# it, on AVX2 otherwise): both cores, wall time, best of 30 calls whose variants are interleaved (torch,
 # packing, XNOR, MV, HMV, torch, ...) so that a burst of foreign load cannot fall on one side of a ratio only.
 # The GPU half (`python -m cuda_numba.gpu_check --out results/bench/gpu`) needs a CUDA card and was not run
 # here; its CUDA kernels are checked bit-exact under Numba's CUDA simulator in the tests.

@@ -153,7 +153,7 @@ plt.show()
 # ## 3 · The official code's binary 1×1 downsample (shared recipe, validation split)
 #
 # The "BNN − BN = ?" / ReActNet code binarizes the shortcut's 1×1 convolution too. `binary` is a fully binary 1×1
-# (sign of the pooled activations, α·s, STUDY.md §2), so the voter can sit there as well; `weights` (where the
+# (sign of the pooled activations, α·s, docs/SEMANTICS.md), so the voter can sit there as well; `weights` (where the
 # profile trains it) is the official binary weights on real activations. Each variant is trained with the same
 # recipe as its real-1×1 reference and evaluated with the voter in the 3×3 convolutions only and in 3×3 + 1×1.
 

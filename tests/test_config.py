@@ -114,3 +114,23 @@ def test_non_finite_values_and_near_miss_keys_are_refused_by_name():
     with pytest.raises(KeyError, match=r"unknown configuration key 'epoks'; did you mean 'epochs'\?") as e:
         check_value("epoks", 1)
     assert len(str(e.value)) < 200  # one line, not the whole schema
+
+
+def test_a_cuda_device_the_machine_lacks_is_refused_before_work(monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA device.*device=auto or device=cpu"):
+        load_profile("ci", {"device": "cuda"})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert load_profile("ci", {"device": "cuda:0"})["device"] == "cuda:0"
+    with pytest.raises(ValueError, match="1 CUDA device"):
+        load_profile("ci", {"device": "cuda:1"})
+    assert load_profile("ci", {"device": "cpu"})["device"] == "cpu"
+
+
+def test_precision_is_a_training_key():
+    assert SCHEMA["precision"].scope == "train"
+    assert load_profile("ci", {"precision": "bf16"})["precision"] == "bf16"
+    with pytest.raises(ValueError, match="precision"):
+        load_profile("ci", {"precision": "fp16"})

@@ -224,3 +224,31 @@ def test_code_hash_covers_the_library_and_skips_presentation(tmp_path):
     h = environment.compute_code_hash(tmp_path)
     (tmp_path / "mvlib" / "a.py").write_text("x = 2\n")
     assert environment.compute_code_hash(tmp_path) != h
+
+
+def test_code_hash_ignores_comments_docstrings_and_blank_lines_but_not_code(tmp_path):
+    for pkg in ("mvlib", "cuda_numba"):
+        (tmp_path / pkg).mkdir()
+    src = tmp_path / "mvlib" / "a.py"
+    src.write_text('"""Module doc."""\nimport math\n\n\ndef f(x):\n    """Doc."""\n    return x + 1  # why\n')
+    h, s = environment.compute_code_hash(tmp_path), environment.compute_source_hash(tmp_path)
+    src.write_text('"""Module doc, reworded\nover two lines (é ×)."""\nimport math\n\n\n\ndef f(x):\n'
+                   '    """Other doc."""\n    # a comment of its own\n    return x + 1   \n')
+    assert environment.compute_code_hash(tmp_path) == h
+    assert environment.compute_source_hash(tmp_path) != s  # the bytes changed
+    src.write_text('"""Module doc."""\nimport math\n\n\ndef f(x):\n    """Doc."""\n    return x + 2  # why\n')
+    assert environment.compute_code_hash(tmp_path) != h
+    # a string that is not a docstring is code; so is a docstring sharing its line with code
+    assert environment.normalized_source('x = 1\n"""not a doc"""\n') != environment.normalized_source('x = 1\n')
+    assert "return 1" in environment.normalized_source('def f(): "doc"; return 1\n')
+    # a '#' inside a string is not a comment
+    assert environment.normalized_source('s = "a # b"\n') == 's = "a # b"\n'
+
+
+def test_code_hash_leaves_out_what_reads_writes_or_draws_records():
+    files = {p.relative_to(environment.REPO_ROOT).as_posix() for p in environment.code_files()}
+    for rel in environment.CODE_IDENTITY_EXCLUDES:
+        assert (environment.REPO_ROOT / rel).is_file(), f"{rel} listed but absent"
+        assert rel not in files
+    for rel in ("mvlib/layers.py", "mvlib/train.py", "mvlib/study/voter_study.py", "cuda_numba/engine.py"):
+        assert rel in files

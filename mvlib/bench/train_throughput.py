@@ -33,6 +33,7 @@ variant's images/s is ``batch / median step time`` and the ratio is
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -54,14 +55,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 1e-3):
-    """A closure running one training step (forward, loss, backward, Adam) of ``model``."""
+def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 1e-3, bf16: bool = False):
+    """A closure running one training step (forward, loss, backward, Adam) of ``model``.
+
+    ``bf16``: the forward under ``torch.autocast(bfloat16)`` and the loss in float32, as
+    :func:`mvlib.train.fit` does with ``precision="bf16"``.
+    """
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
+    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        with autocast:
+            out = model(x).float()
+        loss = F.cross_entropy(out, y)
         loss.backward()
         opt.step()
         return loss
@@ -78,8 +86,12 @@ VOTERS = {"none": None, "mv": {"name": "mv"}, "hmv4": {"name": "hmv", "fanins": 
 
 
 def bench_one(model_name: str, width: int, batch: int, device: torch.device, steps: int, warmup: int,
-              reference: bool = True, official: bool = False, seed: int = 0, voter: str = "none") -> dict:
+              reference: bool = True, official: bool = False, seed: int = 0, voter: str = "none",
+              bf16: bool = False) -> dict:
     """Images/s of mvlib (and the references) for one configuration.
+
+    ``bf16``: also time ``mvlib-bf16``, the same model (a copy of its parameters) trained under bf16
+    autocast; ``ratio_bf16_vs_fp32`` is its images/s over mvlib's float32 images/s.
 
     ``voter`` (``none``, ``mv``, ``hmv4``): training through a voter in every binary
     convolution (retraining's step); the references exist for the popcount network only.
@@ -98,6 +110,8 @@ def bench_one(model_name: str, width: int, batch: int, device: torch.device, ste
         variants["unfused"] = make_step(reference_from(model), x, y)
     if official:
         variants["official"] = make_step(reference_from(model, official_quirks=True), x, y)
+    if bf16:
+        variants["mvlib-bf16"] = make_step(copy.deepcopy(model), x, y, bf16=True)
     variants = {"mvlib": make_step(model, x, y), **variants}
     times = time_variants(variants, device, steps, warmup)
     row = {"model": model_name, "width": width, "batch": batch, "voter": voter}
@@ -109,6 +123,8 @@ def bench_one(model_name: str, width: int, batch: int, device: torch.device, ste
     for name in ("unfused", "official"):
         if name in times:
             row[f"ratio_vs_{name}"] = row["mvlib_img_s"] / row[f"{name}_img_s"]
+    if bf16:
+        row["ratio_bf16_vs_fp32"] = row["mvlib-bf16_img_s"] / row["mvlib_img_s"]
     return row
 
 
@@ -131,6 +147,8 @@ def format_row(row: dict) -> str:
     for name in ("unfused", "official"):
         if f"{name}_img_s" in row:
             parts.append(f"{name} {row[f'{name}_img_s']:8.1f} img/s  x{row[f'ratio_vs_{name}']:.2f}")
+    if "mvlib-bf16_img_s" in row:
+        parts.append(f"mvlib bf16 {row['mvlib-bf16_img_s']:8.1f} img/s  x{row['ratio_bf16_vs_fp32']:.2f} of fp32")
     return " | ".join(parts)
 
 
@@ -152,6 +170,8 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--allocator", choices=("default", "tuned"), default="default",
                     help="tuned: keep freed 32 MiB blocks in glibc's heap (mvlib.cpu_fast.tune_cpu_allocator), "
                          "for every variant of the run alike")
+    ap.add_argument("--bf16", action="store_true",
+                    help="also time mvlib trained under bf16 autocast (precision=bf16) and print its ratio to fp32")
     ap.add_argument("--json", default="", help="also write the rows and the environment to this file")
     args = ap.parse_args(argv)
     if args.threads:
@@ -171,7 +191,8 @@ def main(argv=None) -> list[dict]:
             for batch in args.batch_sizes:
                 for voter in args.voters:
                     row = bench_one(model_name, width, batch, device, args.steps, args.warmup,
-                                    reference=not args.no_reference, official=args.official, voter=voter)
+                                    reference=not args.no_reference, official=args.official, voter=voter,
+                                    bf16=args.bf16)
                     rows.append(row)
                     print(format_row(row), flush=True)
     if args.json:

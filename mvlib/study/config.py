@@ -183,6 +183,9 @@ SCHEMA: dict[str, Key] = {
                      "L2 term in the gradient: the official ReActNet / Bi-Real code) or sgd", "train",
                      one_of("adam", "adam-l2", "sgd")),
     "lr": Key(float, 1e-3, "peak learning rate", "train", positive),
+    "precision": Key(str, "fp32", "training forward precision: fp32, or bf16 (torch.autocast: real-valued convolutions "
+                     "and matmuls in bf16, binary convolutions exact, their backward convolutions in bf16)", "train",
+                     one_of("fp32", "bf16")),
     "momentum": Key(float, 0.9, "SGD momentum", "train", in_unit),
     "schedule": Key(str, "cosine", "cosine or linear decay to 0 over all steps", "train", one_of("cosine", "linear")),
     "warmup_steps": Key(int, 0, "linear warm-up steps (optimizer steps)", "train", at_least(0)),
@@ -458,6 +461,19 @@ def check_consistency(cfg: dict[str, Any]) -> None:
         check_consistency({**cfg, **recipe, "model_recipes": {}})
 
 
+def check_device_available(device: str) -> None:
+    """A ``cuda`` device that this machine does not have is an error before any work starts."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= count:
+        have = f"{count} CUDA device(s)" if count else "no CUDA device"
+        raise ValueError(f"device={device!r}, but this machine has {have} (torch {torch.__version__}); "
+                         f"use device=auto or device=cpu")
+
+
 def recipe_for(cfg: dict[str, Any], model: str) -> dict[str, Any]:
     """``cfg`` with ``model``'s entry of ``model_recipes`` applied: the configuration its notebook-01 runs use."""
     return {**cfg, **cfg["model_recipes"].get(model, {})}
@@ -481,6 +497,7 @@ def load_profile(profile: str, overrides: dict[str, Any] | None = None) -> dict[
     cfg.update(validate(dict(overrides or {})))
     cfg["profile"] = profile
     check_consistency(cfg)
+    check_device_available(cfg["device"])
     return cfg
 
 

@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     from ..checkpoint import load_checkpoint
     from ..train import close_distributed, fit
     from . import records
-    from .experiment import arch_of, build_from_params, load_run_model, loaders, resolve_device
+    from .experiment import arch_of, build_from_params, evaluator, fit_recipe, load_run_model, loaders, resolve_device
     from .progress import say
     spec = json.loads(Path((argv or sys.argv[1:])[0]).read_text())
     cfg, params = spec["cfg"], spec["params"]
@@ -76,11 +76,9 @@ def main(argv=None) -> int:
     if spec["teacher_run"]:
         teacher = load_run_model(records.run_from_dir(Path(spec["teacher_run"])), dev)
     train_loader, val_loader, _, _ = loaders({**cfg, "device": dev})
-    fit(model, train_loader, val_loader, epochs=cfg["epochs"], optimizer=cfg["optimizer"], lr=cfg["lr"],
-        schedule=cfg["schedule"], warmup_steps=cfg["warmup_steps"], weight_decay=cfg["weight_decay"],
-        momentum=cfg["momentum"], label_smoothing=cfg["label_smoothing"], teacher=teacher,
-        agc_clip=cfg["agc_clip"], checkpoint_path=spec["checkpoint"], arch=arch_of(params), device=dev,
-        progress=False, pick=cfg["checkpoint_pick"], log=say if rank == 0 else (lambda line: None))
+    fit(model, train_loader, val_loader, **fit_recipe(cfg), teacher=teacher, checkpoint_path=spec["checkpoint"],
+        arch=arch_of(params), device=dev, progress=False, log=say if rank == 0 else (lambda line: None),
+        evaluator=evaluator(cfg))
     # not on an error: a peer may still be inside a collective, and waiting for the threads would hang
     close_distributed()
     return 0

@@ -146,6 +146,14 @@ def run_params(cfg: dict[str, Any], **extra) -> dict[str, Any]:
     return {**{k: cfg[k] for k in scope_keys("data", "train")}, "profile": cfg["profile"], **extra}
 
 
+def fit_recipe(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`mvlib.train.fit` that the configuration fixes (one process or N ranks)."""
+    return {"epochs": cfg["epochs"], "optimizer": cfg["optimizer"], "lr": cfg["lr"], "schedule": cfg["schedule"],
+            "warmup_steps": cfg["warmup_steps"], "weight_decay": cfg["weight_decay"], "momentum": cfg["momentum"],
+            "label_smoothing": cfg["label_smoothing"], "agc_clip": cfg["agc_clip"], "pick": cfg["checkpoint_pick"],
+            "precision": cfg["precision"]}
+
+
 def arch_of(params: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint must match to load into a model built from ``params``."""
     return {k: params.get(k) for k in ("model", "width", "num_classes", "norm", "model_options")}
@@ -270,12 +278,8 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
             load_model_weights(model, run.checkpoint)  # the picked epoch's weights, as fit leaves them
             hist = load_checkpoint(run.checkpoint)["history"]
         else:
-            hist = fit(model, train_loader, val_loader, epochs=cfg["epochs"], optimizer=cfg["optimizer"],
-                       lr=cfg["lr"], schedule=cfg["schedule"], warmup_steps=cfg["warmup_steps"],
-                       weight_decay=cfg["weight_decay"], momentum=cfg["momentum"],
-                       label_smoothing=cfg["label_smoothing"], teacher=teacher[0] if teacher else None,
-                       agc_clip=cfg["agc_clip"], checkpoint_path=run.checkpoint, arch=arch_of(params), device=dev,
-                       progress=cfg["progress"], pick=cfg["checkpoint_pick"],
+            hist = fit(model, train_loader, val_loader, **fit_recipe(cfg), teacher=teacher[0] if teacher else None,
+                       checkpoint_path=run.checkpoint, arch=arch_of(params), device=dev, progress=cfg["progress"],
                        on_epoch=lambda h: (run.write_history(h), apply_process_settings(cfg)), log=log,
                        evaluator=evaluator(cfg))
         # the checkpoint is the truth: its history is what the record keeps (a kill may have cut history.csv)

@@ -49,7 +49,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..environment import REPO_ROOT, code_hash
+from ..environment import REPO_ROOT, code_hash, source_hash
 from ..files import write_atomic, write_json
 from ..train import DEADLINE_ENV, deadline_passed
 from .config import load_profile, parse_cli_overrides
@@ -154,10 +154,15 @@ def upstream_digest(results: Path, step: str, cfg: dict | None = None) -> str:
 
 
 def step_key(src: Path, cfg: dict) -> str:
-    """Hash of the notebook's bytes, its resolved configuration and the code hash."""
+    """Hash of the notebook's bytes, its resolved configuration and the code hash.
+
+    The code hash is the identity of the code the numbers depend on (:func:`mvlib.environment.code_hash`):
+    a change to how results are drawn or tabled does not re-execute a step that loads weights. The report
+    reads only files and takes seconds, so its key covers every source byte (:func:`source_hash`).
+    """
     h = hashlib.sha256(src.read_bytes())
     h.update(json.dumps({k: v for k, v in cfg.items() if k not in ("progress", "study_jobs")}, sort_keys=True).encode())
-    h.update(code_hash().encode())
+    h.update((source_hash() if src.stem.endswith("report") else code_hash()).encode())
     return h.hexdigest()[:16]
 
 

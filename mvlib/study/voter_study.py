@@ -30,6 +30,7 @@ import pandas as pd
 from ..voter_ops import calibrate_matched_scale, recalibrate_bn, set_voter, voter_disagreement
 from ..voters import DEFAULT_SURROGATE_NORM, normalize_fanins
 from . import records
+from .config import recipe_for
 from .experiment import (apply_process_settings, evaluate_record, load_run_model, loaders, resolve_device,
                          run_config, train_run, with_seed)
 from .progress import say
@@ -64,9 +65,13 @@ def naive_suffix(output_scale: str, recal: bool) -> str:
 
 def study_cfg(cfg: dict[str, Any], baseline: records.Run | None = None) -> dict[str, Any]:
     """``cfg`` for the voter notebooks: ``threads`` from ``mv_threads`` (no effect on results) and,
-    given a baseline, its seed (a substituted or retrained row belongs to its baseline's seed)."""
+    given a baseline, its network's recipe (:func:`mvlib.study.config.recipe_for`: teacher, batch,
+    optimizer, weight decay of its notebook-01 runs) and its seed (a substituted or retrained row
+    belongs to its baseline's seed)."""
     c = {**cfg, "threads": cfg["mv_threads"]} if cfg.get("mv_threads", 0) > 0 else cfg
-    return with_seed(c, baseline.params["seed"]) if baseline is not None else c
+    if baseline is None:
+        return c
+    return with_seed(recipe_for(c, baseline.params["model"]), baseline.params["seed"])
 
 
 def _sweep_cfg(cfg: dict[str, Any], baseline: records.Run, val_per_class: int | None) -> dict[str, Any]:

@@ -35,10 +35,12 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CODE_PACKAGES = ("mvlib", "cuda_numba")
 # Modules through which no number of a run record is computed: they parse the configuration (its values reach a
-# record as the run's parameters), read and write records, summarize, check, schedule, estimate or draw.
+# record as the run's parameters), read and write files (their tests check that what is read is what was
+# written), summarize, check, schedule, estimate or draw.
 CODE_IDENTITY_EXCLUDES = (
     "mvlib/environment.py",        # this file
     "mvlib/files.py",              # atomic writes
+    "mvlib/checkpoint.py",         # checkpoint files: save, safe load, architecture check
     "mvlib/study/config.py",       # keys, types and checks of the configuration
     "mvlib/study/records.py",      # run folders and their identity
     "mvlib/study/summary.py",      # rows over seeds, rebuilt from the records
@@ -51,6 +53,7 @@ CODE_IDENTITY_EXCLUDES = (
     "mvlib/study/plots.py",        # figures
     "mvlib/study/deck.py",         # the deck's printed numbers
     "mvlib/study/deck_pattern.py", # the deck's claims as verdicts on records
+    "mvlib/study/engine_check.py", # engine against float model on trained runs (a command; no step runs it)
     "mvlib/study/pareto.py",       # notebook 09's front and verdict, from its rows and the cost tables
 )
 # What a source tree that produced committed results must not differ in from its commit.

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,16 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # zip errors, unpickling refusals, truncation
-        raise CheckpointError(f"checkpoint {path} is corrupt or unsafe to load: {type(e).__name__}: {e}") from None
+    except Exception as e:  # unpickling refusals, zip errors, truncation
+        found = re.search(r"(?:unsupported GLOBAL|Unsupported global:)\s*(\S+)", str(e))
+        if isinstance(e, pickle.UnpicklingError) and found:
+            # torch's message advises weights_only=False: wrong for a file that may have been tampered with
+            raise CheckpointError(f"checkpoint {path} holds more than tensors and literals (it asks for "
+                                  f"{found.group(1)}); it is refused, as loading it could run code. Delete it: "
+                                  f"its run trains again from the start") from None
+        first = str(e).strip().split("\n")[0].split(". ")[0][:160]
+        raise CheckpointError(f"checkpoint {path} is corrupt ({type(e).__name__}: {first}); delete it: "
+                              f"its run trains again from the start") from None
     if not isinstance(state, dict) or "model" not in state or "arch" not in state:
         raise CheckpointError(f"{path} is not an mvlib checkpoint (no 'model'/'arch' entries)")
     return state

@@ -252,3 +252,105 @@ def test_code_hash_leaves_out_what_reads_writes_or_draws_records():
         assert rel not in files
     for rel in ("mvlib/layers.py", "mvlib/train.py", "mvlib/study/voter_study.py", "cuda_numba/engine.py"):
         assert rel in files
+
+
+# ------------------------------------------------------------------ faults
+_METRICS = {"model": "m", "variant": "v", "profile": "ci", "dataset": "cifar10", "val_top1": 1.0, "top1": 1.0,
+            "top5": 5.0, "seconds": 1.0}
+
+
+def test_a_truncated_record_is_named_with_the_way_out(tmp_path):
+    with records.claim_run("01_x", "m", "v", {"seed": 0}, {}, tmp_path) as run:
+        run.finish(_METRICS)
+    with records.claim_run("01_x", "m", "v", {"seed": 1}, {}, tmp_path) as other:
+        other.finish(_METRICS)
+    text = (run.dir / "metrics.json").read_text()
+    (run.dir / "metrics.json").write_text(text[: len(text) // 2])
+    with pytest.raises(records.RecordError, match=f"corrupt run record {run.dir / 'metrics.json'}.*delete its run "
+                                                  f"folder {run.dir}"):
+        run.metrics
+    with pytest.raises(records.RecordError, match="corrupt run record"):
+        records.all_metrics(tmp_path)
+    # the summaries still hear of every other run; the corrupt one is named on stderr
+    records.update_summary(tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "runs.csv")))
+    assert [r["run_id"] for r in rows] == [other.run_id]
+    (run.dir / "params.json").write_text("{")
+    with pytest.raises(records.RecordError, match="params.json"):
+        records.run_from_dir(run.dir)
+
+
+def test_a_run_without_its_environment_record_is_not_finished(tmp_path):
+    with records.claim_run("01_x", "m", "v", {"seed": 0}, {}, tmp_path) as run:
+        (run.dir / "env.json").unlink()  # what a full disk did at the start
+        with pytest.raises(records.RecordError, match="env.json is missing"):
+            run.finish(_METRICS)
+    assert not run.finished
+    with records.claim_run("01_x", "m", "v", {"seed": 0}, {}, tmp_path) as again:  # resumed: completed
+        assert again.dir == run.dir and (run.dir / "env.json").is_file()
+        again.finish(_METRICS)
+    assert run.finished
+
+
+def test_the_train_command_rebuilds_the_summaries_and_ends_faults_in_one_line(tmp_path, monkeypatch, capsys):
+    from mvlib.study import train as train_cmd
+    with records.claim_run("01_baseline", "reactnet18", "baseline", {"seed": 0}, {}, tmp_path) as run:
+        run.finish({**_METRICS, "model": "reactnet18", "variant": "baseline"})
+    (tmp_path / "runs.csv").unlink()
+    (tmp_path / "summary.csv").unlink()  # killed after metrics.json, before the summaries
+    monkeypatch.setattr(train_cmd, "train_baseline", lambda cfg, model: (None, run))
+    assert train_cmd.main(["--profile", "ci", "--model", "reactnet18", f"results_dir={tmp_path}"]) == 0
+    assert (tmp_path / "runs.csv").is_file() and (tmp_path / "summary.csv").is_file()
+
+    def interrupted(cfg, model):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train_cmd, "train_baseline", interrupted)
+    assert train_cmd.main(["--profile", "ci", "--model", "reactnet18", f"results_dir={tmp_path}"]) == 130
+
+    def disk_full(cfg, model):
+        raise OSError(28, "No space left on device", str(tmp_path / "x.json"))
+    monkeypatch.setattr(train_cmd, "train_baseline", disk_full)
+    assert train_cmd.main(["--profile", "ci", "--model", "reactnet18", f"results_dir={tmp_path}"]) == 1
+    assert train_cmd.main(["--profile", "ci", "--model", "reactnt18"]) == 2
+    assert train_cmd.main(["--profile", "cpuu", "--model", "reactnet18"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["error: interrupted; the run resumes from its last finished epoch when run again",
+                   f"error: No space left on device ({tmp_path / 'x.json'}); the run resumes from its last epoch "
+                   "once this is fixed",
+                   "error: unknown model 'reactnt18'; did you mean 'reactnet18' or 'reactneta' or 'birealnet18'?",
+                   f"error: unknown profile 'cpuu': no {environment.REPO_ROOT / 'configs' / 'cpuu.yaml'}; "
+                   "did you mean 'cpu'?"]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 150 KiB tmpfs (where this machine lets the tests mount one: root in a container or VM)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=150k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_a_full_disk_ends_the_train_command_in_one_line_and_the_run_completes_later(tiny_disk, tmp_path,
+                                                                                     data_root):
+    env = {**os.environ, "MVLIB_DATA": str(data_root)}
+    cmd = [sys.executable, "-m", "mvlib.study.train", "--profile", "ci", "--model", "reactnet18", "epochs=2",
+           "width=4", "train_per_class=5", "test_per_class=2", "val_per_class=2", "progress=false"]
+    full = subprocess.run(cmd + [f"results_dir={tiny_disk / 'results'}"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert full.returncode == 1
+    last = full.stderr.strip().splitlines()
+    assert len(last) == 1 and last[0].startswith("error: No space left on device (/") and "Traceback" not in full.stderr
+    assert not list((tiny_disk / "results").glob("runs/*/*/metrics.json"))  # nothing recorded as finished
+    # the same records moved to a disk with room: the run completes from where it stopped
+    subprocess.run(["cp", "-a", str(tiny_disk / "results"), str(tmp_path / "results")], check=True)
+    again = subprocess.run(cmd + [f"results_dir={tmp_path / 'results'}"], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    done = list((tmp_path / "results").glob("runs/*/*/metrics.json"))
+    assert len(done) == 1 and (done[0].parent / "env.json").is_file() and (tmp_path / "results" / "summary.csv").is_file()

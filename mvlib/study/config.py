@@ -404,6 +404,13 @@ def scope_keys(*scopes: str) -> tuple[str, ...]:
     return tuple(k for k, key in SCHEMA.items() if key.scope in scopes)
 
 
+def did_you_mean(name: str, known, what: str) -> str:
+    """``"did you mean 'x'?"`` for the close matches of ``name`` among ``known``, else the list of ``what``."""
+    close = difflib.get_close_matches(name, list(known), n=3)
+    return (f"did you mean {' or '.join(repr(c) for c in close)}?" if close
+            else f"the {what} are {', '.join(sorted(known))}")
+
+
 def check_value(key: str, value: Any) -> Any:
     """Check one key and value against the schema; returns the value (ints and '1e-3' strings become floats)."""
     if key not in SCHEMA:
@@ -484,7 +491,7 @@ def load_profile(profile: str, overrides: dict[str, Any] | None = None) -> dict[
     path = CONFIG_DIR / f"{profile}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"unknown profile {profile!r}: no {path}; known profiles: {known}")
+        raise FileNotFoundError(f"unknown profile {profile!r}: no {path}; {did_you_mean(profile, known, 'profiles')}")
     with open(path) as f:
         prof = yaml.safe_load(f) or {}
     if not isinstance(prof, dict):

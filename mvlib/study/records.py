@@ -37,10 +37,12 @@ import io
 import json
 import os
 import re
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..environment import REPO_ROOT, code_hash, environment_info
 from ..files import remove_stale_temporaries, write_atomic, write_json
@@ -112,7 +114,7 @@ class Run:
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return json.loads((self.dir / "metrics.json").read_text())
+        return read_record_json(self.dir / "metrics.json")
 
     def history(self) -> list[dict[str, Any]]:
         path = self.dir / "history.csv"
@@ -145,6 +147,9 @@ class Run:
         bad = [k for k, v in metrics.items() if isinstance(v, float) and not (v == v and abs(v) != float("inf"))]
         if bad:
             raise RecordError(f"run {self.run_id}: non-finite metrics {bad}; not recorded as finished")
+        if not (self.dir / "env.json").is_file():
+            raise RecordError(f"run {self.run_id}: {self.dir / 'env.json'} is missing (was the disk full?); "
+                              f"not recorded as finished, run it again to complete it")
         if epochs is not None:
             rows = len(self.history())
             if rows != epochs or checkpoint_epoch != epochs:
@@ -154,6 +159,15 @@ class Run:
                                                "seed": self.params.get("seed"), "group": group_of(self.identity),
                                                "code_hash": self.identity["code_hash"]})
         update_summary(self.dir.parent.parent.parent)
+
+
+def read_record_json(path: Path) -> dict[str, Any]:
+    """A record file's JSON; a truncated or corrupt one is a :class:`RecordError` naming it and the way out."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RecordError(f"corrupt run record {path} ({e}); delete its run folder {Path(path).parent} "
+                          f"to run it again") from None
 
 
 def _num(v: str):
@@ -182,7 +196,7 @@ def _runs_of(results: Path, step: str, identity: dict[str, Any]) -> list[Run]:
         ppath = path / "params.json"
         if not ppath.is_file():
             continue
-        saved = json.loads(ppath.read_text())
+        saved = read_record_json(ppath)
         if saved.get("identity") != json.loads(json.dumps(identity, default=str)):
             continue  # a hash prefix collision, or a folder of an older record format
         out.append(Run(step, path.name, path, _checkpoint_root(results, step) / path.name, identity))
@@ -255,8 +269,13 @@ def claim_run(step: str, model: str, variant: str, params: dict[str, Any], data:
                 run_id = f"{stamp}-{model}-{variant}-{h}-{n}"
             run = Run(step, run_id, step_dir / run_id, _checkpoint_root(results, step) / run_id, identity)
             run.dir.mkdir(parents=True)
-            write_json(run.dir / "params.json", {"identity": identity, "identity_hash": h,
-                                                 "group": group_of(identity)})
+            try:
+                write_json(run.dir / "params.json", {"identity": identity, "identity_hash": h,
+                                                     "group": group_of(identity)})
+            except BaseException:  # a folder without its identity would never be found again (a full disk)
+                shutil.rmtree(run.dir, ignore_errors=True)
+                raise
+        if not run.finished and not (run.dir / "env.json").is_file():  # new, or a start cut short (a full disk)
             write_json(run.dir / "env.json", environment_info(device))
         for folder in (run.dir, run.checkpoint_dir, results):
             remove_stale_temporaries(folder)
@@ -266,20 +285,26 @@ def claim_run(step: str, model: str, variant: str, params: dict[str, Any], data:
 def run_from_dir(path: Path) -> Run:
     """The :class:`Run` of an existing run folder (its identity read from ``params.json``)."""
     path = Path(path)
-    saved = json.loads((path / "params.json").read_text())
+    saved = read_record_json(path / "params.json")
     results, step = path.parent.parent.parent, path.parent.name
     return Run(step, path.name, path, _checkpoint_root(results, step) / path.name, saved["identity"])
 
 
-def all_metrics(results_dir="results") -> list[dict[str, Any]]:
-    """Every finished run's ``metrics.json`` (with ``step`` / ``run_id`` / ``dir`` filled in)."""
+def all_metrics(results_dir="results", on_corrupt: Callable[[RecordError], None] | None = None) -> list[dict[str, Any]]:
+    """Every finished run's ``metrics.json`` (with ``step`` / ``run_id`` / ``dir`` filled in).
+
+    A corrupt one raises :class:`RecordError`, or is skipped after ``on_corrupt(error)`` when given.
+    """
     results = resolve_results_dir(results_dir)
     rows = []
     for mpath in sorted(results.glob("runs/*/*/metrics.json")):
         try:
-            m = json.loads(mpath.read_text())
-        except json.JSONDecodeError as e:
-            raise RecordError(f"corrupt run record {mpath}: {e}") from None
+            m = read_record_json(mpath)
+        except RecordError as e:
+            if on_corrupt is None:
+                raise
+            on_corrupt(e)
+            continue
         m.setdefault("step", mpath.parent.parent.name)
         m.setdefault("run_id", mpath.parent.name)
         m["dir"] = str(mpath.parent)
@@ -293,7 +318,9 @@ def update_summary(results_dir="results") -> Path:
     results = resolve_results_dir(results_dir)
     # read inside the lock: two steps finishing runs at once must not write each other's stale view
     with _identity_lock(results, "summary", "the summary", wait=True):
-        rows = all_metrics(results)
+        # a corrupt record of some run must not keep every other run out of the summaries: it is named and left out
+        rows = all_metrics(results, on_corrupt=lambda e: print(f"warning: {e}; left out of the summaries",
+                                                               file=sys.stderr))
         _write_csv(results / "runs.csv", RUNS_COLUMNS, sorted(rows, key=lambda r: (r["step"], r["run_id"])))
         agg = summary_rows(rows)
         cols = list(dict.fromkeys(k for r in agg for k in r)) if agg else ["step"]

@@ -12,34 +12,57 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..checkpoint import CheckpointError
+from ..models import MODELS
 from ..train import Diverged, NonFiniteLoss
-from .config import load_profile, parse_cli_overrides, scope_keys
+from .config import did_you_mean, load_profile, parse_cli_overrides, scope_keys
 from .experiment import train_baseline
-from .records import RecordError, RunBusy
+from .records import RecordError, RunBusy, resolve_results_dir, update_summary
+
+# Exit codes (also in --help): 0 trained or reused, 1 the run failed, 2 bad input (nothing made), 130 Ctrl-C.
+EPILOG = ("exit codes: 0 the run finished (trained or reused); 1 the run failed (diverged, busy, a record, "
+          "checkpoint or disk error; the message says what to do); 2 bad configuration, model or data (nothing "
+          "was made); 130 interrupted (Ctrl-C): the run resumes from its last epoch when run again")
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Train a binary network with run records (baseline step).")
+    ap = argparse.ArgumentParser(description="Train a binary network with run records (baseline step).",
+                                 epilog=EPILOG)
     ap.add_argument("--profile", default="cpu", help="configs/<profile>.yaml")
-    ap.add_argument("--model", required=True, help="reactnet18, birealnet18, xnornet18, reactneta")
+    ap.add_argument("--model", required=True, help=", ".join(MODELS))
     ap.add_argument("--force", action="store_true", help="train again even if a finished run of this configuration exists")
     ap.add_argument("overrides", nargs="*", help="key=value configuration overrides (YAML literals)")
     args = ap.parse_args(argv)
     try:
+        if args.model not in MODELS:
+            raise ValueError(f"unknown model {args.model!r}; {did_you_mean(args.model, MODELS, 'models')}")
         overrides = parse_cli_overrides(args.overrides, allowed=scope_keys("exec", "data", "train"),
                                         command="python -m mvlib.study.train")
         cfg = load_profile(args.profile, {**overrides, **({"force": True} if args.force else {})})
-        model, run = train_baseline(cfg, args.model)
     except (KeyError, TypeError, ValueError, FileNotFoundError) as e:
-        # configuration and data errors: raised before any folder is made
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
-    except (RunBusy, NonFiniteLoss, Diverged, RecordError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _fail(e.args[0] if e.args else e, 2)
+    try:
+        model, run = train_baseline(cfg, args.model)
+        # a reused run, or one recorded by a process killed before its summary: the summaries follow the records
+        update_summary(resolve_results_dir(cfg["results_dir"]))
+    except (KeyError, TypeError, ValueError, FileNotFoundError) as e:
+        # data errors: raised before any folder is made
+        return _fail(e.args[0] if e.args else e, 2)
+    except (RunBusy, NonFiniteLoss, Diverged, RecordError, CheckpointError) as e:
+        return _fail(e, 1)
+    except OSError as e:  # a full disk, a results folder that is a file or not writable
+        where = f" ({e.filename})" if e.filename else ""
+        return _fail(f"{e.strerror or e}{where}; the run resumes from its last epoch once this is fixed", 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted; the run resumes from its last finished epoch when run again", 130)
     print(f"{run.dir}: val top1 {run.metrics['val_top1']:.2f}%  test top1 {run.metrics['top1']:.2f}%  "
           f"top5 {run.metrics['top5']:.2f}%")
     return 0
+
+
+def _fail(message, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

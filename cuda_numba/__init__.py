@@ -1,7 +1,7 @@
 """Real bit kernels for binary convolutions: XNOR + popcount, majority voter (MV)
 and hierarchical majority voter (HMV), on the CPU (``numba.njit(parallel=True)``)
 and the GPU (``numba.cuda``), bit-exact with the float simulation of
-:mod:`mvlib` (STUDY.md §2: bit 1 = +1, padded taps left out of the count and
+:mod:`mvlib` (docs/SEMANTICS.md: bit 1 = +1, padded taps left out of the count and
 of ``N``, ties vote +1, HMV over contiguous channel blocks).
 
 Modules:

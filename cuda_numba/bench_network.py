@@ -9,7 +9,7 @@ ReActNet-18 (width 64, CIFAR input) at batch 1, 16 and 128, images/s of
   CPU alternatives a user would pick for it: bf16 and int8 (FX post-training
   quantization, ``x86`` backend), where they run;
 * Larq Compute Engine when ``--lce-python`` names an interpreter that has it
-  (:mod:`cuda_numba.bench_peers`); otherwise the issue's ~215 img/s is cited.
+  (:mod:`cuda_numba.bench_peers`); otherwise a previously measured ~215 img/s is cited.
 
 All the variants' calls at one batch size are interleaved
 (:func:`mvlib.bench.timing.interleaved_times`), best of ``reps`` (medians

@@ -4,7 +4,7 @@ Inputs are packed activations ``[B, H, W, NW]`` (:mod:`cuda_numba.layout`) and
 weights prepared once per layer by :func:`prepare_cpu_weights`. Any kernel
 size, stride and zero padding; padded taps are left out of both the popcount
 and ``N``, exactly as the float simulation's zero padding of the *binarized*
-input (STUDY.md §2).
+input (docs/SEMANTICS.md, Padding).
 
 How it is computed (a GEMM over packed rows)
 -------------------------------------------

@@ -19,7 +19,7 @@ then the epilogue runs over the chunk's rows and writes the two outputs. No
 fp32 tensor of the convolution output exists.
 
 Why the float operations are the ones they are (predictions must equal the
-float simulation's, STUDY.md §2): every float32 operation is the one torch
+float simulation's, docs/SEMANTICS.md): every float32 operation is the one torch
 performs in :mod:`mvlib`'s float model, in the same order and rounding, so
 the residual stream and every sign are bit for bit those of the simulation:
 

@@ -4,7 +4,7 @@ Layout (one for activations, weights and voter outputs)
 --------------------------------------------------------
 * **word**: unsigned 64-bit (``uint64``; torch tensors carry the same bits as
   ``int64`` because torch's ``uint64`` supports few operations).
-* **bit value**: bit 1 stands for +1, bit 0 for -1 (STUDY.md §2), with
+* **bit value**: bit 1 stands for +1, bit 0 for -1 (docs/SEMANTICS.md), with
   ``sign(z) = +1`` for ``z >= 0``.
 * **bit order**: channel ``c`` is bit ``c % 64`` (LSB first) of word ``c // 64``.
 * **activations**: ``[B, H, W, NW]`` with ``NW = ceil(C / 64)``: the channels of

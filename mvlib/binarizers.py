@@ -1,7 +1,7 @@
 """Binarizers: sign in the forward pass, a surrogate gradient in the backward pass.
 
 Every estimator here is one ``torch.autograd.Function`` whose forward is the
-project's sign (STUDY.md §2): ``sign(x) = +1 if x >= 0 else -1``. It never
+project's sign (docs/SEMANTICS.md, Sign): ``sign(x) = +1 if x >= 0 else -1``. It never
 returns 0 (``torch.sign(0) == 0`` is not used anywhere for binarization).
 
 Estimators are chosen by name from :data:`BINARIZERS` (``get_binarizer``), so

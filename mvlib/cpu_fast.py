@@ -56,7 +56,7 @@ def _int8_conv_raw(x: torch.Tensor, shift: torch.Tensor | None, wb: torch.Tensor
     is an int32 sum, and ``s = conv(a, wb) = 2 t - conv(1, wb)``, where
     ``conv(1, wb)`` (an all-ones image, zero padded) is the sum of the
     weights over each position's valid taps, so padded taps count for nothing,
-    as STUDY.md requires. Every quantity is an integer far below 2^24, so
+    as docs/SEMANTICS.md (Padding) requires. Every quantity is an integer far below 2^24, so
     ``s`` is exact: the value the float convolution gives.
     """
     if not (_use_kernels(x) and _cpu_f32(wb, alpha)):

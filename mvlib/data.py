@@ -3,11 +3,11 @@
 Two sources, never mixed and never substituted for one another:
 
 * a folder of ``.npz`` files (``train.npz`` / ``test.npz``; uint8 ``images``
-  [N, 32, 32, 3] HWC RGB, int64 ``labels`` [N]) -- the format of the shared
-  lossless copy (``shared/data/cifar10``); the folder comes from the
+  [N, 32, 32, 3] HWC RGB, int64 ``labels`` [N]) -- the format of the
+  lossless offline copy (a ``shared/data/cifar10`` folder beside the checkout); the folder comes from the
   ``data_dir`` argument or, without one, from :func:`data_search_path`
-  (``$MVLIB_DATA``, the per-user config, ``data/`` in or ``../shared/data``
-  beside the checkout) and may be the dataset folder itself or a root holding
+  (``$MVLIB_DATA``, the per-user config, ``data/`` in the checkout or a
+  ``shared/data`` folder beside it) and may be the dataset folder itself or a root holding
   ``<dataset>/``;
 * torchvision's ``CIFAR10`` / ``CIFAR100`` (``download=True``), used only when
   no folder is found at all.
@@ -73,7 +73,7 @@ def data_search_path() -> list[tuple[str, Path]]:
     """Where a data folder is looked for when none is given, in order, as ``(source, folder)``.
 
     1. ``$MVLIB_DATA``; 2. ``data_dir:`` in the per-user file ``~/.config/mvlib/config.yaml``;
-    3. ``data/`` inside the checkout; 4. ``../shared/data`` beside the checkout (this workplace's
+    3. ``data/`` inside the checkout; 4. a ``shared/data`` folder beside the checkout (an
     offline copy). The first that is set (1, 2) or exists (3, 4) is used; with none, torchvision
     downloads CIFAR. ``make``, papermill, JupyterLab and plain Python all resolve it the same way.
     """

@@ -1,6 +1,6 @@
 """Binary layers: RSign-style activation binarization, the binary 3x3 convolution, RPReLU.
 
-The binary convolution follows STUDY.md §2 exactly:
+The binary convolution follows docs/SEMANTICS.md exactly:
 
 * activations ``a = sign(x + b)`` (``b`` the learnable RSign shift, optional),
   surrogate gradient chosen by name (``act_binarizer``);
@@ -12,7 +12,7 @@ The binary convolution follows STUDY.md §2 exactly:
 * ``voter`` (``None`` by default) replaces ``alpha * s`` by a majority voter's
   output; see :mod:`mvlib.voters`.
 
-Speed (issue 2): without a voter, :class:`BinaryConv2d` runs as one autograd
+Speed: without a voter, :class:`BinaryConv2d` runs as one autograd
 function (:class:`_FusedBinaryConv`) and :class:`RPReLU` as another, whose
 elementwise passes are single numba loops on channels-last CPU tensors
 (:mod:`mvlib.fused`). They compute the same values and surrogate gradients as

@@ -1,6 +1,6 @@
-"""Why a substituted voter costs what it costs: weight scale, BN-folded thresholds, sign flips (issue 12).
+"""Why a substituted voter costs what it costs: weight scale, BN-folded thresholds, sign flips (notebook 08).
 
-The naive substitution (STUDY.md §2) puts the MV's ±1 output, times a
+The naive substitution (docs/SEMANTICS.md) puts the MV's ±1 output, times a
 magnitude chosen by convention (``output_scale``: none, alpha, matched), into
 the BN that was fitted to ``alpha * s``. This module holds what it takes to
 tell the convention from the architecture:

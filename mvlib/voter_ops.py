@@ -40,8 +40,8 @@ def voter_from_spec(spec: VoterSpec) -> nn.Module | None:
 
 
 LAYER_SETS = ("3x3", "1x1", "all")
-# STUDY.md §2: the MV replaces each binary 3x3 convolution of the residual stages (the
-# stem, the shortcut 1x1 convolutions and the classifier stay as they are).
+# docs/SEMANTICS.md (Where the voter sits): the MV replaces each binary 3x3 convolution of the
+# residual stages (the stem, the shortcut 1x1 convolutions and the classifier stay as they are).
 DEFAULT_LAYERS = "3x3"
 
 LayerSpec = Iterable[int | str] | str | None

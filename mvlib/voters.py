@@ -1,4 +1,4 @@
-"""Majority voters: the exact MV and the hierarchical MV (STUDY.md §2).
+"""Majority voters: the exact MV and the hierarchical MV (docs/SEMANTICS.md).
 
 Two layers of API:
 

@@ -1,4 +1,4 @@
-"""The deck's appendix, library part (issue 6): BN / no BN / BN-Free models, AGC, ReActNet-A.
+"""The deck's appendix, library part: BN / no BN / BN-Free models, AGC, ReActNet-A.
 
 Fast CPU checks at small widths:
 
@@ -17,7 +17,7 @@ Fast CPU checks at small widths:
 * every model x norm builds, trains one Adam step and evaluates on CIFAR-10
   and CIFAR-100 shaped input; ReActNet-A's parameter counts.
 
-Issue 13 (the w/o-BN networks' binary branches must carry signal):
+The w/o-BN networks' binary branches must carry signal:
 
 * at init, on a random batch, every ``none`` and ``bnfree`` network of the four
   (and XNORNet-18 with BN, whose BN sits before the sign) has binary branches
@@ -313,7 +313,7 @@ def test_config_keys():
 
 
 # --------------------------------------------------------------------------
-# issue 13: binary branches carry signal at init; AGC in closed form; diagnostics
+# binary branches carry signal at init; AGC in closed form; diagnostics
 # --------------------------------------------------------------------------
 from mvlib.models.diagnostics import branch_ratios, ratio_summary, set_shortcut_only  # noqa: E402
 from mvlib.models.norms import BINARY_INITS, BNFREE_ALPHA, default_binary_init, init_binary_weight_  # noqa: E402

@@ -11,7 +11,8 @@ import torch
 from mvlib.data import (CIFAR_MEAN_STD, BatchLoader, DataError, class_balanced_indices,
                         dataset_num_classes, inspect_npz, load_split, resolve_data_dir)
 
-# The shared lossless copy: $MVLIB_DATA when it is a root holding cifar10/, else ../shared/data.
+# The lossless offline copy: $MVLIB_DATA when it is a root holding cifar10/, else a shared/data folder
+# beside the checkout.
 SHARED = next((p for p in (Path(os.environ.get("MVLIB_DATA", "")).expanduser(),
                            Path(__file__).resolve().parents[2] / "shared" / "data")
                if (p / "cifar10" / "test.npz").is_file()), Path("../shared/data"))
@@ -329,7 +330,7 @@ def test_split_identity_sees_contents_and_membership(tmp_path):
 
 
 def test_data_search_order(tmp_path, monkeypatch):
-    """$MVLIB_DATA, then the per-user config, then data/ in or ../shared/data beside the checkout."""
+    """$MVLIB_DATA, then the per-user config, then data/ in the checkout or a shared/data folder beside it."""
     import mvlib.data
     env_dir, user_dir, checkout = tmp_path / "env", tmp_path / "user", tmp_path / "repo"
     for d in (env_dir / "cifar10", user_dir / "cifar10", checkout / "data" / "cifar10",

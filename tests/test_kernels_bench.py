@@ -1,4 +1,4 @@
-"""Smoke test of the kernel benchmark (issue 4): one batch, one repetition, a tiny network."""
+"""Smoke test of the kernel benchmark: one batch, one repetition, a tiny network."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""``convert_model`` (issue 4): mvlib models on the bit kernels give the float simulation's outputs.
+"""``convert_model``: mvlib models on the bit kernels give the float simulation's outputs.
 
 Randomly initialized models (trained checkpoints are checked in notebook 05);
 BN statistics and RSign shifts are randomized so that signs are not trivial.

@@ -1,4 +1,4 @@
-"""CPU bit kernels (issue 4): bit-exact against the float simulation of mvlib.
+"""CPU bit kernels: bit-exact against the float simulation of mvlib.
 
 References are mvlib's own definitions: ``integer_conv`` (round(conv) of the
 ±1 operands, zero padding of the binarized input), ``majority_vote`` and

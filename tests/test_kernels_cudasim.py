@@ -1,4 +1,4 @@
-"""CUDA bit kernels under the CUDA simulator (issue 4), small sizes.
+"""CUDA bit kernels under the CUDA simulator, small sizes.
 
 The simulator must be enabled before ``numba.cuda`` is first imported, so the
 checks run in a subprocess: ``python -m cuda_numba.gpu_check --simulate``,

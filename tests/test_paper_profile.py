@@ -1,5 +1,5 @@
 """The paper profile's machinery: per-network recipes, ResNet teachers, best-on-validation pick, deadlines,
-the estimate and the smoke run (issue 16)."""
+the estimate and the smoke run."""
 import json
 import shutil
 

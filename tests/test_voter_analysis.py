@@ -1,4 +1,4 @@
-"""Issue 12's library: weight rescaling, the BN-folded threshold voter, sign flips, the binary downsample.
+"""Voter analysis (notebook 08): weight rescaling, the BN-folded threshold voter, sign flips, the binary downsample.
 
 Random models at width 8 with trained-like weights (both signs), RSign shifts,
 BN gains of both signs and BN running statistics taken from a few

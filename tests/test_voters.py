@@ -1,4 +1,4 @@
-"""Voters against brute-force references (STUDY.md §2) and their surrogate gradients against closed forms."""
+"""Voters against brute-force references (docs/SEMANTICS.md) and their surrogate gradients against closed forms."""
 import itertools
 import math
 

@@ -17,7 +17,7 @@ modules of the official ReActNet (Liu et al., ECCV 2020) and "BNN - BN = ?"
   ``sign(W).detach() - clamp(W).detach() + clamp(W)``;
 * RPReLU as ``LearnableBias -> nn.PReLU -> LearnableBias``.
 
-Departures from the official code are only the ones STUDY.md §2 requires of
+Departures from the official code are only the ones docs/SEMANTICS.md requires of
 *this* model: sign ties give +1 (``torch.sign(0) == 0`` is not used), and
 ``alpha`` multiplies the rounded integer sum after the convolution instead of
 being folded into the weights. ``official_quirks=True`` restores the official

@@ -14,8 +14,8 @@ cross-entropy, backward, ``Adam.step`` -- of
   weight-scaling modules), with mvlib's parameters copied in;
 * ``official`` (``--official``): the reference with the published code's own
   quirks (``torch.sign``, alpha folded into the weights, no rounding) -- a
-  slightly different function, timed only to compare with the anchor of
-  issue 2 (32 img/s for ReActNet-18, width 64, batch 128, on the 2-core CPU).
+  slightly different function, timed only to compare with the reference
+  speed of 32 img/s (ReActNet-18, width 64, batch 128, on the 2-core CPU).
 
 ``--allocator tuned`` applies :func:`mvlib.cpu_fast.tune_cpu_allocator` to
 the whole process (all variants): glibc then reuses freed 32 MiB activation

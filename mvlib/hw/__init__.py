@@ -1,4 +1,4 @@
-"""Hardware cost of the voters by real logic synthesis (issue 7, notebook 07).
+"""Hardware cost of the voters by real logic synthesis (notebook 07).
 
 * :mod:`mvlib.hw.verilog` -- Verilog generators (XNOR + popcount, + comparison,
   the majority voter, the hierarchical voter) as explicit compressor trees.

@@ -14,7 +14,7 @@ What this area is: combinational standard-cell area before placement (no wires,
 no registers, no drive sizing). Depth is the number of cells on the longest
 input-to-output path (every cell one level, inverters included).
 
-Network totals. In ReActNet-18 for CIFAR (STUDY.md) the 16 binary 3x3
+Network totals. In ReActNet-18 for CIFAR (:mod:`mvlib.models.resnet18`) the 16 binary 3x3
 convolutions are four per stage, widths w, 2w, 4w, 8w, spatial 32, 16, 8, 4
 (the first layer of stages 2-4 has stride 2 and the previous stage's width as
 C_in). Layer i needs one voter of fan-in ``C_in * 9`` per output, ``C_out * H * W``

@@ -1,4 +1,4 @@
-"""Verilog generators for the voter circuits (issue 7), built as explicit gate lists.
+"""Verilog generators for the voter circuits (notebook 07), built as explicit gate lists.
 
 Every circuit of fan-in ``N`` has inputs ``a[N-1:0]`` (activation bits) and
 ``w[N-1:0]`` (weight bits), bit 1 = +1, and starts with one XNOR per pair

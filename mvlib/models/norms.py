@@ -47,7 +47,7 @@ variants differ.
       init, which is what the signal-propagation scalings below assume.
       The gain is applied after the integer sum (and after a voter, where
       one is set), never folded into the weights, so the tie rule of
-      STUDY.md §2 holds. The clipped STE of the weight acts on ``W_hat``
+      docs/SEMANTICS.md holds. The clipped STE of the weight acts on ``W_hat``
       and back-propagates through the standardization into ``W``.
     * **signal-propagation scaling** of every residual block
       ``x_next = x + alpha_res * f(x / beta)``: ``beta = sqrt(Var(x))``, the
@@ -102,7 +102,7 @@ import torch.nn.functional as F
 from ..layers import BinaryConv2d
 
 NORMS = ("bn", "none", "bnfree")
-# the ``variant`` a run record carries for each norm (issue 6)
+# the ``variant`` a run record carries for each norm
 VARIANT_NAMES = {"bn": "bn", "none": "nobn", "bnfree": "bnfree"}
 
 BNFREE_ALPHA = 0.2  # residual-branch factor, NF-ResNets / BNN_NoBN

@@ -75,7 +75,7 @@ class ReActABlock(nn.Module):
         norm: ``bn``, ``none`` or ``bnfree``.
         act_binarizer: activation estimator of both RSigns.
         voter: voter of the 3x3 convolution (the MV replaces 3x3 outputs,
-            STUDY.md §2); the 1x1 convolution keeps the popcount.
+            docs/SEMANTICS.md); the 1x1 convolution keeps the popcount.
         betas, alpha_res: bnfree scalings of the two sub-blocks (1.0 otherwise).
         binary_init: latent-weight init of both binary convolutions
             (:func:`mvlib.models.norms.init_binary_weight_`).

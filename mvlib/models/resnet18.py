@@ -121,7 +121,7 @@ class Shortcut(nn.Module):
     ``True`` / ``"binary"``
         a :class:`mvlib.layers.BinaryConv2d` 1x1 with the block's own
         conventions (its estimator, its RSign shift or none, sign of the
-        *pooled* activations, ``y = alpha * round(s)``, STUDY.md §2): fully
+        *pooled* activations, ``y = alpha * round(s)``, docs/SEMANTICS.md): fully
         binary, so a voter can replace its output like the 3x3 ones'
         (``set_voter(model, spec, "all")``; the default layer set stays the
         3x3 convolutions). This goes further than any official code: there

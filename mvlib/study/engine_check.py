@@ -13,7 +13,7 @@ and under the voters the study substitutes into a popcount network:
 * ``hmv4``: the hierarchical voter, G = 4, tie +1 (notebook 04);
 * ``threshold``: the BN-folded threshold voter of notebook 08.
 
-Each row: images, differing top-1 predictions (the issue asks for 0), the
+Each row: images, differing top-1 predictions (the goal is 0), the
 largest absolute logit difference (0.0 when bit-identical) and both top-1
 accuracies. Runs whose model the engine does not compile (BN-Free, binary
 downsampling, ReActNet-A) are listed with the reason. Results go to

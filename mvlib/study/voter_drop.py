@@ -1,4 +1,4 @@
-"""Why the voter hurts one network more than the other (issue 12, notebook 08): convention, architecture, scale.
+"""Why the voter hurts one network more than the other (notebook 08): convention, architecture, scale.
 
 The deck's substituted voter costs ReActNet-18 8.4 points and Bi-RealNet-18 58.7. The ``naive`` row hands the
 voter's bare ±1 to a BN fitted to ``alpha * s``, so its drop depends on the scale of the latent weights, which the
@@ -45,7 +45,7 @@ ORDERING = {"yes": "deck's ordering", "no": "reversed", UNRESOLVED: UNRESOLVED}
 
 
 def k_label(k: float) -> str:
-    """``1/8``, ``1/2``, ``1``, ``8``: the rescaling factor as the issue writes it."""
+    """``1/8``, ``1/2``, ``1``, ``8``: the rescaling factor as the rows and logs label it."""
     k = float(k)
     return f"1/{1 / k:g}" if k < 1 and float(1 / k).is_integer() else f"{k:g}"
 

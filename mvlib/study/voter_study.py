@@ -16,7 +16,7 @@ ablations), and :mod:`mvlib.study.deck_pattern` turns the rows into means,
 paired differences and verdicts. Sweeps are read on the validation split;
 the test split is evaluated for the main rows only.
 
-Variant names (``variant`` in the run records) follow issue 3: ``naive``,
+Variant names (``variant`` in the run records): ``naive``,
 ``naive-alpha``, ``naive-matched``, ``naive+recal``, ``retrain-approx``,
 ``retrain-ste``; hierarchical voters prefix ``hmv-g{G}-tie{rule}-`` (nested
 fan-ins as ``hmv-g4x2-...``).

@@ -8,6 +8,9 @@ from mvlib.study import appendix, records
 from mvlib.study.config import load_profile
 from mvlib.study.deck import deck_numbers
 from mvlib.study.report import records_of
+from mvlib.study.stats import AT_FLOOR
+from mvlib.study.summary import binomial_se
+from scipy import stats as st
 
 MODELS = ["xnornet18", "birealnet18", "reactnet18", "reactneta"]
 VARIANTS = ["bn", "nobn", "bnfree"]
@@ -94,7 +97,7 @@ def test_pattern_says_no_and_not_resolved(tmp_path):
         for v, t in zip(VARIANTS, tops):
             _record(small, model, "cifar10", v, float(t), n=100)
     text = appendix.pattern_statement(_results(small))
-    assert "1 seed, test-sampling interval" in text and "not resolved at 95 %" in text
+    assert "1 seed: test sampling only" in text and "not resolved at 95 %" in text
 
 
 def test_floor_margin_is_reported(tmp_path):
@@ -157,3 +160,30 @@ def test_notebook06_ci(tmp_path, data_root, monkeypatch):
     assert (results / "tables" / "06_bn_free_branch_ratios_ci.csv").is_file()
     text = out.read_text()
     assert "XNORNet-18" in text and "loses" in text and "image/png" in text
+
+
+def test_one_common_seed_is_compared_on_that_seed_and_borrows_the_seed_spread(tmp_path):
+    a = [{"seed": 0, "top1": 50.0, "test_images": 10000}, {"seed": 2, "top1": 70.0, "test_images": 10000}]
+    b = [{"seed": 2, "top1": 60.0, "test_images": 10000}]
+    d = appendix.difference(a, b)
+    assert d.mean == pytest.approx(10.0)  # seed 2 against seed 2, not the first run listed
+    assert d.half == pytest.approx(1.959964 * math.hypot(binomial_se(70.0, 10000), binomial_se(60.0, 10000)), rel=1e-5)
+    wide = appendix.difference(a, b, seed_var=(1.0, 4))
+    assert wide.half == pytest.approx(st.t.ppf(0.975, 4) * math.sqrt(1.0 + d.std ** 2)) and wide.df == 4
+    pairs = [([{"seed": s, "top1": x} for s, x in enumerate(xs)], [{"seed": s, "top1": 0.0} for s in range(3)])
+             for xs in ((1.0, 2.0, 3.0), (5.0, 5.0, 8.0))]
+    var, df = appendix.pooled_seed_variance(pairs)
+    assert df == 4 and var == pytest.approx((2 * 1.0 + 2 * 3.0) / 4)
+
+
+def test_a_contrast_at_chance_says_nothing(tmp_path):
+    # w/o BN at chance for Bi-RealNet-18 and XNORNet-18: "loses more than ReActNet-18" cannot be judged
+    for seed in (0, 1, 2):
+        for model, tops in {"xnornet18": (40, 10.5, 30), "birealnet18": (40, 10.2, 30),
+                            "reactnet18": (40, 30, 35), "reactneta": (30, 30, 30)}.items():
+            for v, t in zip(VARIANTS, tops):
+                _record(tmp_path, model, "cifar10", v, float(t) + 0.3 * seed, seed=seed)
+    summary = appendix.pattern_summary(_results(tmp_path))
+    verdicts = appendix.contrast_verdicts(summary)
+    assert verdicts[("cifar10", "birealnet18")][1] == AT_FLOOR and verdicts[("cifar10", "xnornet18")][1] == AT_FLOOR
+    assert f"at this scale: **{AT_FLOOR}**" in appendix.pattern_statement(_results(tmp_path))

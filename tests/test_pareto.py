@@ -49,6 +49,7 @@ def test_points_front_and_equal_cost_comparison():
     assert vs.loc["HMV G=16 tie pos", "popcount_no_costlier"] == "popcount w12"
     assert vs.loc["HMV G=4 tie pos", "outcome"] == pareto.UNRESOLVED  # below w16, above w12: not resolved
     assert pd.isna(vs.loc["tree 2x2 tie first", "popcount_no_costlier"])  # cheaper than every control
+    assert vs.loc["tree 2x2 tie first", "outcome"] == "degenerate (reads 25% of its inputs)"
 
 
 def test_verdict_names_the_cheapest_voter_within_1_and_3_points():
@@ -58,7 +59,9 @@ def test_verdict_names_the_cheapest_voter_within_1_and_3_points():
     assert "within 3 points: HMV G=4 tie pos" in text
     assert "1 lose to one costing no more (HMV G=16 tie pos)" in text and "? not resolved at 95 %" in text
     better = RUNS.assign(top1=RUNS.top1.where(RUNS.point != "HMV G=4 tie pos", RUNS.top1 + 5))  # 65 > w16's 61
-    assert "? yes: 1 of 3 voters beat" in pareto.verdict(better, pareto.points_table(better, NET), 16)
+    text = pareto.verdict(better, pareto.points_table(better, NET), 16)
+    assert "? yes: 1 of 2 voters beat" in text  # the degenerate tree is left out of the family
+    assert "Left out: tree 2x2 tie first (degenerate" in text and "Holm" in text
 
 
 def _record(step, variant, model, epochs, images, top1, test_images, code="c1"):

@@ -354,3 +354,13 @@ def test_a_full_disk_ends_the_train_command_in_one_line_and_the_run_completes_la
     assert again.returncode == 0, again.stderr
     done = list((tmp_path / "results").glob("runs/*/*/metrics.json"))
     assert len(done) == 1 and (done[0].parent / "env.json").is_file() and (tmp_path / "results" / "summary.csv").is_file()
+
+
+def test_the_group_keeps_what_a_source_run_is_and_drops_its_seed():
+    def ident(seed, source):
+        return {"params": {"seed": seed, "source_run": source, "model": "m", "variant": "naive", "step": "08_x"},
+                "data": {}, "code_hash": "c"}
+    real = [ident(s, f"2026120{s}-010203-reactnet18-baseline-{h}") for s, h in ((0, "0123456789"), (1, "abcdef0123"))]
+    binary = ident(0, "20261201-010203-reactnet18-baseline-binary1x1-fedcba9876-2")
+    assert records.group_of(real[0]) == records.group_of(real[1])  # one row over seeds
+    assert records.group_of(binary) != records.group_of(real[0])    # another network evaluated: another row

@@ -4,7 +4,7 @@ import math
 import pytest
 from scipy import stats as st
 
-from mvlib.study.stats import UNRESOLVED, contains, paired, t_interval, verdict, welch
+from mvlib.study.stats import Interval, UNRESOLVED, contains, paired, t_interval, verdict, welch
 from mvlib.study.summary import select, summary_rows
 
 
@@ -57,3 +57,26 @@ def test_summary_rows_average_the_latest_run_of_each_seed():
     # select: the newest matching group only, never a mix of configurations
     assert {r["group"] for r in select(rows, step="01", model="reactnet18", variant="baseline", profile="ci",
                                        code=None)} == {"g1"}
+
+
+def test_p_value_and_holm_against_the_closed_form():
+    from scipy import stats as st
+    from mvlib.study.stats import holm, p_value
+    a = t_interval([1.0, 2.0, 3.0])
+    assert p_value(a) == pytest.approx(st.ttest_1samp([1.0, 2.0, 3.0], 0.0).pvalue)
+    w = welch([5.0, 6.0, 7.5], [1.0, 2.0, 2.5])
+    assert p_value(w) == pytest.approx(st.ttest_ind([5.0, 6.0, 7.5], [1.0, 2.0, 2.5], equal_var=False).pvalue)
+    # Holm: p = .001, .02, .04 with m = 3 -> .001 <= .05/3 (yes), .02 <= .05/2 (yes), .04 <= .05 (yes);
+    # p = .001, .03, .04 -> the second fails .025, so it and the third are not resolved
+    def iv_with_p(p, sign=1.0):
+        z = st.norm.isf(p / 2)
+        return Interval(sign * z, 1.0, st.norm.ppf(0.975), 10)  # se 1, normal: p-value p
+    assert holm([iv_with_p(.001), iv_with_p(.02, -1), iv_with_p(.04)]) == ["yes", "no", "yes"]
+    assert holm([iv_with_p(.001), iv_with_p(.03), iv_with_p(.04)]) == ["yes", UNRESOLVED, UNRESOLVED]
+    assert holm([None, Interval(1.0, math.nan, math.nan, 1)]) == [UNRESOLVED, UNRESOLVED]
+
+
+def test_the_floor_rule():
+    from mvlib.study.stats import FLOOR_MARGIN, at_floor
+    assert at_floor(10.0) and at_floor(10.0 + FLOOR_MARGIN) and not at_floor(12.5)
+    assert at_floor(2.5, classes=100) and not at_floor(3.5, classes=100)

@@ -9,7 +9,7 @@ import pytest
 from mvlib.study import voter_drop as vd
 from mvlib.study.config import VOTER_DROP_CONVENTIONS, load_profile
 from mvlib.study.deck import deck_numbers
-from mvlib.study.stats import UNRESOLVED, welch
+from mvlib.study.stats import AT_FLOOR, UNRESOLVED, p_value, welch
 
 
 def test_k_label_and_conventions():
@@ -251,3 +251,22 @@ def test_notebook_08_ci(ci_results, tmp_path):
     rows = pd.read_csv(ci_results / "tables" / "08_voter_drop_rows_ci.csv")
     assert not rows["drop"].isna().any()
     assert math.isclose((rows.baseline - rows.voter - rows["drop"]).abs().max(), 0, abs_tol=1e-9)
+
+
+def test_a_row_at_chance_says_nothing_and_the_rows_are_one_holm_family():
+    # Bi-RealNet-18's voter row at 60 - 51 = 9 % (chance 10 %): its drop is floor-limited
+    rows = pd.DataFrame(_rows("b", "at chance", [10, 11, 12], [51, 50.5, 51.5], k=1.0)
+                        + _rows("b", "clear", [10, 11, 12], [30, 32, 31], k=1.0))
+    t = vd.ordering_table(rows).set_index("condition")
+    assert t.loc["at chance", "ordering"] == AT_FLOOR and bool(t.loc["at chance", "at_floor"])
+    assert t.loc["at chance", "birealnet18 voter"] == pytest.approx(9.0)
+    assert t.loc["clear", "ordering"] == "deck's ordering"
+    # every condition at the floor: the factor says nothing
+    only = vd.ordering_table(pd.DataFrame(_rows("b", "at chance", [10, 11, 12], [51, 50.5, 51.5], k=1.0)))
+    assert vd._factor(only, only).startswith(AT_FLOOR)
+    # a difference resolved alone at 95 % that does not survive Holm over a family of many rows
+    weak = _rows("a", "weak", [10, 11, 12], [12.5, 13.5, 14.8], k=1.0)
+    p_alone = p_value(welch([12.5, 13.5, 14.8], [10, 11, 12]))
+    assert p_alone < 0.05
+    family = weak + [r for i in range(6) for r in _rows("a", f"null {i}", [10, 11, 12], [10.5, 10.5, 12.5], k=1.0)]
+    assert vd.ordering_table(pd.DataFrame(family)).set_index("condition").loc["weak", "ordering"] == UNRESOLVED

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from .deck import deck_numbers
-from .stats import UNRESOLVED, Interval, paired, t_interval, verdict, welch
+from .stats import AT_FLOOR, UNRESOLVED, Interval, at_floor, holm, paired, t_interval, welch
 from .summary import by_seed, select
 
 MODELS = ("reactnet18", "birealnet18")
@@ -67,10 +67,15 @@ def _drop(rows, profile, model, variant, code) -> Interval:
 
 
 def verdicts(rows: list[dict], profile: str, code: str | None = "current") -> tuple[pd.DataFrame, list[str]]:
-    """One row per claim and network: our interval, the deck's value, the verdict; plus plain sentences."""
+    """One row per claim and network: our interval, the deck's value, the verdict; plus plain sentences.
+
+    The claims are one family: their verdicts hold a 5 % family-wise error (Holm). "Bi-RealNet-18 loses
+    more" is :data:`AT_FLOOR` where either network's voter row is within the floor margin of chance.
+    """
     deck = deck_numbers("main").set_index(["model", "variant"])
-    claims, lines = [], []
+    claims, stories = [], []
     drops: dict[str, dict[str, dict[int, float]]] = {}
+    voter_top1: dict[tuple[str, str], float] = {}
     for model in MODELS:
         base = seed_values(rows, profile, model, "baseline", code=code)
         naive = seed_values(rows, profile, model, "naive", code=code)
@@ -80,46 +85,55 @@ def verdicts(rows: list[dict], profile: str, code: str | None = "current") -> tu
         d_deck = {v: float(deck.top1[(model, v)]) for v in ("baseline", "naive", "retrain-approx")}
         cost = paired(base, naive)
         claims.append({"claim": "substitution costs accuracy", "model": model, "deck": d_deck["baseline"]
-                       - d_deck["naive"], "ours": cost.mean, "± 95 %": cost.half, "seeds": cost.n,
-                       "verdict": verdict(cost)})
+                       - d_deck["naive"], "ours": cost.mean, "± 95 %": cost.half, "seeds": cost.n, "_iv": cost})
         if ret:
             rec, gap = paired(ret, naive), paired(base, ret)
             deck_gap = d_deck["baseline"] - d_deck["retrain-approx"]
             claims.append({"claim": "retraining wins accuracy back", "model": model,
                            "deck": d_deck["retrain-approx"] - d_deck["naive"], "ours": rec.mean,
-                           "± 95 %": rec.half, "seeds": rec.n, "verdict": verdict(rec)})
+                           "± 95 %": rec.half, "seeds": rec.n, "_iv": rec})
             # "as close as the deck": our gap below the deck's (yes), above it (no), or the interval straddles it
-            closer = Interval(deck_gap - gap.mean, gap.std, gap.half, gap.n)
+            closer = Interval(deck_gap - gap.mean, gap.std, gap.half, gap.n, gap.df)
             claims.append({"claim": "retraining ends as close to the baseline as in the deck (gap)", "model": model,
-                           "deck": deck_gap, "ours": gap.mean, "± 95 %": gap.half, "seeds": gap.n,
-                           "verdict": verdict(closer)})
-            both = [verdict(cost), verdict(rec)]
-            pattern = "yes" if both == ["yes", "yes"] else ("no" if "no" in both else UNRESOLVED)
-            lines.append(
-                f"{model}: deck {d_deck['baseline']:.2f} → {d_deck['naive']:.2f} → {d_deck['retrain-approx']:.2f}; "
-                f"ours {_m(base)} → {_m(naive)} → {_m(ret)} (means over {cost.n} seeds). Substitution costs "
-                f"{cost.fmt(1)} points, retraining wins back {rec.fmt(1)} and ends {gap.fmt(1)} below the baseline "
-                f"(deck: {deck_gap:.1f}). Drop-then-recovery pattern: **{pattern}**.")
+                           "deck": deck_gap, "ours": gap.mean, "± 95 %": gap.half, "seeds": gap.n, "_iv": closer})
+            stories.append((model, d_deck, base, naive, ret, cost, rec, gap, deck_gap, len(claims) - 3))
         for conv in CONVENTIONS:
             v = seed_values(rows, profile, model, conv, code=code)
             if v:
                 drops.setdefault(conv, {})[model] = {s: base[s] - v[s] for s in base.keys() & v.keys()}
+                voter_top1[(conv, model)] = sum(v.values()) / len(v)
+    deck_diff = (float(deck.top1[("birealnet18", "baseline")] - deck.top1[("birealnet18", "naive")])
+                 - float(deck.top1[("reactnet18", "baseline")] - deck.top1[("reactnet18", "naive")]))
     for conv, per_model in drops.items():
         if set(MODELS) <= set(per_model):
             diff = welch(list(per_model["birealnet18"].values()), list(per_model["reactnet18"].values()))
-            deck_diff = (float(deck.top1[("birealnet18", "baseline")] - deck.top1[("birealnet18", "naive")])
-                         - float(deck.top1[("reactnet18", "baseline")] - deck.top1[("reactnet18", "naive")]))
+            floor = any(at_floor(voter_top1[(conv, m)]) for m in MODELS)
             claims.append({"claim": f"Bi-RealNet-18 loses more than ReActNet-18 ({conv})", "model": "both",
                            "deck": deck_diff if conv == "naive" else math.nan, "ours": diff.mean,
-                           "± 95 %": diff.half, "seeds": diff.n, "verdict": verdict(diff)})
+                           "± 95 %": diff.half, "seeds": diff.n, "_iv": None if floor else diff, "_floor": floor})
+    for c, v in zip(claims, holm([c["_iv"] for c in claims])):
+        c["verdict"] = AT_FLOOR if c.pop("_floor", False) else v
+        c.pop("_iv")
+    lines = [f"Verdicts at a 5 % family-wise error over the {len(claims)} claims below (Holm)."] if claims else []
+    for model, d_deck, base, naive, ret, cost, rec, gap, deck_gap, i in stories:
+        both = [claims[i]["verdict"], claims[i + 1]["verdict"]]
+        pattern = "yes" if both == ["yes", "yes"] else ("no" if "no" in both else UNRESOLVED)
+        lines.append(
+            f"{model}: deck {d_deck['baseline']:.2f} → {d_deck['naive']:.2f} → {d_deck['retrain-approx']:.2f}; "
+            f"ours {_m(base)} → {_m(naive)} → {_m(ret)} (means over {cost.n} seeds). Substitution costs "
+            f"{cost.fmt(1)} points, retraining wins back {rec.fmt(1)} and ends {gap.fmt(1)} below the baseline "
+            f"(deck: {deck_gap:.1f}). Drop-then-recovery pattern: **{pattern}**.")
     order = [c for c in claims if c["claim"].startswith("Bi-RealNet-18 loses more")]
     if order:
-        parts = [f"{c['claim'].split('(')[1].rstrip(')')}: {c['verdict']} ({c['ours']:+.1f} ± "
-                 f"{c['± 95 %']:.1f} points)" if not math.isnan(c["± 95 %"]) else
-                 f"{c['claim'].split('(')[1].rstrip(')')}: {c['verdict']} ({c['ours']:+.1f} points, one seed)"
-                 for c in order]
-        lines.append("In the deck Bi-RealNet-18 loses 50.3 points more than ReActNet-18 by substitution. Does it "
-                     "lose more here (difference of the drops, Welch 95 % interval)? " + "; ".join(parts) + ".")
+        parts = []
+        for c in order:
+            conv = c["claim"].split("(")[1].rstrip(")")
+            tops = " / ".join(f"{voter_top1[(conv, m)]:.1f}" for m in ("birealnet18", "reactnet18"))
+            spread = f"± {c['± 95 %']:.1f} points" if not math.isnan(c["± 95 %"]) else "points, one seed"
+            parts.append(f"{conv}: {c['verdict']} ({c['ours']:+.1f} {spread}; voter top-1 {tops} %)")
+        lines.append(f"In the deck Bi-RealNet-18 loses {deck_diff:.1f} points more than ReActNet-18 by substitution. "
+                     "Does it lose more here (difference of the drops, Welch 95 % interval; Bi-RealNet-18 / "
+                     "ReActNet-18 voter top-1 beside it)? " + "; ".join(parts) + ".")
     return pd.DataFrame(claims), lines
 
 

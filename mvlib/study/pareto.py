@@ -37,7 +37,7 @@ import pandas as pd
 from ..hw import cost as hw_cost
 from ..hw.flow import tree_name, tree_support
 from ..hw.verilog import circuit_fanins
-from .stats import UNRESOLVED, t_interval, verdict as sign_verdict, welch
+from .stats import UNRESOLVED, holm, t_interval, welch
 
 KINDS = ("popcount", "mv", "hmv", "tree")  # tree: nested fan-ins (more than one level)
 POINT_COLUMNS = ["model", "point", "kind", "width", "fanins", "tie", "circuit", "seeds", "top1", "top1_half",
@@ -195,9 +195,12 @@ def against_popcount(runs: pd.DataFrame, points: pd.DataFrame, cost: str = "ge_e
     ``beats``: Welch interval of (voter - the cheapest popcount network costing at
     least as much); ``loses``: of (voter - the most expensive popcount network
     costing no more). Outcome: "beats" (first interval above 0), "loses" (second
-    below 0), or not resolved.
+    below 0), or not resolved; the tests of all voters and models are one family
+    (Holm, :func:`mvlib.study.stats.holm`). A degenerate voter (a tree that reads
+    only part of its inputs) is listed with its outcome "degenerate" and left out
+    of the family: its accuracy says nothing about a voter of the whole sum.
     """
-    rows = []
+    rows, tests = [], []
     for model, g in points.groupby("model", sort=False):
         pop = g[g.kind == "popcount"].sort_values(cost)
         for _, v in g[g.kind.isin(["hmv", "tree"])].iterrows():
@@ -206,12 +209,19 @@ def against_popcount(runs: pd.DataFrame, points: pd.DataFrame, cost: str = "ge_e
             seeds = _seeds(runs, model, v["point"])
             hi = welch(seeds, _seeds(runs, model, above.point.iloc[0])) if len(above) else None
             lo = welch(seeds, _seeds(runs, model, below.point.iloc[0])) if len(below) else None
-            outcome = ("beats" if hi is not None and sign_verdict(hi) == "yes" else
-                       "loses" if lo is not None and sign_verdict(lo) == "no" else UNRESOLVED)
+            degenerate = bool(v.get("degenerate", False))
+            tests += [None if degenerate else hi, None if degenerate else lo]
             rows.append({"model": model, "point": v["point"], "cost_vs_popcount": v[cost] / pop[cost].max(),
                          "popcount_at_least_as_costly": above.point.iloc[0] if len(above) else None,
                          "diff_vs_it": hi.fmt() if hi else "", "popcount_no_costlier": below.point.iloc[0]
-                         if len(below) else None, "diff_vs_cheaper": lo.fmt() if lo else "", "outcome": outcome})
+                         if len(below) else None, "diff_vs_cheaper": lo.fmt() if lo else "",
+                         "outcome": (f"degenerate (reads {v['inputs_read']:.0%} of its inputs)" if degenerate
+                                     else None)})
+    verdicts = holm(tests)
+    for i, r in enumerate(rows):
+        if r["outcome"] is None:
+            r["outcome"] = ("beats" if verdicts[2 * i] == "yes" else "loses" if verdicts[2 * i + 1] == "no"
+                            else UNRESOLVED)
     return pd.DataFrame(rows)
 
 
@@ -297,18 +307,26 @@ def verdict(runs: pd.DataFrame, points: pd.DataFrame, base_width: int, note: str
                 f"{c['popcount_depth']:.0f})"))
         lines.append(head + "; cheapest voter " + "; ".join(parts) + ".")
         m = vs[vs.model == model]
+        degenerate = m[m.outcome.str.startswith("degenerate")]
+        m = m[~m.outcome.str.startswith("degenerate")]
         if m.empty:
             continue
         n_b, n_l = int((m.outcome == "beats").sum()), int((m.outcome == "loses").sum())
+        n_u = len(m) - n_b - n_l
         answer = "yes" if n_b else ("no" if n_l == len(m) else UNRESOLVED)
+        losers = f" ({', '.join(m[m.outcome == 'loses'].point)})" if 0 < n_l <= 4 else ""
         lines.append(f"  Does an approximate voter beat the narrower popcount network at equal cost? {answer}: "
-                     f"{n_b} of {len(m)} voters beat a popcount network costing at least as much, {n_l} lose to "
-                     "one costing no more" + (f" ({', '.join(m[m.outcome == 'loses'].point)})" if 0 < n_l <= 4
-                                              else "") + ".")
+                     f"{n_b} of {len(m)} voters beat a popcount network costing at least as much; {n_l} lose to "
+                     f"one costing no more{losers}; {n_u} are not resolved either way."
+                     + (f" Left out: {', '.join(degenerate.point)} (degenerate: it reads part of its inputs)."
+                        if len(degenerate) else ""))
     seeds = sorted(set(points.seeds))
-    lines.append(f"Means over {'/'.join(map(str, seeds))} training seeds with 95 % intervals; the voter points share "
-                 "one retraining recipe, so they compare with each other directly; the controls are trained by "
-                 "notebook 01's recipe.")
+    lines.append(f"Means over {'/'.join(map(str, seeds))} training seeds with 95 % intervals"
+                 + (" (with 2 seeds a t interval has one degree of freedom, t = 12.7: wide by construction; plotted "
+                    "intervals are clipped to 0-100 %)" if 2 in seeds else "")
+                 + "; the equal-cost tests of all voters are one family (Holm, 5 % family-wise error); the voter "
+                 "points share one retraining recipe, so they compare with each other directly; the controls are "
+                 "trained by notebook 01's recipe.")
     if note:
         lines.append(note)
     return "\n".join(lines)

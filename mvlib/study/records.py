@@ -84,10 +84,21 @@ def identity_of(step: str, model: str, variant: str, params: dict[str, Any], dat
             "code_hash": code_hash()}
 
 
+_RUN_ID = re.compile(r"^\d{8}-\d{6}-(?P<what>.+)-[0-9a-f]{10}(-\d+)?$")
+
+
 def group_of(identity: dict[str, Any]) -> str:
-    """Hash of the identity without the seed fields: the runs that are one row over seeds."""
+    """Hash of the identity without the seed fields: the runs that are one row over seeds.
+
+    A run that starts from or evaluates another (``source_run``, ``init_run``, ``teacher_run``) names a
+    run of its own seed; what stays in the group is what that run *is* — its model and variant, the run
+    id without its time stamp and identity hash — so that evaluations of two different networks (a real
+    and a binary 1x1 shortcut, say) are two rows, not one.
+    """
     params = {k: v for k, v in identity["params"].items() if k not in SEED_FIELDS}
-    return canonical_hash({**identity, "params": params})
+    sources = {k: (m.group("what") if (m := _RUN_ID.match(str(v))) else str(v))
+               for k, v in identity["params"].items() if k in SEED_FIELDS and k != "seed" and v}
+    return canonical_hash({**identity, "params": params, **({"sources": sources} if sources else {})})
 
 
 @dataclass
@@ -307,6 +318,15 @@ def all_metrics(results_dir="results", on_corrupt: Callable[[RecordError], None]
             continue
         m.setdefault("step", mpath.parent.parent.name)
         m.setdefault("run_id", mpath.parent.name)
+        ppath = mpath.parent / "params.json"
+        if ppath.is_file():  # the group by the current rule, not the one the record was written under
+            try:
+                m["group"] = group_of(read_record_json(ppath)["identity"])
+            except (RecordError, KeyError) as e:
+                if on_corrupt is None:
+                    raise RecordError(f"corrupt run record {ppath}: {e}") from None
+                on_corrupt(e if isinstance(e, RecordError) else RecordError(f"corrupt run record {ppath}: {e}"))
+                continue
         m["dir"] = str(mpath.parent)
         rows.append(m)
     return rows

@@ -14,6 +14,14 @@ the deck is "yes", "no" or "not resolved at 95 %".
   groups (two networks), with Welch's degrees of freedom.
 * :func:`verdict` -- "yes" when the interval lies above 0, "no" when it lies
   below, "not resolved at 95 %" when it contains 0 (or there is none).
+* :func:`holm` -- the verdicts of a *family* of claims with the family-wise
+  error held at 5 % (Holm's step-down on the two-sided p-values of the
+  intervals): a claim is "yes" / "no" only if it survives the correction.
+* :func:`at_floor` -- the floor rule: a top-1 within :data:`FLOOR_MARGIN`
+  points of chance (100 / classes) is at the floor, and a drop or a
+  difference of drops measured against it says nothing (a network at chance
+  cannot lose more); such a claim is :data:`AT_FLOOR`, not a verdict, and is
+  left out of its family.
 
 These intervals are over training seeds on a fixed test set: they measure how
 much a result moves with initialization and data order, not the sampling
@@ -30,6 +38,8 @@ from scipy import stats as _st
 
 LEVEL = 0.95
 UNRESOLVED = "not resolved at 95 %"
+AT_FLOOR = "at the floor: says nothing"
+FLOOR_MARGIN = 2.0  # points above chance: ~7 binomial standard errors of a 10,000-image test at 10 %
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,7 @@ class Interval:
     std: float
     half: float   # half-width of the 95 % interval (nan with fewer than 2 values)
     n: int
+    df: float = math.inf  # degrees of freedom of its t quantile (inf: a normal interval)
 
     @property
     def lo(self) -> float:
@@ -67,7 +78,7 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
         return Interval(mean, math.nan, math.nan, n)
     std = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
     half = float(_st.t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n)
-    return Interval(mean, std, half, n)
+    return Interval(mean, std, half, n, n - 1)
 
 
 def paired(a: Mapping[int, float], b: Mapping[int, float], level: float = LEVEL) -> Interval:
@@ -92,7 +103,7 @@ def welch(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Inter
         return Interval(diff, 0.0, 0.0, min(ia.n, ib.n))
     df = (va + vb) ** 2 / (va ** 2 / (ia.n - 1) + vb ** 2 / (ib.n - 1))
     half = float(_st.t.ppf(0.5 + level / 2, df)) * se
-    return Interval(diff, se, half, min(ia.n, ib.n))
+    return Interval(diff, se, half, min(ia.n, ib.n), df)
 
 
 def verdict(iv: Interval) -> str:
@@ -115,3 +126,40 @@ def contains(iv: Interval, value: float) -> str:
     if value > iv.hi:
         return "above"
     return "inside"
+
+
+def p_value(iv: Interval, level: float = LEVEL) -> float:
+    """Two-sided p-value of "the quantity is 0", from the interval (its half-width, level and degrees of freedom)."""
+    if math.isnan(iv.half) or math.isnan(iv.mean):
+        return math.nan
+    if iv.half == 0:
+        return 0.0 if iv.mean != 0 else 1.0
+    se = iv.half / float(_st.t.ppf(0.5 + level / 2, iv.df))
+    return float(2 * _st.t.sf(abs(iv.mean) / se, iv.df))
+
+
+def holm(intervals: Sequence[Interval | None], level: float = LEVEL) -> list[str]:
+    """Verdicts of a family of claims, family-wise error at ``1 - level`` (Holm 1979, step-down).
+
+    Each claim is "is this quantity positive?". The p-values are sorted; the
+    i-th smallest (0-based) is compared with ``alpha / (m - i)``, and the
+    first that fails stops the procedure: it and every larger one are
+    :data:`UNRESOLVED`. A rejected claim is "yes" or "no" by the sign of its
+    mean. ``None`` entries and intervals without a half-width are not tested
+    (:data:`UNRESOLVED`) and do not count in ``m``.
+    """
+    alpha = 1 - level
+    ps = [(p_value(iv, level) if iv is not None else math.nan, i) for i, iv in enumerate(intervals)]
+    tested = sorted((p, i) for p, i in ps if not math.isnan(p))
+    out = [UNRESOLVED] * len(intervals)
+    m = len(tested)
+    for rank, (p, i) in enumerate(tested):
+        if p > alpha / (m - rank):
+            break
+        out[i] = "yes" if intervals[i].mean > 0 else "no"
+    return out
+
+
+def at_floor(top1: float, classes: int = 10, margin: float = FLOOR_MARGIN) -> bool:
+    """Whether a top-1 (percent) lies within ``margin`` points of chance, ``100 / classes``."""
+    return top1 <= 100.0 / classes + margin

@@ -1,4 +1,4 @@
-"""tools/memory_check.py: the pre-flight memory check of a profile's trainings (README, the paper profile)."""
+"""tools/memory_check.py: the pre-flight memory check of a profile's trainings (docs/PAPER_PROFILE.md)."""
 import importlib.util
 import json
 import subprocess

@@ -13,7 +13,7 @@ Validation = the last ``val_per_class`` images of each class of the train file
 (500 for CIFAR-10's ``train.npz``, 10 for CIFAR-100's 100-per-class
 ``train_subset.npz``); training images are the first ``tpc`` per class of the
 rest. The test split is never read here: every recipe choice is made on
-validation (README.md, Method).
+validation (docs/METHOD.md).
 
 Usage (one cell per positional argument, ``key=value`` pairs joined by commas;
 unspecified keys take the defaults below or ``--set`` values)::

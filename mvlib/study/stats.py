@@ -1,6 +1,6 @@
 """Means over seeds, their intervals, paired and unpaired differences, and the verdicts built on them.
 
-The study's method (README.md, Method): a row is a mean over training seeds with
+The study's method (docs/METHOD.md): a row is a mean over training seeds with
 its standard deviation and a 95 % interval; a difference between two rows
 that share a baseline (a drop, a recovery) is paired per seed; a claim about
 the deck is "yes", "no" or "not resolved at 95 %".

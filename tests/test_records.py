@@ -364,3 +364,13 @@ def test_the_group_keeps_what_a_source_run_is_and_drops_its_seed():
     binary = ident(0, "20261201-010203-reactnet18-baseline-binary1x1-fedcba9876-2")
     assert records.group_of(real[0]) == records.group_of(real[1])  # one row over seeds
     assert records.group_of(binary) != records.group_of(real[0])    # another network evaluated: another row
+
+
+def test_error_lines_name_the_reason_and_the_file():
+    from mvlib.study.progress import error_line
+    assert error_line(FileNotFoundError(2, "No such file or directory", "/proc/nope")) == \
+        "No such file or directory (/proc/nope)"
+    assert error_line(OSError(28, "No space left on device")) == "No space left on device"
+    assert error_line(KeyError("unknown configuration key 'lrr'; did you mean 'lr'?")) == \
+        "unknown configuration key 'lrr'; did you mean 'lr'?"
+    assert error_line(ValueError("a", "b")) == "('a', 'b')"

@@ -54,7 +54,7 @@ from ..files import write_atomic, write_json
 from ..train import DEADLINE_ENV, deadline_passed
 from .config import load_profile, parse_cli_overrides
 from .progress import ENV as PROGRESS_ENV
-from .progress import THREADS_ENV
+from .progress import THREADS_ENV, error_line
 from . import records
 from .records import resolve_results_dir
 
@@ -727,13 +727,13 @@ def main(argv=None) -> int:
         print(f"stopped: {e.args[0]}", file=sys.stderr)
         return 3
     except (StepFailed, PipelineBusy, KeyError, TypeError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 1
     except (records.RecordError, records.RunBusy) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # a results folder that is a file, a full disk, no permission: the file, in one line
-        print(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", file=sys.stderr)
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("stopped by the user (Ctrl-C): finished runs are kept; the same command resumes", file=sys.stderr)

@@ -40,3 +40,11 @@ def say(line: str) -> None:
 def prefixed(prefix: str):
     """A ``say`` that puts ``prefix`` before every line (e.g. the model and seed of a run)."""
     return lambda line: say(f"{prefix}: {line}")
+
+
+def error_line(e: BaseException) -> str:
+    """One line for an error: an OS error as its reason and the file (``No such file or directory (/x)``),
+    anything else as its message."""
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror} ({e.filename})" if e.filename else e.strerror
+    return str(e.args[0]) if len(e.args) == 1 else str(e)

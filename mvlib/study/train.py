@@ -17,6 +17,7 @@ from ..models import MODELS
 from ..train import Diverged, NonFiniteLoss
 from .config import did_you_mean, load_profile, parse_cli_overrides, scope_keys
 from .experiment import train_baseline
+from .progress import error_line
 from .records import RecordError, RunBusy, resolve_results_dir, update_summary
 
 # Exit codes (also in --help): 0 trained or reused, 1 the run failed, 2 bad input (nothing made), 130 Ctrl-C.
@@ -40,19 +41,18 @@ def main(argv=None) -> int:
                                         command="python -m mvlib.study.train")
         cfg = load_profile(args.profile, {**overrides, **({"force": True} if args.force else {})})
     except (KeyError, TypeError, ValueError, FileNotFoundError) as e:
-        return _fail(e.args[0] if e.args else e, 2)
+        return _fail(error_line(e), 2)
     try:
         model, run = train_baseline(cfg, args.model)
         # a reused run, or one recorded by a process killed before its summary: the summaries follow the records
         update_summary(resolve_results_dir(cfg["results_dir"]))
     except (KeyError, TypeError, ValueError, FileNotFoundError) as e:
-        # data errors: raised before any folder is made
-        return _fail(e.args[0] if e.args else e, 2)
+        # data errors and a results folder that cannot exist: raised before any folder is made
+        return _fail(error_line(e), 2)
     except (RunBusy, NonFiniteLoss, Diverged, RecordError, CheckpointError) as e:
         return _fail(e, 1)
-    except OSError as e:  # a full disk, a results folder that is a file or not writable
-        where = f" ({e.filename})" if e.filename else ""
-        return _fail(f"{e.strerror or e}{where}; the run resumes from its last epoch once this is fixed", 1)
+    except OSError as e:  # a full disk, a results folder that is a file, missing or not writable
+        return _fail(f"{error_line(e)}; the run resumes from its last epoch once this is fixed", 1)
     except KeyboardInterrupt:
         return _fail("interrupted; the run resumes from its last finished epoch when run again", 130)
     print(f"{run.dir}: val top1 {run.metrics['val_top1']:.2f}%  test top1 {run.metrics['top1']:.2f}%  "

@@ -184,8 +184,10 @@ SCHEMA: dict[str, Key] = {
                      one_of("adam", "adam-l2", "sgd")),
     "lr": Key(float, 1e-3, "peak learning rate", "train", positive),
     "precision": Key(str, "fp32", "training forward precision: fp32, or bf16 (torch.autocast: real-valued convolutions "
-                     "and matmuls in bf16, binary convolutions exact, their backward convolutions in bf16)", "train",
-                     one_of("fp32", "bf16")),
+                     "and matmuls in bf16, binary convolutions exact, their backward convolutions in bf16); bf16 "
+                     "pays only where the CPU has bf16 units (AVX512-BF16, AMX) or on a GPU: without them oneDNN's "
+                     "bf16 convolutions are many times slower than fp32 (python -m mvlib.bench.train_throughput "
+                     "--bf16 measures it)", "train", one_of("fp32", "bf16")),
     "momentum": Key(float, 0.9, "SGD momentum", "train", in_unit),
     "schedule": Key(str, "cosine", "cosine or linear decay to 0 over all steps", "train", one_of("cosine", "linear")),
     "warmup_steps": Key(int, 0, "linear warm-up steps (optimizer steps)", "train", at_least(0)),

@@ -48,7 +48,10 @@ CODE_IDENTITY_EXCLUDES = (
     "mvlib/study/progress.py",     # progress lines
     "mvlib/study/estimate.py",     # time estimates before a study starts
     "mvlib/study/train.py",        # the train command (runs go through experiment.py)
-    "mvlib/study/pipeline.py",     # runs notebooks in order
+    "mvlib/study/pipeline.py",     # runs notebooks in order: the command
+    "mvlib/study/steps.py",        # which notebooks run, what each reads, whether one is current
+    "mvlib/study/runner.py",       # one notebook under papermill, its HTML
+    "mvlib/study/scheduler.py",    # several notebooks at once on a shared core budget
     "mvlib/study/report.py",       # tables for the report, from records
     "mvlib/study/plots.py",        # figures
     "mvlib/study/deck.py",         # the deck's printed numbers

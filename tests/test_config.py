@@ -1,7 +1,7 @@
 import pytest
 
-from mvlib.study.config import (SCHEMA, SCOPES, check_value, load_profile, notebook_config, parse_cli_overrides,
-                                scope_keys)
+from mvlib.study.config import (CONFIG_DIR, SCHEMA, SCOPES, check_value, load_overlay, load_profile,
+                                notebook_config, parse_cli_overrides, scope_keys)
 
 
 @pytest.mark.parametrize("profile", ["ci", "cpu", "paper"])
@@ -60,6 +60,31 @@ def test_rules_across_keys():
 def test_unknown_profile():
     with pytest.raises(FileNotFoundError, match="unknown profile 'gpu'"):
         load_profile("gpu")
+
+
+@pytest.mark.parametrize("profile", ["ci", "cpu", "paper"])
+def test_the_smoke_overlay_holds_valid_keys_and_lays_over_every_profile(profile):
+    import yaml
+
+    from mvlib.study.pipeline import smoke_overrides
+    raw = yaml.safe_load((CONFIG_DIR / "smoke.yaml").read_text())
+    smoke = load_overlay("smoke")
+    assert set(smoke) == set(raw) and set(smoke) <= set(SCHEMA)
+    assert all(check_value(k, v) == v for k, v in raw.items())
+    cfg = load_profile(profile, smoke_overrides(profile))  # every rule across keys holds under the overlay
+    assert cfg["seeds"] == [0] and cfg["results_dir"] == f"build/smoke/{profile}/results"
+    assert all(cfg["model_recipes"][m].get("epochs", smoke["epochs"]) == smoke["epochs"] for m in cfg["model_recipes"])
+
+
+def test_an_overlay_is_not_a_profile():
+    # configs/smoke.yaml alone would run the default study into the committed results folder
+    with pytest.raises(FileNotFoundError, match=r"unknown profile 'smoke': .*smoke.yaml is an overlay \(--smoke\)"):
+        load_profile("smoke")
+    with pytest.raises(FileNotFoundError, match="unknown profile 'smok'") as e:
+        load_profile("smok")
+    assert "smoke" not in str(e.value).split(";")[1]  # not offered among the profiles
+    with pytest.raises(FileNotFoundError, match="unknown overlay 'ci'"):
+        load_overlay("ci")
 
 
 def test_every_key_has_a_scope_and_a_default_that_passes_its_check():

@@ -155,11 +155,10 @@ def test_estimate_counts_the_notebooks_loops():
 
 def test_max_hours_stops_before_the_next_step(tmp_path, monkeypatch, tiny_notebooks):
     nbdir = tiny_notebooks(tmp_path / "notebooks", {"01_slow": "import time; time.sleep(3)", "02_next": "x = 1"})
-    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", nbdir)
     monkeypatch.setenv(DEADLINE_ENV, "")  # run_pipeline sets it; monkeypatch takes it away afterwards
     with pytest.raises(pipeline.StoppedAtDeadline, match="before 02_next"):
         pipeline.run_pipeline("ci", overrides={"results_dir": str(tmp_path / "r")}, max_hours=1 / 3600,
-                              log=lambda s: None)
+                              log=lambda s: None, notebook_dir=nbdir)
     assert (tmp_path / "r" / "notebooks" / "ci" / "01_slow.done.json").is_file()
 
 
@@ -168,13 +167,15 @@ def test_a_smoke_run_shares_the_machine_with_the_timing_notebook(tmp_path, data_
     monkeypatch.setenv("MVLIB_DATA", str(data_root))
     seen = {}
 
-    def capture(chosen, profile, overrides, force, jobs, out_dir, log, alone=pipeline.ALONE, rerun=frozenset()):
-        seen[profile] = (alone, overrides.get("kernel_threads"))
-        return []
-    monkeypatch.setattr(pipeline, "_run_parallel", capture)
+    class Capture:  # the scheduler a parallel run builds: what it would run, and how
+        def __init__(self, alone, launch, **kw):
+            seen[launch.profile] = (alone, launch.overrides.get("kernel_threads"))
+
+        def run(self):
+            return []
     for smoke in (True, False):
         pipeline.run_pipeline("paper", only=["01", "05"], smoke=smoke, overrides={"results_dir": str(tmp_path)},
-                              log=lambda s: None, record=False, estimate_first=False, jobs=2)
+                              log=lambda s: None, record=False, estimate_first=False, jobs=2, make_scheduler=Capture)
         assert seen.pop("paper") == (((), 1) if smoke else (pipeline.ALONE, None))
 
 

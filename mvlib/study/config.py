@@ -48,6 +48,8 @@ from ..voter_analysis import THRESHOLD_LEVELS
 from ..voters import OUTPUT_SCALES, SURROGATE_NORMS, TIE_RULES
 
 CONFIG_DIR = REPO_ROOT / "configs"
+# files of configs/ that are laid over a profile rather than being one (configs/smoke.yaml: --smoke)
+OVERLAYS = ("smoke",)
 # the choices the library knows, so that a configuration is refused before the library would refuse it
 MODEL_NAMES, ESTIMATORS, TEACHER_NAMES = tuple(MODELS), tuple(BINARIZERS), tuple(TEACHERS)
 # the voter rows of notebook 08 (mvlib.study.voter_drop.CONVENTIONS and the BN-folded "threshold")
@@ -488,21 +490,34 @@ def recipe_for(cfg: dict[str, Any], model: str) -> dict[str, Any]:
     return {**cfg, **cfg["model_recipes"].get(model, {})}
 
 
-def load_profile(profile: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults <- ``configs/<profile>.yaml`` <- overrides; every key, type, range and rule checked."""
-    path = CONFIG_DIR / f"{profile}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"unknown profile {profile!r}: no {path}; {did_you_mean(profile, known, 'profiles')}")
+def read_settings(path: Path) -> dict[str, Any]:
+    """The keys a file of ``configs/`` sets, each checked against the schema (an error names the file)."""
     with open(path) as f:
         prof = yaml.safe_load(f) or {}
     if not isinstance(prof, dict):
         raise TypeError(f"{path} must hold a flat mapping of keys to literals")
-    cfg = {k: v.default for k, v in SCHEMA.items()}
     try:
-        cfg.update(validate(prof))
+        return validate(prof)
     except (KeyError, TypeError, ValueError) as e:
         raise type(e)(f"{path}: {e.args[0]}") from None
+
+
+def load_overlay(name: str) -> dict[str, Any]:
+    """``configs/<name>.yaml`` of :data:`OVERLAYS`: keys checked, laid over a profile by the caller."""
+    if name not in OVERLAYS:
+        raise FileNotFoundError(f"unknown overlay {name!r}; {did_you_mean(name, OVERLAYS, 'overlays')}")
+    return read_settings(CONFIG_DIR / f"{name}.yaml")
+
+
+def load_profile(profile: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults <- ``configs/<profile>.yaml`` <- overrides; every key, type, range and rule checked."""
+    path = CONFIG_DIR / f"{profile}.yaml"
+    if profile in OVERLAYS or not path.is_file():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem not in OVERLAYS)
+        what = f"{path} is an overlay (--{profile})" if profile in OVERLAYS else f"no {path}"
+        raise FileNotFoundError(f"unknown profile {profile!r}: {what}; {did_you_mean(profile, known, 'profiles')}")
+    cfg = {k: v.default for k, v in SCHEMA.items()}
+    cfg.update(read_settings(path))
     cfg.update(validate(dict(overrides or {})))
     cfg["profile"] = profile
     check_consistency(cfg)

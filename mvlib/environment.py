@@ -54,6 +54,11 @@ CODE_IDENTITY_EXCLUDES = (
     "mvlib/study/scheduler.py",    # several notebooks at once on a shared core budget
     "mvlib/study/report.py",       # tables for the report, from records
     "mvlib/study/plots.py",        # figures
+    "mvlib/study/report_tables.py",   # the report's tables, shaped from records and result files
+    "mvlib/study/report_verdicts.py", # the report's verdicts where no notebook module states one
+    "mvlib/study/report_sections.py", # the report's sections: one call per table, figure and verdict
+    "mvlib/study/plots_report.py",    # the report's figures
+    "mvlib/study/plots_layout.py",    # the report's figure layout (legends, labels, clipping) and figures of time
     "mvlib/study/deck.py",         # the deck's printed numbers
     "mvlib/study/deck_pattern.py", # the deck's claims as verdicts on records
     "mvlib/study/engine_check.py", # engine against float model on trained runs (a command; no step runs it)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..environment import code_hash
+from ..environment import REPO_ROOT, code_hash
 from .records import all_metrics, resolve_results_dir, run_from_dir
 from .summary import latest_per_seed
 
@@ -30,9 +30,26 @@ def show(df: pd.DataFrame, digits: int = 2, index: bool | None = None):
     display(styler if keep else styler.hide(axis="index"))
 
 
+def wanted_code(code: str | None = "current") -> str | None:
+    """The code hash a report section keeps: the running code's for ``"current"``, any code for None, else ``code``."""
+    return code_hash() if code == "current" else code
+
+
+def relative(path, results_dir="results") -> str:
+    """A path as the report prints it: relative to the repository root, or to the results folder's parent when the
+    results lie elsewhere (never the absolute path of the machine that ran it)."""
+    path = Path(path).resolve()
+    for root in (REPO_ROOT, resolve_results_dir(results_dir).parent):
+        try:
+            return path.relative_to(root.resolve()).as_posix()
+        except ValueError:
+            continue
+    return path.name
+
+
 def records_of(results_dir="results", profile: str = "cpu", code: str | None = "current") -> list[dict]:
     """The latest run per (group, seed) of one profile, from the running code (``code=None``: any code)."""
-    want = code_hash() if code == "current" else code
+    want = wanted_code(code)
     return [r for r in latest_per_seed(all_metrics(results_dir))
             if r.get("profile") == profile and (want is None or r.get("code_hash") == want)]
 
@@ -52,19 +69,26 @@ STEP_NAMES = {"01": "baselines", "02": "naive voter", "03": "retraining", "04": 
               "99": "report"}
 
 
-def study_timing(results_dir="results", profile="cpu") -> dict | None:
+def step_records(results_dir="results", profile="cpu", code: str | None = None) -> list[dict]:
+    """The steps' ``done.json`` records of one profile (the report step left out), of one code when ``code`` is
+    given (``"current"``: the running code's)."""
+    want = wanted_code(code)
+    recs = [json.loads(f.read_text()) for f in
+            sorted((resolve_results_dir(results_dir) / "notebooks" / profile).glob("*.done.json"))]
+    return [r for r in recs if not r["step"].endswith("report") and (want is None or r.get("code_hash") == want)]
+
+
+def study_timing(results_dir="results", profile="cpu", code: str | None = None) -> dict | None:
     """The study's measured wall time from the steps' ``done.json`` records, or None when none has run.
 
     ``wall_s`` is the span from the first step's start to the last step's end
     (steps may overlap when the pipeline runs several at once, so it is less
     than ``sum_s``); the report step itself is left out of both, as it is
     still running when the report is written. ``wall_s`` is None when a
-    record predates start times.
+    record predates start times. ``code``: as :func:`step_records`.
     """
     import datetime as dt
-    recs = [json.loads(f.read_text()) for f in
-            sorted((resolve_results_dir(results_dir) / "notebooks" / profile).glob("*.done.json"))]
-    recs = [r for r in recs if not r["step"].endswith("report")]
+    recs = step_records(results_dir, profile, code)
     if not recs:
         return None
 
@@ -100,7 +124,15 @@ def hmv_table(rows: list[dict]) -> pd.DataFrame:
     df = pd.concat([df, parts], axis=1)
     out = (df.groupby(["model", "mode", "tie", "G", "variant"], as_index=False)
            .agg(val_top1=("val_top1", "mean"), top1=("top1", "mean"), seeds=("seed", "nunique")))
-    return out.sort_values(["model", "mode", "tie", "G"]).reset_index(drop=True)
+    out["_g"] = out["G"].map(fanin_key)
+    return out.sort_values(["model", "mode", "tie", "_g"]).drop(columns="_g").reset_index(drop=True)
+
+
+def fanin_key(g) -> tuple:
+    """Sort key of an outer fan-in as the records write it: ``"2" < "4" < "8" < "16" < "4x2"`` (single levels by
+    number, then nested trees by their number of levels and fan-ins), not as text."""
+    parts = [int(x) for x in str(g).split("x") if x.strip().isdigit()]
+    return (len(parts), tuple(parts)) if parts else (99, ())
 
 
 def histories(rows: list[dict], steps_variants: list[tuple[str, str]]) -> dict[str, list[dict]]:
@@ -120,15 +152,17 @@ def load_csv_if_present(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
-def step_table(step: str, name: str, results_dir="results", profile="cpu") -> pd.DataFrame | None:
+def step_table(step: str, name: str, results_dir="results", profile="cpu",
+               code: str | None = "current") -> pd.DataFrame | None:
     """A notebook's table ``results/tables/<step>_<name>_<profile>.csv`` (notebook 08's rows, flips, ...; 09's
     runs, points, ...), or None when it has not run. A table with a ``code_hash`` column keeps only the rows of
-    the running code, as every other section of the report does."""
+    the running code (``code``: as :func:`records_of`), as every other section of the report does."""
     path = resolve_results_dir(results_dir) / "tables" / f"{step}_{name}_{profile}.csv"
     if not path.is_file():
         return None
     table = pd.read_csv(path)
-    return table[table.code_hash == code_hash()] if "code_hash" in table.columns else table
+    want = wanted_code(code)
+    return table[table.code_hash == want] if "code_hash" in table.columns and want is not None else table
 
 
 def kernel_results(results_dir="results", profile="cpu") -> dict | None:
@@ -155,6 +189,30 @@ def kernel_tables(bench: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     keep = ["shape", "batch", "torch_s", "xnor_s", "xnor_ratio", "xnor_pack_ratio", "mv_ratio", "hmv_ratio",
             "xnor_tmacs", "mv_vs_xnor", "torch_frac_peak", "xnor_frac_peak"]
     return summary, big[[c for c in keep if c in big.columns]].reset_index(drop=True)
+
+
+def engine_results(results_dir="results", profile="cpu") -> dict | None:
+    """The newest fused-engine benchmark JSON (``results/bench/network_*.json``) of this profile, or None."""
+    bench = resolve_results_dir(results_dir) / "bench"
+    files = [p for p in bench.glob("network_*.json") if p.stem.endswith("_ci") == (profile == "ci")]
+    for path in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True):
+        out = json.loads(path.read_text())
+        if "identical_logits" in out and "rows" in out:
+            out["file"] = str(path)
+            return out
+    return None
+
+
+def trained_check(results_dir="results", profile="cpu") -> dict | None:
+    """The newest check of trained networks on the bit kernels (``results/bench/engine_check_<profile>*.json``),
+    or None."""
+    files = sorted((resolve_results_dir(results_dir) / "bench").glob(f"engine_check_{profile}_*.json"),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    if not files:
+        return None
+    out = json.loads(files[0].read_text())
+    out["file"] = str(files[0])
+    return out
 
 
 def hardware_tables(results_dir="results", profile="cpu") -> dict[str, pd.DataFrame]:

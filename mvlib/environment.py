@@ -61,6 +61,8 @@ CODE_IDENTITY_EXCLUDES = (
     "mvlib/study/plots_layout.py",    # the report's figure layout (legends, labels, clipping) and figures of time
     "mvlib/study/deck.py",         # the deck's printed numbers
     "mvlib/study/deck_pattern.py", # the deck's claims as verdicts on records
+    "mvlib/study/appendix_report.py",      # notebook 06's rows, table, verdicts and figure, from its records
+    "mvlib/study/voter_drop_verdicts.py",  # notebook 08's verdicts, from its rows
     "mvlib/study/engine_check.py", # engine against float model on trained runs (a command; no step runs it)
     "mvlib/study/pareto.py",       # notebook 09's front and verdict, from its rows and the cost tables
 )

@@ -70,7 +70,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 from mvlib.files import write_atomic
 from mvlib.models import relative_width, variant_name
-from mvlib.study import appendix
+from mvlib.study import appendix, appendix_report
 from mvlib.study.plots import plot_histories
 from mvlib.study.progress import say
 from mvlib.study.records import all_metrics, resolve_results_dir
@@ -127,11 +127,11 @@ print(f"grid: {len(runs)} cell runs and {len(floors)} floors in {time.time() - t
 # seeds; a single-seed cell: 1.96 binomial standard errors of the test set) and the difference (ours − deck).
 
 # %%
-results = appendix.appendix_results(all_metrics(cfg["results_dir"]), cfg["profile"])
-show(appendix.appendix_table(results), index=True, digits=1)
+results = appendix_report.appendix_results(all_metrics(cfg["results_dir"]), cfg["profile"])
+show(appendix_report.appendix_table(results), index=True, digits=1)
 
 # %%
-fig = appendix.plot_appendix(results, title=f"BN / w/o BN / BN-Free, profile {cfg['profile']} "
+fig = appendix_report.plot_appendix(results, title=f"BN / w/o BN / BN-Free, profile {cfg['profile']} "
                              "(bars: ours, 95 % interval; dashes: the deck; dotted: shortcut-only floor)")
 plt.show()
 
@@ -172,5 +172,5 @@ if not ratios.empty:
 # ## The pattern, ours beside the deck's
 
 # %%
-show(appendix.pattern_summary(results).drop(columns=["per_seed_drop"]), digits=1)
-display(Markdown(appendix.pattern_statement(results)))
+show(appendix_report.pattern_summary(results).drop(columns=["per_seed_drop"]), digits=1)
+display(Markdown(appendix_report.pattern_statement(results)))

@@ -63,6 +63,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 from mvlib.files import write_atomic
 from mvlib.study import voter_drop as vd
+from mvlib.study import voter_drop_verdicts as vdv
 from mvlib.study.deck import deck_numbers
 from mvlib.study.experiment import baselines_by_seed
 from mvlib.study.plots import bar_compare, plot_drop_vs_accuracy, plot_layer_flips, plot_rescale_sweep
@@ -125,7 +126,7 @@ display(Markdown(
 # %%
 with part("1 sweep: naive voter at each k"):
     sweep = vd.rescale_sweep(cfg, baselines, cfg["vd_ks"])
-order_sweep = vd.ordering_table(sweep)
+order_sweep = vdv.ordering_table(sweep)
 show(order_sweep.dropna(axis=1, how="all").drop(columns=["factor", "split"]))
 fig = plot_rescale_sweep(order_sweep, title=f"experiment 1: naive voter against the weight scale ({cfg['profile']})")
 plt.show()
@@ -142,7 +143,7 @@ plt.show()
 # %%
 with part("2 conventions and the BN-folded threshold"):
     conv = vd.convention_rows(cfg, baselines)
-order_conv = vd.ordering_table(conv)
+order_conv = vdv.ordering_table(conv)
 show(order_conv.drop(columns=["factor", "split", "k", "point", "kind", "layers", "recipe", "width", "epochs"]))
 fig = bar_compare(list(order_conv.convention), {n: list(order_conv[f"{n} drop"]) for n in vd.MODELS},
                   ylabel="drop (points, test)", errors={n: list(order_conv[f"{n} ± 95 %"]) for n in vd.MODELS},
@@ -162,7 +163,7 @@ with part("3-4 training the variants"):
     trained = vd.train_variants(cfg)
 with part("3-4 voter rows of the variants"):
     var = vd.variant_rows(cfg, trained)
-order_var = vd.ordering_table(var)
+order_var = vdv.ordering_table(var)
 b = order_var[order_var.factor == "b"]
 show(b.drop(columns=["factor", "split", "k", "point", "width", "epochs"]))
 fig = bar_compare([c.split(", voter ")[0].split("-", 2)[-1] + "\n" + c.split(", voter ")[1] for c in b.condition],
@@ -222,8 +223,8 @@ display(Markdown("\n".join(f"- {line}" for line in vd.damage_lines(flips, damage
 
 # %%
 rows = pd.concat([sweep, conv, var], ignore_index=True)
-order = vd.ordering_table(rows)
-verdict, lines = vd.factor_verdicts(order)
+order = vdv.ordering_table(rows)
+verdict, lines = vdv.factor_verdicts(order)
 save(rows, "rows")
 save(order, "ordering")
 save(verdict, "verdict")

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from mvlib.study import appendix, records
+from mvlib.study import appendix, appendix_report, records
 from mvlib.study.config import load_profile
 from mvlib.study.deck import deck_numbers
 from mvlib.study.report import records_of
@@ -33,12 +33,12 @@ def _deck_like(results, dataset="cifar10", shift=-40.0, seeds=(0,), jitter=0.5, 
 
 
 def _results(results, profile="cpu"):
-    return appendix.appendix_results(records_of(results, profile), profile)
+    return appendix_report.appendix_results(records_of(results, profile), profile)
 
 
 def test_table_has_the_decks_layout_and_differences(tmp_path):
     _deck_like(tmp_path, "cifar10", shift=-40.0)
-    table = appendix.appendix_table(_results(tmp_path))
+    table = appendix_report.appendix_table(_results(tmp_path))
     assert list(table.index) == ["XNORNet-18", "Bi-RealNet-18", "ReActNet-18", "ReActNet-A"]
     assert list(table.columns[:4]) == [("CIFAR-10", "BN", "deck"), ("CIFAR-10", "BN", "ours"),
                                        ("CIFAR-10", "BN", "± 95 %"), ("CIFAR-10", "BN", "Δ")]
@@ -64,19 +64,19 @@ def test_latest_run_per_seed_wins_and_profile_filters(tmp_path):
 def test_empty_results_dir(tmp_path):
     res = _results(tmp_path / "nothing")
     assert len(res) == 24 and res.top1.isna().all()
-    assert "nothing to compare" in appendix.pattern_statement(res)
+    assert "nothing to compare" in appendix_report.pattern_statement(res)
 
 
 def test_pattern_recognized_with_seeds(tmp_path):
     _deck_like(tmp_path, "cifar10", shift=-40.0, seeds=(0, 1, 2))
     res = _results(tmp_path)
-    s = appendix.pattern_summary(res).set_index("model")
+    s = appendix_report.pattern_summary(res).set_index("model")
     assert s.loc["xnornet18", "drop"] == pytest.approx(90.21 - 71.75)
     assert s.loc["xnornet18", "seeds"] == 3 and s.loc["xnornet18", "drop_verdict"] == "yes"
     assert s.loc["reactnet18", "gain_verdict"] == "yes"
-    iv = appendix.contrast(appendix.pattern_summary(res), "cifar10", "birealnet18")
+    iv = appendix_report.contrast(appendix_report.pattern_summary(res), "cifar10", "birealnet18")
     assert iv.mean == pytest.approx((89.12 - 71.30) - (92.31 - 90.33))
-    text = appendix.pattern_statement(res)
+    text = appendix_report.pattern_statement(res)
     assert "CIFAR-10" in text and "CIFAR-100" not in text  # no CIFAR-100 runs: not judged
     assert "at this scale: **yes**" in text
 
@@ -88,7 +88,7 @@ def test_pattern_says_no_and_not_resolved(tmp_path):
                             "reactnet18": (40, 20, 25), "reactneta": (30, 30, 30)}.items():
             for v, t in zip(VARIANTS, tops):
                 _record(tmp_path, model, "cifar10", v, float(t) + 0.3 * seed * (v == "bn"), seed=seed)
-    text = appendix.pattern_statement(_results(tmp_path))
+    text = appendix_report.pattern_statement(_results(tmp_path))
     assert "at this scale: **no**" in text
     # one seed on 100 test images: every difference is inside the test set's noise
     small = tmp_path / "small"
@@ -96,7 +96,7 @@ def test_pattern_says_no_and_not_resolved(tmp_path):
                         "reactnet18": (30, 29, 29), "reactneta": (30, 30, 30)}.items():
         for v, t in zip(VARIANTS, tops):
             _record(small, model, "cifar10", v, float(t), n=100)
-    text = appendix.pattern_statement(_results(small))
+    text = appendix_report.pattern_statement(_results(small))
     assert "1 seed: test sampling only" in text and "not resolved at 95 %" in text
 
 
@@ -104,9 +104,9 @@ def test_floor_margin_is_reported(tmp_path):
     for v, t in zip(VARIANTS, (40.0, 20.0, 30.0)):
         _record(tmp_path, "reactnet18", "cifar10", v, t)
     _record(tmp_path, "reactnet18", "cifar10", appendix.FLOOR, 25.0)
-    s = appendix.pattern_summary(_results(tmp_path)).set_index("model")
+    s = appendix_report.pattern_summary(_results(tmp_path)).set_index("model")
     assert s.loc["reactnet18", "floor_margin"] == pytest.approx(-5.0)
-    assert "at or below the floor" in appendix.pattern_statement(_results(tmp_path))
+    assert "at or below the floor" in appendix_report.pattern_statement(_results(tmp_path))
 
 
 def test_cell_settings_cells_and_missing_data(tmp_path):
@@ -165,14 +165,14 @@ def test_notebook06_ci(tmp_path, data_root, monkeypatch):
 def test_one_common_seed_is_compared_on_that_seed_and_borrows_the_seed_spread(tmp_path):
     a = [{"seed": 0, "top1": 50.0, "test_images": 10000}, {"seed": 2, "top1": 70.0, "test_images": 10000}]
     b = [{"seed": 2, "top1": 60.0, "test_images": 10000}]
-    d = appendix.difference(a, b)
+    d = appendix_report.difference(a, b)
     assert d.mean == pytest.approx(10.0)  # seed 2 against seed 2, not the first run listed
     assert d.half == pytest.approx(1.959964 * math.hypot(binomial_se(70.0, 10000), binomial_se(60.0, 10000)), rel=1e-5)
-    wide = appendix.difference(a, b, seed_var=(1.0, 4))
+    wide = appendix_report.difference(a, b, seed_var=(1.0, 4))
     assert wide.half == pytest.approx(st.t.ppf(0.975, 4) * math.sqrt(1.0 + d.std ** 2)) and wide.df == 4
     pairs = [([{"seed": s, "top1": x} for s, x in enumerate(xs)], [{"seed": s, "top1": 0.0} for s in range(3)])
              for xs in ((1.0, 2.0, 3.0), (5.0, 5.0, 8.0))]
-    var, df = appendix.pooled_seed_variance(pairs)
+    var, df = appendix_report.pooled_seed_variance(pairs)
     assert df == 4 and var == pytest.approx((2 * 1.0 + 2 * 3.0) / 4)
 
 
@@ -183,7 +183,7 @@ def test_a_contrast_at_chance_says_nothing(tmp_path):
                             "reactnet18": (40, 30, 35), "reactneta": (30, 30, 30)}.items():
             for v, t in zip(VARIANTS, tops):
                 _record(tmp_path, model, "cifar10", v, float(t) + 0.3 * seed, seed=seed)
-    summary = appendix.pattern_summary(_results(tmp_path))
-    verdicts = appendix.contrast_verdicts(summary)
+    summary = appendix_report.pattern_summary(_results(tmp_path))
+    verdicts = appendix_report.contrast_verdicts(summary)
     assert verdicts[("cifar10", "birealnet18")][1] == AT_FLOOR and verdicts[("cifar10", "xnornet18")][1] == AT_FLOOR
-    assert f"at this scale: **{AT_FLOOR}**" in appendix.pattern_statement(_results(tmp_path))
+    assert f"at this scale: **{AT_FLOOR}**" in appendix_report.pattern_statement(_results(tmp_path))

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from mvlib.study import voter_drop as vd
+from mvlib.study import voter_drop_verdicts as vdv
 from mvlib.study.config import VOTER_DROP_CONVENTIONS, load_profile
 from mvlib.study.deck import deck_numbers
 from mvlib.study.stats import AT_FLOOR, UNRESOLVED, p_value, welch
@@ -22,8 +23,8 @@ def test_deck_difference_comes_from_the_deck_file():
     d = deck_numbers("main").set_index(["model", "variant"]).top1
     want = (d["birealnet18", "baseline"] - d["birealnet18", "naive"]) - (d["reactnet18", "baseline"]
                                                                          - d["reactnet18", "naive"])
-    assert vd.deck_difference() == pytest.approx(want)
-    assert vd.deck_difference() > 0  # the deck's ordering: Bi-RealNet-18 loses more
+    assert vdv.deck_difference() == pytest.approx(want)
+    assert vdv.deck_difference() > 0  # the deck's ordering: Bi-RealNet-18 loses more
 
 
 def _rows(factor, condition, react, bireal, **extra):
@@ -41,7 +42,7 @@ def test_ordering_table_pairs_drops_and_orders_the_networks():
                         + _rows("a", "react worse", [40, 42, 41], [5, 6, 7], k=8.0)
                         + _rows("a", "overlap", [10, 20, 30], [12, 25, 28], k=0.125)
                         + _rows("a", "one network only", [1, 2, 3], []))
-    t = vd.ordering_table(rows).set_index("condition")
+    t = vdv.ordering_table(rows).set_index("condition")
     assert "one network only" not in t.index  # a difference needs both networks
     r = t.loc["bireal worse"]
     iv = welch([30, 32, 31], [10, 11, 12])
@@ -54,7 +55,7 @@ def test_ordering_table_pairs_drops_and_orders_the_networks():
 
 
 def _order(*parts):
-    return vd.ordering_table(pd.DataFrame([r for p in parts for r in p]))
+    return vdv.ordering_table(pd.DataFrame([r for p in parts for r in p]))
 
 
 def test_factor_verdicts_follow_the_intervals():
@@ -68,7 +69,7 @@ def test_factor_verdicts_follow_the_intervals():
         _rows("c", "wide: naive", *unclear, **{**ref, "point": "wide"}),
         _rows("d", "01 baselines: naive-matched", *reversed_, convention="naive-matched"),
         _rows("d", "01 baselines: threshold", *reversed_, convention="threshold"))
-    table, lines = vd.factor_verdicts(order)
+    table, lines = vdv.factor_verdicts(order)
     v = dict(zip(table.factor, table.verdict))
     assert v["a"] == "reproduces the deck's ordering"  # k = 8 has it, k = 1 does not
     assert v["b"] == "reproduces the deck's ordering"
@@ -76,21 +77,21 @@ def test_factor_verdicts_follow_the_intervals():
     assert v["d"] == "reverses the deck's ordering"
     text = "\n".join(lines)
     assert "cannot carry the deck's claim" in text  # the ordering flips between two k, both resolved
-    assert f"{vd.deck_difference():.1f}" in lines[0]
+    assert f"{vdv.deck_difference():.1f}" in lines[0]
     # every sentence carries its interval
     r = order.set_index("condition").loc["binary: naive"]
     assert f"{r['difference']:+.1f} ± {r['difference ± 95 %']:.1f}" in text
     # a deck ordering at the reference that the treated condition loses is "removed"
     order2 = _order(_rows("b", "real: naive", *deck_like, **ref),
                     _rows("b", "binary: naive", *unclear, **{**ref, "kind": "binary"}))
-    assert dict(zip(*vd.factor_verdicts(order2)[0][["factor", "verdict"]].T.values))["b"] == \
+    assert dict(zip(*vdv.factor_verdicts(order2)[0][["factor", "verdict"]].T.values))["b"] == \
         "removes the deck's ordering"
     # never the deck's ordering, reversed somewhere: said so, with the count
     order3 = _order(_rows("a", "naive, k = 1", *unclear, k=1.0), _rows("a", "naive, k = 8", *reversed_, k=8.0),
                     _rows("a", "naive, k = 1/8", *reversed_, k=0.125))
-    assert vd.factor_verdicts(order3)[0].verdict.iloc[0] == \
+    assert vdv.factor_verdicts(order3)[0].verdict.iloc[0] == \
         "does not reproduce the deck's ordering (reversed in 2 of 3)"
-    empty = vd.factor_verdicts(_order(_rows("a", "naive, k = 1", *deck_like, k=1.0)))[0]
+    empty = vdv.factor_verdicts(_order(_rows("a", "naive, k = 1", *deck_like, k=1.0)))[0]
     assert set(empty[empty.factor != "a"].verdict) == {"not measured in this profile"}
 
 
@@ -178,7 +179,7 @@ def test_train_variants_one_factor_at_a_time(tiny):
         p = json.loads(open(f"{cfg['results_dir']}/runs/{vd.STEP}/{rid}/params.json").read())["identity"]["params"]
         assert p["voter_layers"] == ("all" if layers == "3x3+1x1" else "3x3")
     assert set(rows.factor) == {"b", "c"} and set(rows.split) == {"val"}
-    order = vd.ordering_table(rows)
+    order = vdv.ordering_table(rows)
     assert len(order) == len(rows) // 2  # one seed per network: every condition has both
 
 
@@ -242,7 +243,7 @@ def test_notebook_08_ci(ci_results, tmp_path):
     execute("99_report", ci_results, tmp_path)  # section 6 regenerates the verdict from notebook 08's tables
     report = json.dumps([c.get("outputs", []) for c in nbformat.read(tmp_path / "99_report.ipynb",
                                                                      as_version=4).cells])
-    for line in vd.factor_verdicts(vd.ordering_table(pd.read_csv(ci_results / "tables"
+    for line in vdv.factor_verdicts(vdv.ordering_table(pd.read_csv(ci_results / "tables"
                                                                  / "08_voter_drop_rows_ci.csv")))[1]:
         assert json.dumps(line)[1:-1] in report
     before = {s: len(metrics(ci_results, s)) for s in (vd.STEP, vd.TRAIN_STEP, vd.NAIVE_STEP)}
@@ -257,16 +258,16 @@ def test_a_row_at_chance_says_nothing_and_the_rows_are_one_holm_family():
     # Bi-RealNet-18's voter row at 60 - 51 = 9 % (chance 10 %): its drop is floor-limited
     rows = pd.DataFrame(_rows("b", "at chance", [10, 11, 12], [51, 50.5, 51.5], k=1.0)
                         + _rows("b", "clear", [10, 11, 12], [30, 32, 31], k=1.0))
-    t = vd.ordering_table(rows).set_index("condition")
+    t = vdv.ordering_table(rows).set_index("condition")
     assert t.loc["at chance", "ordering"] == AT_FLOOR and bool(t.loc["at chance", "at_floor"])
     assert t.loc["at chance", "birealnet18 voter"] == pytest.approx(9.0)
     assert t.loc["clear", "ordering"] == "deck's ordering"
     # every condition at the floor: the factor says nothing
-    only = vd.ordering_table(pd.DataFrame(_rows("b", "at chance", [10, 11, 12], [51, 50.5, 51.5], k=1.0)))
-    assert vd._factor(only, only).startswith(AT_FLOOR)
+    only = vdv.ordering_table(pd.DataFrame(_rows("b", "at chance", [10, 11, 12], [51, 50.5, 51.5], k=1.0)))
+    assert vdv._factor(only, only).startswith(AT_FLOOR)
     # a difference resolved alone at 95 % that does not survive Holm over a family of many rows
     weak = _rows("a", "weak", [10, 11, 12], [12.5, 13.5, 14.8], k=1.0)
     p_alone = p_value(welch([12.5, 13.5, 14.8], [10, 11, 12]))
     assert p_alone < 0.05
     family = weak + [r for i in range(6) for r in _rows("a", f"null {i}", [10, 11, 12], [10.5, 10.5, 12.5], k=1.0)]
-    assert vd.ordering_table(pd.DataFrame(family)).set_index("condition").loc["weak", "ordering"] == UNRESOLVED
+    assert vdv.ordering_table(pd.DataFrame(family)).set_index("condition").loc["weak", "ordering"] == UNRESOLVED

@@ -8,8 +8,8 @@ whole (the README is rewritten atomically; text outside the blocks is kept):
 * ``timings`` - wall seconds per executed notebook (``results/notebooks/<profile>/*.done.json``),
 * ``kernels`` - the kernel benchmark's headline (``results/bench/``, as the report reads it),
 * ``train_voters`` - training-step images/s through each voter (``results/bench/train_voters_cpu.json``),
-* ``appendix`` - the BN / w/o BN / BN-Free pattern statement (:func:`mvlib.study.appendix.pattern_statement`),
-* ``voter_drop`` - notebook 08's factor verdicts (:func:`mvlib.study.voter_drop.factor_verdicts`),
+* ``appendix`` - the BN / w/o BN / BN-Free pattern statement (:func:`mvlib.study.appendix_report.pattern_statement`),
+* ``voter_drop`` - notebook 08's factor verdicts (:func:`mvlib.study.voter_drop_verdicts.factor_verdicts`),
 * ``engine`` - the inference engine's network benchmark (``results/bench/network_*.json``, newest).
 
 A block whose source has not run for the profile is left as it is.
@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cuda_numba.bench_network import summary_text  # noqa: E402
 from mvlib.environment import code_hash  # noqa: E402
 from mvlib.files import write_atomic  # noqa: E402
-from mvlib.study import appendix, pareto, report  # noqa: E402
-from mvlib.study import voter_drop as vd  # noqa: E402
+from mvlib.study import appendix_report, pareto, report  # noqa: E402
+from mvlib.study import voter_drop_verdicts as vdv  # noqa: E402
 from mvlib.study.deck_pattern import main_table, verdicts  # noqa: E402
 from mvlib.study.records import all_metrics  # noqa: E402
 
@@ -94,14 +94,14 @@ def train_voters_block(path: Path) -> str:
 
 
 def appendix_block(rows, profile) -> str | None:
-    res = appendix.appendix_results(rows, profile)
-    return None if res.empty else appendix.pattern_statement(res)
+    res = appendix_report.appendix_results(rows, profile)
+    return None if res.empty else appendix_report.pattern_statement(res)
 
 
 def voter_drop_block(profile) -> str | None:
     """Notebook 08's verdicts, from its rows table (records of the running code only, as the report reads them)."""
     rows = report.step_table("08_voter_drop", "rows", "results", profile)
-    return None if rows is None or rows.empty else "\n\n".join(vd.factor_verdicts(vd.ordering_table(rows))[1])
+    return None if rows is None or rows.empty else "\n\n".join(vdv.factor_verdicts(vdv.ordering_table(rows))[1])
 
 
 def pareto_block(profile) -> str | None:

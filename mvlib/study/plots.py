@@ -54,7 +54,7 @@ NETWORK_COLORS = {"reactnet18": "tab:blue", "birealnet18": "tab:red"}
 def plot_rescale_sweep(order, title: str = ""):
     """Experiment 1: each network's naive drop against the weight scale k (left) and their difference (right).
 
-    ``order``: :func:`mvlib.study.voter_drop.ordering_table` rows with a ``k`` (mean and 95 % half-widths).
+    ``order``: :func:`mvlib.study.voter_drop_verdicts.ordering_table` rows with a ``k`` (mean and 95 % half-widths).
     """
     g = order[order["k"].notna()].sort_values("k")
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8))

@@ -15,7 +15,7 @@ from functools import cached_property
 import pandas as pd
 from IPython.display import Markdown, display
 
-from . import appendix, report
+from . import appendix_report, report
 from . import plots_report as pr
 from . import report_tables as rt
 from . import report_verdicts as rv
@@ -150,7 +150,7 @@ class Report:
     # ------------------------------------------------------------------------------------------ §4
     @cached_property
     def appendix(self) -> pd.DataFrame:
-        return appendix.appendix_results(self.rows, self.profile)
+        return appendix_report.appendix_results(self.rows, self.profile)
 
     def appendix_table(self):
         if not self.appendix.top1.notna().any():
@@ -168,7 +168,7 @@ class Report:
     def appendix_verdict(self):
         if not self.appendix.top1.notna().any():
             return None
-        return verdict(appendix.pattern_statement(self.appendix))
+        return verdict(appendix_report.pattern_statement(self.appendix))
 
     # ------------------------------------------------------------------------------------------ §5
     @cached_property
@@ -205,30 +205,30 @@ class Report:
     # ------------------------------------------------------------------------------------------ §6
     @cached_property
     def order(self) -> pd.DataFrame | None:
-        from . import voter_drop as vd
+        from . import voter_drop_verdicts as vdv
         rows = report.step_table("08_voter_drop", "rows", self.results_dir, self.profile, self.code)
-        return None if rows is None or rows.empty else vd.ordering_table(rows)
+        return None if rows is None or rows.empty else vdv.ordering_table(rows)
 
     def drop_table(self):
-        from . import voter_drop as vd
+        from . import voter_drop_verdicts as vdv
         if self.order is None:
             return self._missing("notebook-08 results")
-        return rt.factor_rows(vd.factor_verdicts(self.order)[0])
+        return rt.factor_rows(vdv.factor_verdicts(self.order)[0])
 
     def drop_figure(self):
-        from . import voter_drop as vd
+        from . import voter_drop_verdicts as vdv
         if self.order is None:
             return None
-        fig, _ = pr.ordering_forest(self.order, vd.deck_difference())
+        fig, _ = pr.ordering_forest(self.order, vdv.deck_difference())
         return render(fig, "Figure 6. Bi-RealNet-18's drop minus ReActNet-18's, per condition of notebook 08 (Welch "
                            "95 % interval over seeds; colour: the verdict of the row, Holm over all rows), against "
                            "the deck's difference (dashed). Letters: the factor each condition tests.")
 
     def drop_verdict(self):
-        from . import voter_drop as vd
+        from . import voter_drop_verdicts as vdv
         if self.order is None:
             return None
-        return verdict("\n\n".join(vd.factor_verdicts(self.order)[1]))
+        return verdict("\n\n".join(vdv.factor_verdicts(self.order)[1]))
 
     # ------------------------------------------------------------------------------------------ §7
     @cached_property
@@ -325,7 +325,7 @@ class Report:
         return None if self.order is None else rt.ordering_rows(self.order)
 
     def drop_accuracy_figure(self):
-        from . import voter_drop as vd
+        from . import voter_drop_verdicts as vdv
         from .deck import deck_numbers
         if self.order is None:
             return None
@@ -338,7 +338,7 @@ class Report:
                       + (f" {n['labels_left_out']} label(s) found no free place." if n["labels_left_out"] else ""))
 
     def damage_text(self):
-        from . import voter_drop as vd
+        from . import voter_drop_verdicts as vdv
         flips = report.step_table("08_voter_drop", "flips", self.results_dir, self.profile, self.code)
         damage = report.step_table("08_voter_drop", "damage", self.results_dir, self.profile, self.code)
         if flips is None or damage is None or flips.empty or damage.empty:

@@ -1,7 +1,7 @@
 """The report's tables: records and result files shaped for a reader, rendered as plain HTML.
 
 Every function here takes a frame that another module computed from the data
-(:func:`mvlib.study.deck_pattern.main_table`, :func:`mvlib.study.appendix.appendix_results`,
+(:func:`mvlib.study.deck_pattern.main_table`, :func:`mvlib.study.appendix_report.appendix_results`,
 a benchmark or synthesis file, ...) and returns a :class:`Table`: few columns, headers in words
 with their units, numbers rounded for reading ("–" where there is none, never "-0.0"), a mean
 and its 95 % half-width in one cell. Nothing is computed here that changes a number.
@@ -295,14 +295,14 @@ FACTORS = {"a": "(a) output-scale convention (weights × k)", "b": "(b) binary 1
 
 
 def factor_rows(verdicts: pd.DataFrame) -> Table:
-    """Notebook 08's four factors (:func:`mvlib.study.voter_drop.factor_verdicts`): conditions and verdict."""
+    """Notebook 08's four factors (:func:`mvlib.study.voter_drop_verdicts.factor_verdicts`): conditions and verdict."""
     recs = [{"Factor": FACTORS.get(r["factor"], r["factor"]), "Conditions compared": int(r["conditions"]),
              "Verdict on the deck's ordering": r["verdict"]} for _, r in verdicts.iterrows()]
     return _table(recs, text=("Factor", "Verdict on the deck's ordering"))
 
 
 def ordering_rows(order: pd.DataFrame) -> Table:
-    """Every condition of notebook 08 (:func:`mvlib.study.voter_drop.ordering_table`): both drops and their
+    """Every condition of notebook 08 (:func:`mvlib.study.voter_drop_verdicts.ordering_table`): both drops and their
     difference with 95 % intervals, and the ordering."""
     order = order.assign(_f=order["factor"].map({k: i for i, k in enumerate(FACTORS)})).sort_values("_f",
                                                                                               kind="stable")

@@ -325,25 +325,25 @@ class Report:
         return None if self.order is None else rt.ordering_rows(self.order)
 
     def drop_accuracy_figure(self):
-        from . import voter_drop_verdicts as vdv
+        from .voter_drop import MODELS
         from .deck import deck_numbers
         if self.order is None:
             return None
         deck = deck_numbers("main").set_index(["model", "variant"]).top1
         points = self.order[(self.order.convention == "naive") & (self.order.kind == "real")]
         fig, n = pr.drop_vs_accuracy(points, {m: (deck[m, "baseline"], deck[m, "baseline"] - deck[m, "naive"])
-                                              for m in vd.MODELS})
+                                              for m in MODELS})
         return render(fig, "Figure A2. The naive voter's drop against the float network's top-1 per training point "
                            "of notebook 08 (mean over seeds, 95 % interval), with the deck's two points (stars)."
                       + (f" {n['labels_left_out']} label(s) found no free place." if n["labels_left_out"] else ""))
 
     def damage_text(self):
-        from . import voter_drop_verdicts as vdv
+        from .voter_drop import damage_lines
         flips = report.step_table("08_voter_drop", "flips", self.results_dir, self.profile, self.code)
         damage = report.step_table("08_voter_drop", "damage", self.results_dir, self.profile, self.code)
         if flips is None or damage is None or flips.empty or damage.empty:
             return None
-        return Markdown("\n".join(f"- {line}" for line in vd.damage_lines(flips, damage)))
+        return Markdown("\n".join(f"- {line}" for line in damage_lines(flips, damage)))
 
     def pareto_points_table(self):
         return None if self.pareto is None else rt.pareto_rows(self.pareto[1], self.pareto[2])

@@ -80,8 +80,13 @@ def test_notebooks_05_07_and_report_ci(ci_results, tmp_path):
     shown = json.dumps([c.get("outputs", []) for c in report.cells], ensure_ascii=False)
     # the report's tables: human headers, the deck beside ours, a verdict per section
     assert "Deck top-1 (%)" in shown and "Design (N = 512 inputs)" in shown and "ReActNet-18" in shown
-    assert "substitution costs accuracy" in shown and "Verdict" in shown
-    if metrics(ci_results, "03_mv_retraining"):  # when notebooks 02-04 ran first in this session
+    assert "Verdict" in shown
+    from mvlib.environment import code_hash
+    if any(m.get("code_hash") == code_hash() and m.get("variant") == "naive"
+           for m in metrics(ci_results, "02_naive_majority_voter")):
+        # notebook 02 ran on this code first (the report shows the records of the running code only)
+        assert "substitution costs accuracy" in shown
+    if any(m.get("code_hash") == code_hash() for m in metrics(ci_results, "03_mv_retraining")):
         assert "retrained through the voter" in shown and "G = 4" in shown
     # notebook 09: every point on every seed (ci: 0 and 1), trees and the control width, and its report section
     import pandas as pd

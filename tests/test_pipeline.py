@@ -129,6 +129,34 @@ def test_failed_step_names_notebook_and_cell_and_keeps_earlier_steps(tmp_path, t
     assert (out / "02_bad.ipynb").is_file() and not (out / "02_bad.failed.ipynb").exists()
 
 
+def test_a_missing_appendix_dataset_stops_the_study_before_any_work(tmp_path, tiny_notebooks, data_root):
+    data = tmp_path / "data"
+    (data / "cifar100").mkdir(parents=True)
+    (data / "cifar10").symlink_to(data_root / "cifar10")
+    (data / "cifar100" / "test.npz").symlink_to(data_root / "cifar100" / "test.npz")  # its train file is missing
+    nbdir = tiny_notebooks(tmp_path / "notebooks", {"01_ok": "x = 1", "06_appendix": "y = 2"})
+    results = tmp_path / "results"
+    with pytest.raises(Exception, match=r"notebook 06 needs cifar100: .*lacks train_subset.npz.*"
+                                        r'--set appendix_datasets=\["cifar10"\]'):
+        pipeline.run_pipeline("ci", overrides={"results_dir": str(results), "data_dir": str(data)},
+                              log=lambda s: None, notebook_dir=nbdir)
+    assert not (results / "notebooks" / "ci" / "01_ok.done.json").exists()
+    # left out as the error says, the study runs
+    pipeline.run_pipeline("ci", overrides={"results_dir": str(results), "data_dir": str(data),
+                                           "appendix_datasets": ["cifar10"]}, log=lambda s: None, notebook_dir=nbdir)
+    assert (results / "notebooks" / "ci" / "06_appendix.done.json").is_file()
+
+
+def test_executed_notebooks_name_their_paths_inside_the_checkout(tmp_path, tiny_notebooks, monkeypatch):
+    monkeypatch.setattr(runner, "REPO_ROOT", tmp_path)
+    nbdir = tiny_notebooks(tmp_path / "notebooks", {"01_ok": "x = 1"})
+    pipeline.run_pipeline("ci", overrides={"results_dir": str(tmp_path / "results")}, log=lambda s: None,
+                          notebook_dir=nbdir)
+    meta = nbformat.read(tmp_path / "results" / "notebooks" / "ci" / "01_ok.ipynb", as_version=4).metadata.papermill
+    assert meta["input_path"] == "notebooks/01_ok.ipynb"
+    assert meta["output_path"] == "results/notebooks/ci/01_ok.ipynb"
+
+
 def _timed_notebooks(write, nbdir, stamps, sources):
     write(nbdir, {name: f"import os, time, json\nt0 = time.time()\n{src}\n"
                         f"open({str(stamps)!r} + '/{name}.json', 'w').write(json.dumps("

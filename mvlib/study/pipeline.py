@@ -46,8 +46,8 @@ from . import records
 from .config import load_overlay, load_profile, parse_cli_overrides
 from .progress import error_line
 from .records import resolve_results_dir
-from .runner import (KERNEL_NAME, StepFailed, StepReachedDeadline, StoppedAtDeadline, check_data,
-                     ensure_kernel)
+from .runner import (KERNEL_NAME, StepFailed, StepReachedDeadline, StoppedAtDeadline, check_appendix_data,
+                     check_data, ensure_kernel)
 from .runner import run_step as run_graph_step
 from .scheduler import (DEADLINE, DONE, FAILED, Scheduler, StepLauncher, StepStatus, deadline_from_env,
                         die_with_parent)
@@ -201,6 +201,9 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
                 log(f"[{step}] re-executed first: a later step needs the weights of {len(ids)} of its finished runs, "
                     f"which this checkout does not hold (checkpoints are not committed); they are trained again")
             rerun_steps |= set(restore)
+        if any(s.startswith("06_") for s in chosen) and not graph.is_current(
+                next(s for s in chosen if s.startswith("06_")), profile, overrides, out_dir):
+            check_appendix_data(cfg)
         before = {s: _read(out_dir / f"{s}.done.json") for s in chosen}
         if estimate_first if estimate_first is not None else (profile == "paper" and not smoke and record):
             from .estimate import estimate

@@ -138,6 +138,7 @@ def run_step(graph: StepGraph, step: str, profile: str, overrides: dict, out_dir
         progress_file.unlink(missing_ok=True)
     final = out_dir / f"{step}.ipynb"
     os.replace(partial, final)
+    relative_papermill_paths(final, src)
     render_html(final, out_dir / f"{step}.html")
     record = {"step": step, "hash": key, "upstream": graph.upstream_digest(results, step, cfg),
               "code_hash": graph.code_hash(), "seconds": round(time.time() - t0, 1), "params": params,
@@ -149,6 +150,25 @@ def run_step(graph: StepGraph, step: str, profile: str, overrides: dict, out_dir
     return record
 
 
+def relative_papermill_paths(executed: Path, src: Path) -> None:
+    """Write the executed notebook's papermill input/output paths relative to the checkout.
+
+    papermill records the absolute paths of the machine that ran it; a committed copy should say where the
+    notebook lies in the repository, not in whose home folder it was executed.
+    """
+    import nbformat
+    nb = nbformat.read(str(executed), as_version=4)
+    meta = nb.metadata.get("papermill")
+    if meta is None:
+        return
+    for key, path in (("input_path", src), ("output_path", executed)):
+        try:
+            meta[key] = Path(path).resolve().relative_to(REPO_ROOT.resolve()).as_posix()
+        except ValueError:  # a results folder outside the checkout keeps its absolute path
+            meta[key] = str(path)
+    nbformat.write(nb, str(executed))
+
+
 def ensure_kernel(log=print) -> None:
     """Register the ``mvlib`` Jupyter kernel for this Python when it is missing (conda or pip installs without make)."""
     from jupyter_client.kernelspec import KernelSpecManager
@@ -157,6 +177,22 @@ def ensure_kernel(log=print) -> None:
     from ipykernel.kernelspec import install
     install(kernel_name=KERNEL_NAME, display_name=f"{KERNEL_NAME} ({Path(sys.prefix).name})", prefix=sys.prefix)
     log(f"registered the Jupyter kernel {KERNEL_NAME!r} for {sys.executable}")
+
+
+def check_appendix_data(cfg: dict) -> None:
+    """Fail before any work when a dataset of notebook 06 (``appendix_datasets``) cannot be read.
+
+    A missing file would otherwise leave a column of the appendix's table empty for the whole run; the
+    error names the file and how to leave the dataset out instead.
+    """
+    from ..data import DataError
+    from .appendix import data_missing
+    for dataset in cfg["appendix_datasets"]:
+        why = data_missing(cfg, dataset)
+        if why is not None:
+            keep = [d for d in cfg["appendix_datasets"] if d != dataset]
+            raise DataError(f"notebook 06 needs {dataset}: {why}; put the files there, or leave {dataset} out "
+                            f"with --set appendix_datasets={json.dumps(keep, separators=(',', ':'))}")
 
 
 def check_data(cfg: dict) -> None:

@@ -3,14 +3,17 @@
 Two identities of the code, each a sha256 (16 hex digits) taken once per process:
 
 * :func:`code_hash` — what the *numbers* depend on. It covers the modules of
-  ``mvlib/`` and ``cuda_numba/`` that compute (layers, voters, models,
-  training, kernels, the study's experiments), each reduced to its code:
-  comments, docstrings, blank lines and trailing spaces do not count
-  (:func:`normalized_source`). Left out are the modules that only read,
-  write, check, schedule or present results (:data:`CODE_IDENTITY_EXCLUDES`).
-  A run record carries this hash, and a finished run is reused only by a
-  process whose hash is the same (:mod:`mvlib.study.records`): rewording a
-  docstring or changing a plot retrains nothing.
+  ``mvlib/`` and ``cuda_numba/`` that the study's computations reach: the
+  import closure of the notebooks and of the commands that train in a
+  process of their own (:data:`IDENTITY_ROOTS`), each module reduced to its
+  code — comments, docstrings, blank lines and trailing spaces do not count
+  (:func:`normalized_source`). The closure stops at the modules that only
+  read, write, check, schedule or present results
+  (:data:`CODE_IDENTITY_EXCLUDES`). A library module no step imports (a new
+  benchmark, a tool) is not part of it until a step uses it. A run record
+  carries this hash, and a finished run is reused only by a process whose
+  hash is the same (:mod:`mvlib.study.records`): rewording a docstring,
+  changing a plot or adding an unused module retrains nothing.
 * :func:`source_hash` — every byte of every ``.py`` file of both packages. A
   pipeline step is re-executed when it changes (:mod:`mvlib.study.pipeline`),
   so a rendered notebook always comes from the code in the tree; its runs are
@@ -75,9 +78,73 @@ def source_files(root: Path = REPO_ROOT) -> list[Path]:
     return [p for pkg in CODE_PACKAGES for p in sorted((root / pkg).rglob("*.py"))]
 
 
+# Where the study's numbers are computed: the notebooks, and the modules started as processes of their own (the
+# train command, the data-parallel ranks, the peer benchmark's worker); everything they import from the two packages counts, transitively.
+IDENTITY_ROOTS = ("notebooks/*.py", "mvlib/study/train.py", "mvlib/study/ddp_worker.py", "cuda_numba/lce_worker.py")
+
+
+def _module_file(root: Path, dotted: str) -> Path | None:
+    """The file of module ``dotted`` of the two packages under ``root`` (None for anything else)."""
+    parts = dotted.split(".")
+    if not dotted or parts[0] not in CODE_PACKAGES:
+        return None
+    base = root.joinpath(*parts)
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return None
+
+
+def imported_files(root: Path, path: Path) -> set[Path]:
+    """The files of the two packages that ``path`` imports (at module level or inside functions).
+
+    Importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` too, so those count; a name taken
+    from a package (``from .models import build_model``) is that package, or the submodule of that name.
+    """
+    rel = path.relative_to(root).with_suffix("").parts
+    in_package = rel[0] in CODE_PACKAGES
+    module = ".".join(rel[:-1] if rel[-1] == "__init__" else rel) if in_package else ""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[Path] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - (node.level - 1)] if package else []
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            targets = [source] + [f"{source}.{a.name}" for a in node.names]
+        else:
+            continue
+        for target in targets:
+            parts = target.split(".")
+            for i in range(1, len(parts) + 1):
+                f = _module_file(root, ".".join(parts[:i]))
+                if f is not None:
+                    found.add(f)
+    return found
+
+
 def code_files(root: Path = REPO_ROOT) -> list[Path]:
-    """The source files whose code makes up :func:`code_hash`, in a fixed order."""
-    return [p for p in source_files(root) if p.relative_to(root).as_posix() not in CODE_IDENTITY_EXCLUDES]
+    """The source files whose code makes up :func:`code_hash`, in a fixed order.
+
+    The import closure of :data:`IDENTITY_ROOTS`; an excluded module is neither counted nor followed (what it
+    imports counts only where a computing module imports it too).
+    """
+    excluded = {root / rel for rel in CODE_IDENTITY_EXCLUDES}
+    todo = [p for pattern in IDENTITY_ROOTS for p in sorted(root.glob(pattern))]
+    seen: set[Path] = set(todo)
+    while todo:
+        path = todo.pop()
+        for f in imported_files(root, path) - seen:
+            seen.add(f)
+            if f not in excluded:
+                todo.append(f)
+    reached = {p for p in seen if p not in excluded}
+    return [p for p in source_files(root) if p in reached]
 
 
 def _docstring_lines(tree: ast.AST, lines: list[str]) -> set[int]:

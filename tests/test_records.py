@@ -218,17 +218,46 @@ def test_code_hash_covers_the_library_and_skips_presentation(tmp_path):
     files = {p.relative_to(environment.REPO_ROOT).as_posix() for p in environment.code_files()}
     assert "mvlib/voters.py" in files and "cuda_numba/cpu_kernels.py" in files and "mvlib/study/experiment.py" in files
     assert "mvlib/study/report.py" not in files and "mvlib/study/plots.py" not in files
-    for pkg in ("mvlib", "cuda_numba"):
-        (tmp_path / pkg).mkdir()
-        (tmp_path / pkg / "a.py").write_text("x = 1\n")
+    _tiny_tree(tmp_path, {"mvlib/a.py": "x = 1\n"}, notebook="import mvlib.a\n")
     h = environment.compute_code_hash(tmp_path)
     (tmp_path / "mvlib" / "a.py").write_text("x = 2\n")
     assert environment.compute_code_hash(tmp_path) != h
 
 
-def test_code_hash_ignores_comments_docstrings_and_blank_lines_but_not_code(tmp_path):
+def _tiny_tree(root, files: dict, notebook: str):
+    """Two packages with ``files`` ({relative path: source}) and one notebook source importing from them."""
     for pkg in ("mvlib", "cuda_numba"):
-        (tmp_path / pkg).mkdir()
+        (root / pkg).mkdir(exist_ok=True)
+        (root / pkg / "__init__.py").write_text("")
+    for rel, src in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(src)
+    (root / "notebooks").mkdir(exist_ok=True)
+    (root / "notebooks" / "01_x.py").write_text(notebook)
+
+
+def test_code_hash_is_the_import_closure_of_the_notebooks(tmp_path):
+    _tiny_tree(tmp_path, {"mvlib/study/__init__.py": "", "mvlib/study/experiment.py": "from ..layers import f\n",
+                          "mvlib/layers.py": "from .kernels import k\ndef f(): pass\n",
+                          "mvlib/kernels/__init__.py": "def k(): pass\n",
+                          "mvlib/study/plots.py": "from ..unused import u\n",   # excluded: not followed
+                          "mvlib/unused.py": "u = 1\n", "cuda_numba/ops.py": "import numpy\n"},
+               notebook="from mvlib.study import experiment\nfrom mvlib.study import plots\n"
+                        "def g():\n    import cuda_numba.ops\n")
+    files = {p.relative_to(tmp_path).as_posix() for p in environment.code_files(tmp_path)}
+    assert files == {"mvlib/__init__.py", "mvlib/study/__init__.py", "mvlib/study/experiment.py", "mvlib/layers.py",
+                     "mvlib/kernels/__init__.py", "cuda_numba/__init__.py", "cuda_numba/ops.py"}
+    h = environment.compute_code_hash(tmp_path)
+    (tmp_path / "mvlib" / "unused.py").write_text("u = 2\n")          # reached only through a report module
+    (tmp_path / "mvlib" / "new_benchmark.py").write_text("import torch\n")  # imported by nothing
+    assert environment.compute_code_hash(tmp_path) == h
+    (tmp_path / "mvlib" / "layers.py").write_text("from .kernels import k\nfrom .new_benchmark import *\ndef f(): pass\n")
+    assert environment.compute_code_hash(tmp_path) != h                    # used by a computing module: it counts
+    assert "mvlib/new_benchmark.py" in {p.relative_to(tmp_path).as_posix() for p in environment.code_files(tmp_path)}
+
+
+def test_code_hash_ignores_comments_docstrings_and_blank_lines_but_not_code(tmp_path):
+    _tiny_tree(tmp_path, {}, notebook="from mvlib import a\n")
     src = tmp_path / "mvlib" / "a.py"
     src.write_text('"""Module doc."""\nimport math\n\n\ndef f(x):\n    """Doc."""\n    return x + 1  # why\n')
     h, s = environment.compute_code_hash(tmp_path), environment.compute_source_hash(tmp_path)
@@ -250,7 +279,8 @@ def test_code_hash_leaves_out_what_reads_writes_or_draws_records():
     for rel in environment.CODE_IDENTITY_EXCLUDES:
         assert (environment.REPO_ROOT / rel).is_file(), f"{rel} listed but absent"
         assert rel not in files
-    for rel in ("mvlib/layers.py", "mvlib/train.py", "mvlib/study/voter_study.py", "cuda_numba/engine.py"):
+    for rel in ("mvlib/layers.py", "mvlib/train.py", "mvlib/study/voter_study.py", "cuda_numba/engine.py",
+                "mvlib/study/ddp_worker.py", "cuda_numba/bench_network.py", "mvlib/hw/verilog.py"):
         assert rel in files
 
 

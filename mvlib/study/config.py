@@ -258,6 +258,10 @@ SCHEMA: dict[str, Key] = {
                                 "appendix seed (the others on the first)", "study", each(one_of(*MODEL_NAMES))),
     "appendix_two_step": Key(bool, False, "notebook 06's cells trained in two steps (the BNN-BN scripts: step 1 "
                              "binary activations, step 2 binary weights too, half the epochs each)", "study"),
+    "appendix_downsample": Key(str, "real", "1x1 downsample shortcut of notebook 06's ResNet-18 cells: real (fp32 "
+                               "conv), weights (binary weights on real activations: the BNN-BN scripts' "
+                               "BNN_NoBN networks) or binary (binary weights and activations)", "study",
+                               one_of("real", "weights", "binary")),
     "appendix_distill": Key(bool, False, "notebook 06's cells distilled from the teacher of teacher_model (the "
                             "BNN-BN scripts' --loss_type kd)", "study"),
     "appendix_augment": Key(bool, True, "pad-4 crop + flip in notebook 06 (off in cpu: chosen on validation)",

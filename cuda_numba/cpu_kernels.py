@@ -164,6 +164,96 @@ def _im2col_row(A, row, xflat, b, ho, wo, H, W, NW, c, G, Kg, kh, kw, stride, pa
                         or_bits(A, row + g * Kg, t * c + s0, get_bits(xflat, src, g * c + s0, n), n)
 
 
+@njit(inline="always", cache=True)
+def pixel_of(m, Ho, Wo):
+    """(image, row, column) of output pixel ``m`` of a ``[B, Ho, Wo]`` output."""
+    b = m // (Ho * Wo)
+    r = m - b * (Ho * Wo)
+    ho = r // Wo
+    return b, ho, r - ho * Wo
+
+
+@njit(inline="always", cache=True)
+def next_pixel(b, ho, wo, Ho, Wo):
+    """The pixel after ``(b, ho, wo)``: counters, where a walk over rows would divide per row."""
+    wo += 1
+    if wo == Wo:
+        wo = 0
+        ho += 1
+        if ho == Ho:
+            ho = 0
+            b += 1
+    return b, ho, wo
+
+
+@njit(inline="always", cache=True)
+def chunk_rows(m0, rows, chunk, direct, xflat, A, pix_u, pix_off, urow, H, W, Hp, Wp, NW, c, G, Kg, K, kh, kw,
+               stride, pad, Ho, Wo):
+    """Set up the rows of the chunk of output pixels ``m0 .. m0+rows``: where each row starts and its border pattern.
+
+    ``pix_off[i]``: the row's offset in the zero-bordered input (direct) or in ``A``, where its
+    im2col streams are built (``A`` zeroed first); ``urow[i]``: its border pattern (row of ``base``).
+    Shared by the layer kernel and the engine's block kernel (:func:`cuda_numba.engine_kernels.block_kernel`);
+    inlined, so each caller compiles it into its own loop.
+    """
+    if not direct:
+        A[: chunk * K] = 0
+    b, ho, wo = pixel_of(m0, Ho, Wo)
+    for i in range(rows):
+        urow[i] = pix_u[ho * Wo + wo]
+        if direct:
+            pix_off[i] = ((b * Hp + ho * stride) * Wp + wo * stride) * NW
+        else:
+            pix_off[i] = i * K
+            _im2col_row(A, i * K, xflat, b, ho, wo, H, W, NW, c, G, Kg, kh, kw, stride, pad)
+        b, ho, wo = next_pixel(b, ho, wo, Ho, Wo)
+
+
+@njit(inline="always", cache=True)
+def chunk_tiles(src, pix_off, urow, rows, src_nseg, sstride, slen, panel, base, Co, co_pad, G, Kg, K, popcount, mv,
+                fanins, tie, sums, sums_at, votes, votes_at, NWo, roff, toff, D, V, planes):
+    """The chunk's convolution in tiles of 4 pixels x 16 output channels, after :func:`chunk_rows`.
+
+    ``popcount``: the sums ``s`` of row ``i``, channel ``o`` go to ``sums[sums_at + i*Co + o]``;
+    else the votes (``mv``: majority, or the hierarchical vote of ``G`` blocks) are OR-ed into
+    ``votes[votes_at + i*NWo + o//64]``, bit ``o % 64``. ``roff``, ``toff``, ``D``, ``V``, ``planes``:
+    the caller's per-thread scratch. Output channels outer: one weight slice (K x 16 words) stays in
+    L1 while every pixel tile of the chunk meets it.
+    """
+    for ot in range(co_pad // TILE_V):
+        o0 = ot * TILE_V
+        nl = min(TILE_V, Co - o0)
+        w_off = ot * K * TILE_V
+        lane_mask = (np.uint64(1) << np.uint64(nl)) - np.uint64(1)
+        for i0 in range(0, rows, TILE_P):
+            np_ = min(TILE_P, rows - i0)
+            for p in range(TILE_P):
+                roff[p] = pix_off[i0 + p] if p < np_ else pix_off[i0]  # ragged tile: repeat a valid row
+            if popcount:
+                for p in range(TILE_P):
+                    toff[p] = urow[i0 + p] * co_pad + o0 if p < np_ else 0
+                if np_ == TILE_P and nl == TILE_V:
+                    xor_popcount_tile_s(src, roff, src_nseg, sstride, slen, panel, w_off, base, toff,
+                                        sums, sums_at + i0 * Co + o0, Co)
+                else:  # ragged edge of the output: raw counts, scalar epilogue
+                    xor_popcount_tile(src, roff, src_nseg, sstride, slen, panel, w_off, D, 0)
+                    for p in range(np_):
+                        for l in range(nl):
+                            sums[sums_at + (i0 + p) * Co + o0 + l] = base[toff[p] + l] - 2 * np.int64(D[p * TILE_V + l])
+                continue
+            for p in range(TILE_P):
+                toff[p] = urow[i0 + p] * G * co_pad + o0 if p < np_ else 0
+            if mv:
+                V[0] = xor_popcount_tile_mv(src, roff, src_nseg, sstride, slen, panel, w_off, base, toff)
+                word = V[0]
+            else:  # one segment per block: its stream of Kg words, its thresholds co_pad further on
+                xor_popcount_tile_hmv(src, roff, G, Kg, Kg, panel, w_off, base, toff, co_pad, V)
+                word = tree_vote_masks(V, G, fanins, tie, planes)
+            for p in range(np_):
+                bits = (word >> np.uint64(p * TILE_V)) & lane_mask
+                votes[votes_at + (i0 + p) * NWo + (o0 >> 6)] |= bits << np.uint64(o0 & 63)
+
+
 @njit(parallel=True, cache=True)
 def _conv_kernel(xflat, B, H, W, NW, in_pad, panel, base, pix_u, C, Co, G, kh, kw, stride, pad, Ho, Wo,
                  chunk, n_items, mode, fanins, tie, wide, out16, out32, out_b):
@@ -172,9 +262,7 @@ def _conv_kernel(xflat, B, H, W, NW, in_pad, panel, base, pix_u, C, Co, G, kh, k
     Kg = (T * c + 63) // 64
     K = G * Kg
     co_pad = panel.shape[0] // K
-    n_ot = co_pad // TILE_V
     M = B * Ho * Wo
-    HoWo = Ho * Wo
     n_chunks = (M + chunk - 1) // chunk
     per_item = (n_chunks + n_items - 1) // n_items
     # direct: the input carries its zero border, taps are read in place (kh segments of kw*NW words)
@@ -183,9 +271,12 @@ def _conv_kernel(xflat, B, H, W, NW, in_pad, panel, base, pix_u, C, Co, G, kh, k
     Wp = W + 2 * in_pad
     l16 = out16.ravel()
     l32 = out32.ravel()
+    lb = out_b.ravel()
+    NWo = out_b.shape[1]
     src_nseg = kh if direct else 1
     sstride = Wp * NW if direct else 0
     slen = kw * NW if direct else Kg
+    popcount, mv = mode == MODE_POPCOUNT, mode == MODE_MV
     for item in prange(n_items):  # one work item per thread: its buffers are allocated once
         A = np.zeros(1 if direct else chunk * K, np.uint64)  # im2col rows; rows past M stay 0
         pix_off = np.zeros(chunk, np.int64)  # where each row starts (padded input or A)
@@ -199,67 +290,15 @@ def _conv_kernel(xflat, B, H, W, NW, in_pad, panel, base, pix_u, C, Co, G, kh, k
         for ch in range(item * per_item, min(n_chunks, (item + 1) * per_item)):
             m0 = ch * chunk
             rows = min(chunk, M - m0)
-            if not direct:
-                A[:] = 0
-            # pixel counters instead of divisions per row
-            b = m0 // HoWo
-            ho = (m0 - b * HoWo) // Wo
-            wo = m0 - b * HoWo - ho * Wo
-            for i in range(rows):
-                urow[i] = pix_u[ho * Wo + wo]
-                if direct:
-                    pix_off[i] = ((b * Hp + ho * stride) * Wp + wo * stride) * NW
-                else:
-                    pix_off[i] = i * K
-                    _im2col_row(A, i * K, xflat, b, ho, wo, H, W, NW, c, G, Kg, kh, kw, stride, pad)
-                wo += 1
-                if wo == Wo:
-                    wo = 0
-                    ho += 1
-                    if ho == Ho:
-                        ho = 0
-                        b += 1
-            # ---- tiles of 4 pixels x 16 output channels; output channels outer: one weight slice
-            # (K x 16 words) stays in L1 while every pixel tile of the chunk meets it
-            for ot in range(n_ot):
-                o0 = ot * TILE_V
-                nl = min(TILE_V, Co - o0)
-                w_off = ot * K * TILE_V
-                lane_mask = (np.uint64(1) << np.uint64(nl)) - np.uint64(1)
-                for i0 in range(0, rows, TILE_P):
-                    np_ = min(TILE_P, rows - i0)
-                    for p in range(TILE_P):
-                        roff[p] = pix_off[i0 + p] if p < np_ else pix_off[i0]  # ragged tile: repeat a valid row
-                    if mode == 0:
-                        for p in range(TILE_P):
-                            toff[p] = urow[i0 + p] * co_pad + o0 if p < np_ else 0
-                        if np_ == TILE_P and nl == TILE_V:
-                            if wide:
-                                xor_popcount_tile_s(src, roff, src_nseg, sstride, slen, panel, w_off, base, toff,
-                                                    l32, (m0 + i0) * Co + o0, Co)
-                            else:
-                                xor_popcount_tile_s(src, roff, src_nseg, sstride, slen, panel, w_off, base, toff,
-                                                    l16, (m0 + i0) * Co + o0, Co)
-                        else:  # ragged edge of the output: raw counts, scalar epilogue
-                            xor_popcount_tile(src, roff, src_nseg, sstride, slen, panel, w_off, D, 0)
-                            for p in range(np_):
-                                for l in range(nl):
-                                    v = base[toff[p] + l] - 2 * np.int64(D[p * TILE_V + l])
-                                    if wide:
-                                        out32[m0 + i0 + p, o0 + l] = v
-                                    else:
-                                        out16[m0 + i0 + p, o0 + l] = v
-                        continue
-                    for p in range(TILE_P):
-                        toff[p] = urow[i0 + p] * G * co_pad + o0 if p < np_ else 0
-                    if mode == 1:
-                        V[0] = xor_popcount_tile_mv(src, roff, src_nseg, sstride, slen, panel, w_off, base, toff)
-                    else:  # one segment per block: its stream of Kg words, its thresholds co_pad further on
-                        xor_popcount_tile_hmv(src, roff, G, Kg, Kg, panel, w_off, base, toff, co_pad, V)
-                    votes = V[0] if mode == 1 else tree_vote_masks(V, G, fanins, tie, planes)
-                    for p in range(np_):
-                        bits = (votes >> np.uint64(p * TILE_V)) & lane_mask
-                        out_b[m0 + i0 + p, o0 >> 6] |= bits << np.uint64(o0 & 63)
+            chunk_rows(m0, rows, chunk, direct, xflat, A, pix_u, pix_off, urow, H, W, Hp, Wp, NW, c, G, Kg, K, kh, kw,
+                       stride, pad, Ho, Wo)
+            # int16 or int32 sums: two specializations of the inlined tiles, one branch per chunk
+            if wide:
+                chunk_tiles(src, pix_off, urow, rows, src_nseg, sstride, slen, panel, base, Co, co_pad, G, Kg, K,
+                            popcount, mv, fanins, tie, l32, m0 * Co, lb, m0 * NWo, NWo, roff, toff, D, V, planes)
+            else:
+                chunk_tiles(src, pix_off, urow, rows, src_nseg, sstride, slen, panel, base, Co, co_pad, G, Kg, K,
+                            popcount, mv, fanins, tie, l16, m0 * Co, lb, m0 * NWo, NWo, roff, toff, D, V, planes)
 
 
 def _chunk_size(m: int) -> int:

@@ -27,7 +27,7 @@ drop_stale_kernel_cache()  # before any njit(cache=True) function of this packag
 
 # isort: off
 from .convert import BitConv2d, bit_convs, convert_model, prediction_agreement  # noqa: E402
-from .engine import BinaryEngine, compile_engine, configure_threads  # noqa: E402
+from .engine import BinaryEngine, EngineUnsupported, compile_engine, configure_threads  # noqa: E402
 from .cpu_kernels import (CpuWeights, conv_hmv_cpu, conv_mv_cpu, conv_popcount_cpu, pad_packed,  # noqa: E402
                           prepare_cpu_weights)
 from .layout import (WORD_BITS, n_words, pack_activations, pack_reference, unpack_activations,  # noqa: E402
@@ -36,8 +36,8 @@ from .ops import BitConvWeights, conv_hmv, conv_mv, conv_popcount, pack, unpack 
 # isort: on
 
 __all__ = [
-    "BinaryEngine", "BitConv2d", "BitConvWeights", "CpuWeights", "WORD_BITS", "bit_convs", "compile_engine",
-    "configure_threads", "conv_hmv", "conv_hmv_cpu", "conv_mv", "conv_mv_cpu", "conv_popcount", "conv_popcount_cpu",
-    "convert_model", "n_words", "pack", "pack_activations", "pack_reference", "pad_packed", "prediction_agreement",
-    "prepare_cpu_weights", "unpack", "unpack_activations", "unpack_reference",
+    "BinaryEngine", "BitConv2d", "BitConvWeights", "CpuWeights", "EngineUnsupported", "WORD_BITS", "bit_convs",
+    "compile_engine", "configure_threads", "conv_hmv", "conv_hmv_cpu", "conv_mv", "conv_mv_cpu", "conv_popcount",
+    "conv_popcount_cpu", "convert_model", "n_words", "pack", "pack_activations", "pack_reference", "pad_packed",
+    "prediction_agreement", "prepare_cpu_weights", "unpack", "unpack_activations", "unpack_reference",
 ]

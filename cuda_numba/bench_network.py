@@ -100,7 +100,7 @@ def breakdown(engine, x, reps=3) -> dict:
 
 def conv_only(engine, batch, reps=3) -> dict:
     """Seconds of the 16 binary convolutions alone per stage (the layer kernels on ready packed inputs)."""
-    bufs = engine.buffers(batch)
+    bufs = engine.work_buffers(batch)
     rng = np.random.default_rng(0)
     out = {f"stage{s}": 0.0 for s in range(1, 5)}
     for i, blk in enumerate(engine.plan):

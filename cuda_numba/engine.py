@@ -14,7 +14,7 @@ the epilogue applied per chunk of output pixels while its sums are in cache.
 One layout end to end: the residual stream is float32 NHWC (one flat
 buffer, updated in place by every block), every packed input is ``[B, H(+2), W(+2), NW]``
 uint64 (with the zero border the direct kernel path reads in place), and all
-of it is allocated once per batch size (:meth:`BinaryEngine.buffers`).
+of it is allocated once per batch size (:meth:`BinaryEngine.work_buffers`).
 What stays in torch is what is real-valued and not elementwise: the stem's
 3x3 convolution, the projection shortcuts' AvgPool + 1x1 convolution (their
 BN is folded into the block's epilogue), global pooling and the classifier.
@@ -41,13 +41,16 @@ Threads: Numba's ``omp`` layer with a short spin is much faster here than the
 the shortcuts and the head) and puts it in eval mode: do not train it
 afterwards; :func:`compile_engine` works on a copy.
 
-Not supported (a clear error): ``norm="bnfree"`` (weight standardization and
-branch scalings), ``binary_downsample=True`` (a binary 1x1 shortcut; use
-``convert_model``), a shortcut-only block, real weights or activations,
-other voters. ``binary_downsample="weights"`` runs (it is a torch module).
+Not supported (:class:`EngineUnsupported`, saying what is missing):
+``norm="bnfree"`` (weight standardization and branch scalings),
+``binary_downsample=True`` (a binary 1x1 shortcut; use ``convert_model``), a
+shortcut-only block, real weights or activations, other voters, hierarchical
+voters of more than 64 leaves. ``binary_downsample="weights"`` runs (it is a
+torch module).
 """
 from __future__ import annotations
 
+import math
 import time
 
 import numba
@@ -57,13 +60,21 @@ import torch.nn as nn
 
 from mvlib.layers import BinaryActivation, BinaryConv2d, RPReLU
 
-from .bitops import vote_plan
+from .bitops import MAX_VOTE_BLOCKS, vote_plan
 from .cpu_kernels import MAX_CHUNK, CpuWeights, _chunk_size
 from .engine_kernels import (F_BITS, F_HAS_BN, F_MODE, F_OUT_PAD, F_RES_BN, F_RPRELU, F_TIE, MODE_HMV,
                              MODE_LINEAR, MODE_MV, MODE_THRESHOLD, N_FLAGS, N_PARAMS, P_ALPHA, P_BN_A, P_BN_B,
                              P_GAMMA, P_LNEG, P_LPOS, P_NEXT_A, P_NEXT_B, P_POL, P_RES_A, P_RES_B, P_SLOPE,
                              P_THETA, P_ZETA, affine_fma, block_kernel, bn_terms, stem_kernel)
 from .layout import n_words
+
+
+class EngineUnsupported(ValueError):
+    """The model holds something the engine does not compile (a clear refusal, not a failure).
+
+    A subclass of ValueError, as the refusals were before they had their own type; a caller that
+    falls back to the float model catches this class only, so that any other error still surfaces.
+    """
 
 
 def _f32(t) -> np.ndarray:
@@ -75,7 +86,7 @@ def bn_affine(bn: nn.Module, channels: int) -> tuple[np.ndarray, np.ndarray] | N
     if isinstance(bn, nn.Identity):
         return None
     if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None:
-        raise ValueError(f"only BatchNorm2d with running statistics (or no norm) is supported, got {bn}")
+        raise EngineUnsupported(f"only BatchNorm2d with running statistics (or no norm) is supported, got {bn}")
     w = _f32(bn.weight) if bn.weight is not None else np.ones(channels, np.float32)
     b = _f32(bn.bias) if bn.bias is not None else np.zeros(channels, np.float32)
     return bn_terms(w, b, _f32(bn.running_mean), _f32(bn.running_var), np.float32(bn.eps))
@@ -90,11 +101,14 @@ def _voter_mode(conv: BinaryConv2d):
     if name == "mv":
         return MODE_MV, np.ones(1, np.int64), 0, 1
     if name == "hmv":
+        if math.prod(voter.fanins) > MAX_VOTE_BLOCKS:
+            raise EngineUnsupported(f"hierarchical voter of {math.prod(voter.fanins)} leaves: the kernels hold the "
+                                    f"inner votes in one uint64 ({MAX_VOTE_BLOCKS} at most)")
         fan, blocks, tie = vote_plan(voter.fanins, voter.tie)
         return MODE_HMV, fan, tie, blocks
     if name == "threshold":
         return MODE_THRESHOLD, np.ones(1, np.int64), 0, 1
-    raise TypeError(f"no engine kernel for voter {type(voter).__name__}")
+    raise EngineUnsupported(f"no engine kernel for voter {type(voter).__name__}")
 
 
 class _Block:
@@ -103,13 +117,13 @@ class _Block:
     def __init__(self, blk, style: str):
         conv = blk.conv
         if type(conv).forward is not BinaryConv2d.forward or not isinstance(conv, BinaryConv2d):
-            raise TypeError(f"no engine kernel for {type(conv).__name__} (BN-Free and other variants)")
+            raise EngineUnsupported(f"no engine kernel for {type(conv).__name__} (BN-Free and other variants)")
         if not (conv.binary_weights and conv.binary_activations):
-            raise ValueError("the engine needs binary weights and activations")
+            raise EngineUnsupported("the engine needs binary weights and activations")
         if type(conv.act) is not BinaryActivation or conv.kernel_size != 3 or conv.padding != 1:
-            raise ValueError("the engine runs 3x3 binary convolutions with padding 1 and RSign activations")
+            raise EngineUnsupported("the engine runs 3x3 binary convolutions with padding 1 and RSign activations")
         if not blk.branch_enabled or blk.beta != 1.0 or blk.alpha_res != 1.0:
-            raise ValueError("shortcut-only blocks and branch scalings (bnfree) are not supported")
+            raise EngineUnsupported("shortcut-only blocks and branch scalings (bnfree) are not supported")
         self.cin, self.cout, self.stride = conv.in_channels, conv.out_channels, conv.stride
         self.mode, self.fanins, tie, blocks = _voter_mode(conv)
         with torch.no_grad():
@@ -143,12 +157,12 @@ class _Block:
         if blk.shortcut.body is not None:
             pool, sc_conv, sc_bn = blk.shortcut.body
             if isinstance(sc_conv, BinaryConv2d):
-                raise ValueError("binary 1x1 shortcut convolutions (binary_downsample=True) are not fused; "
-                                 "use cuda_numba.convert_model for such a model")
+                raise EngineUnsupported("binary 1x1 shortcut convolutions (binary_downsample=True) are not fused; "
+                                        "use cuda_numba.convert_model for such a model")
             if not (isinstance(pool, nn.Identity) or (isinstance(pool, nn.AvgPool2d) and pool.kernel_size == 2
                                                       and pool.stride == 2 and pool.padding == 0
                                                       and not pool.ceil_mode)):
-                raise ValueError(f"unexpected shortcut pooling {pool}")
+                raise EngineUnsupported(f"unexpected shortcut pooling {pool}")
             self.shortcut = (pool, sc_conv)
             aff = bn_affine(sc_bn, co)
             if aff is not None:
@@ -156,11 +170,11 @@ class _Block:
                 P[P_RES_A], P[P_RES_B] = aff
         if style == "reactnet":
             if not isinstance(blk.act, RPReLU):
-                raise ValueError("a reactnet block without RPReLU")
+                raise EngineUnsupported("a reactnet block without RPReLU")
             flags[F_RPRELU] = 1
             P[P_GAMMA], P[P_SLOPE], P[P_ZETA] = _f32(blk.act.shift_in), _f32(blk.act.slope), _f32(blk.act.shift_out)
         elif not isinstance(blk.act, nn.Identity):
-            raise ValueError(f"unexpected activation {blk.act} in a {style} block")
+            raise EngineUnsupported(f"unexpected activation {blk.act} in a {style} block")
         self.P, self.flags = P, flags
 
     def set_next(self, nxt: "_Block | None", pre: tuple[np.ndarray, np.ndarray] | None, shift: np.ndarray | None):
@@ -218,11 +232,11 @@ class BinaryEngine(nn.Module):
         from mvlib.models.resnet18 import BinaryResNet18
 
         if not isinstance(model, BinaryResNet18):
-            raise TypeError(f"the engine compiles mvlib's BinaryResNet18 models, got {type(model).__name__}")
+            raise EngineUnsupported(f"the engine compiles mvlib's BinaryResNet18 models, got {type(model).__name__}")
         if model.norm_kind not in ("bn", "none"):
-            raise ValueError(f"norm={model.norm_kind!r} is not supported by the engine (bn and none are)")
+            raise EngineUnsupported(f"norm={model.norm_kind!r} is not supported by the engine (bn and none are)")
         if model.downsample_kind == "binary":
-            raise ValueError("binary_downsample=True (a binary 1x1 shortcut) is not fused; use convert_model")
+            raise EngineUnsupported("binary_downsample=True (a binary 1x1 shortcut) is not fused; use convert_model")
         self.model = model  # the float model whose modules run the real-valued parts (and the layout probe)
         self.style = model.style
         blocks = list(model.blocks)
@@ -248,8 +262,12 @@ class BinaryEngine(nn.Module):
         self.eval()
 
     # ------------------------------------------------------------------
-    def buffers(self, batch: int, h: int = 32, w: int = 32) -> dict:
-        """Every array one forward at this batch size and image size needs, allocated once and kept."""
+    def work_buffers(self, batch: int, h: int = 32, w: int = 32) -> dict:
+        """Every array one forward at this batch size and image size needs, allocated once and kept.
+
+        Not named ``buffers``: that is :meth:`torch.nn.Module.buffers`, which ``.to()``, ``state_dict`` and
+        friends iterate over.
+        """
         threads = numba.get_num_threads()
         key = (batch, h, w, threads)
         if key in self._bufs:
@@ -344,7 +362,7 @@ class BinaryEngine(nn.Module):
         """The pooled features ``[B, C]`` of one (sub-)batch: stem, the 16 fused blocks, global pooling."""
         t0 = clock()
         B, _, H, W = x.shape
-        bufs = self.buffers(B, H, W)
+        bufs = self.work_buffers(B, H, W)
         x = x.to(torch.float32).contiguous(memory_format=torch.channels_last)
         y = self.stem_conv(x).contiguous(memory_format=torch.channels_last)  # the float model's own stem conv
         t1 = clock()

@@ -17,7 +17,8 @@ Modules:
 * :mod:`cuda_numba.convert` - ``convert_model``: an mvlib model on bit kernels, layer by layer;
 * :mod:`cuda_numba.engine` - ``compile_engine``: a binary ResNet-18 on fused block kernels
   (:mod:`cuda_numba.engine_kernels`, :mod:`cuda_numba.simd`), bit-identical to the float model;
-* :mod:`cuda_numba.bench` - ``python -m cuda_numba.bench`` (``--network``: :mod:`cuda_numba.bench_network`);
+* :mod:`cuda_numba.bench` - ``python -m cuda_numba.bench`` (``--network``: :mod:`cuda_numba.bench_network`;
+  the machine, its clock and its roofline for both: :mod:`cuda_numba.bench_machine`);
 * :mod:`cuda_numba.gpu_check` - bit-exactness and benchmark on a real GPU
   (``--simulate`` runs it under the CUDA simulator).
 """

@@ -10,13 +10,15 @@ Modules:
   bit ``c % 64`` of word ``c // 64``, NHWC) and packing kernels;
 * :mod:`cuda_numba.bitops` - LLVM ``ctpop`` intrinsics, the register-blocked
   XOR-popcount micro-kernel, the hierarchical vote;
-* :mod:`cuda_numba.cpu_kernels` - CPU convolutions (GEMM over packed rows);
+* :mod:`cuda_numba.cpu_kernels` - CPU convolutions (GEMM over packed rows; the convolution of a chunk of
+  output pixels, shared with the engine: :mod:`cuda_numba.chunk_conv`);
 * :mod:`cuda_numba.cuda_kernels` - CUDA convolutions and packing (imported
   lazily: ``numba.cuda`` is only loaded when a GPU path or the simulator is used);
 * :mod:`cuda_numba.ops` - torch operators for CPU and CUDA tensors;
 * :mod:`cuda_numba.convert` - ``convert_model``: an mvlib model on bit kernels, layer by layer;
 * :mod:`cuda_numba.engine` - ``compile_engine``: a binary ResNet-18 on fused block kernels
-  (:mod:`cuda_numba.engine_kernels`, :mod:`cuda_numba.simd`), bit-identical to the float model;
+  (:mod:`cuda_numba.engine_plan`, :mod:`cuda_numba.engine_kernels`, :mod:`cuda_numba.simd`), bit-identical
+  to the float model;
 * :mod:`cuda_numba.bench` - ``python -m cuda_numba.bench`` (``--network``: :mod:`cuda_numba.bench_network`;
   the machine, its clock and its roofline for both: :mod:`cuda_numba.bench_machine`);
 * :mod:`cuda_numba.gpu_check` - bit-exactness and benchmark on a real GPU

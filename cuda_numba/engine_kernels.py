@@ -42,7 +42,7 @@ import numpy as np
 from numba import njit, prange
 
 from .bitops import TILE_P, TILE_V
-from .cpu_kernels import chunk_rows, chunk_tiles, next_pixel, pixel_of
+from .chunk_conv import chunk_rows, chunk_tiles, next_pixel, pixel_of
 from .simd import epilogue16, fma16, fma32, sign_word_fma
 
 # voter modes of a binary layer
@@ -137,8 +137,7 @@ def block_kernel(xflat, B, H, W, NW, in_pad, panel, base, pix_u, C, Co, G, kh, k
     ``nbits``: the next layer's packed input (zero border of ``flags[F_OUT_PAD]``);
     ``scr_*``: per-thread scratch ``[n_items, ...]`` (sums, im2col rows, votes).
     ``xout`` may be ``res`` (an identity shortcut updates the stream in place).
-    The convolution part is the layer kernel's own (:func:`cuda_numba.cpu_kernels.chunk_rows`,
-    :func:`cuda_numba.cpu_kernels.chunk_tiles`), into the thread's scratch.
+    The convolution part is the layer kernel's own (:mod:`cuda_numba.chunk_conv`), into the thread's scratch.
     """
     mode = flags[F_MODE]
     tie = flags[F_TIE]

@@ -451,6 +451,10 @@ def tree_vote_masks(V, n, fanins, tie, planes):
     return V[0]
 
 
+# Inner blocks of a hierarchical vote that the kernels take: their votes are the bits of one uint64.
+MAX_VOTE_BLOCKS = 64
+
+
 def vote_plan(fanins, tie: str):
     """(fan-ins as an int64 array, number of inner blocks, tie code) for the kernels."""
     from mvlib.voters import normalize_fanins  # the library's validation of fan-ins
@@ -459,6 +463,7 @@ def vote_plan(fanins, tie: str):
     if tie not in TIE_CODES:
         raise ValueError(f"unknown tie rule {tie!r}; choose one of {sorted(TIE_CODES)}")
     nblocks = int(np.prod(fs))
-    if nblocks > 64:
-        raise ValueError(f"at most 64 inner blocks are supported (votes live in one uint64), got {nblocks}")
+    if nblocks > MAX_VOTE_BLOCKS:
+        raise ValueError(f"at most {MAX_VOTE_BLOCKS} inner blocks are supported (votes live in one uint64), "
+                         f"got {nblocks}")
     return np.asarray(fs, dtype=np.int64), nblocks, TIE_CODES[tie]

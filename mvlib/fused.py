@@ -258,7 +258,7 @@ def weight_ste_grad(g: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> to
         with _launch():
             _weight_ste(_oik(g), _oik(w), _chan(scale, w.shape[0]), _oik(out))
         return out
-    return (g * scale.view(-1, 1, 1, 1)) * (w.abs() <= 1).to(g.dtype)
+    return (g * scale.view(-1, 1, 1, 1)) * surrogate_grad("ste", w).to(g.dtype)
 
 
 def round_scale_(s: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

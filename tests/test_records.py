@@ -150,13 +150,14 @@ def test_finish_refuses_disagreeing_history_and_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_kill_between_checkpoint_and_history_leaves_a_consistent_record(tmp_path, data_root):
-    env = {**os.environ, "MVLIB_DATA": str(data_root)}
+    env = {**os.environ, "MVLIB_DATA": str(data_root), "PYTHONPATH": REPO}
     results = tmp_path / "results"
-    cmd = [sys.executable, "-m", "mvlib.study.train", "--profile", "ci", "--model", "birealnet18",
-           f"results_dir={results}", "epochs=2", "width=4", "train_per_class=5", "test_per_class=2",
-           "val_per_class=2", "progress=false"]
-    killed = subprocess.run(cmd, cwd=REPO, env={**env, "MVLIB_KILL_AFTER_CHECKPOINT": "2"}, capture_output=True,
-                            text=True, timeout=600)
+    args = ["--profile", "ci", "--model", "birealnet18", f"results_dir={results}", "epochs=2", "width=4",
+            "train_per_class=5", "test_per_class=2", "val_per_class=2", "progress=false"]
+    cmd = [sys.executable, "-m", "mvlib.study.train", *args]
+    # the same command, killed right after the final checkpoint (a test-only wrapper: tests/kill_during_training.py)
+    killer = [sys.executable, os.path.join(REPO, "tests", "kill_during_training.py"), "checkpoint", "2", *args]
+    killed = subprocess.run(killer, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert killed.returncode == -9
     run_dir = next(p for p in results.glob("runs/01_baseline/*") if p.is_dir())
     assert len(list(csv.DictReader(open(run_dir / "history.csv")))) == 1  # the kill cut the history short

@@ -98,7 +98,7 @@ def cells(cfg: dict[str, Any]) -> list[tuple[str, str, str, list[int]]]:
 
 
 def _cell_cfg(cfg: dict[str, Any], model: str, norm: str, dataset: str, seed: int) -> dict[str, Any]:
-    from .experiment import run_config
+    from .run_setup import run_config
     return run_config(cfg, **cell_settings(cfg, dataset), norm=norm, seed=seed,
                       width=relative_width(model, cfg["appendix_width"]),
                       agc_clip=cfg["appendix_agc_clip"] if norm in cfg["appendix_agc_norms"] else 0.0)
@@ -144,7 +144,7 @@ def branch_ratio_rows(cfg: dict[str, Any], run, batch: int = 64) -> list[dict[st
 
     from ..models import build_model
     from ..models.diagnostics import branch_ratios
-    from .experiment import load_run_model, loaders
+    from .run_setup import load_run_model, loaders
     p = run.params
     c = _cell_cfg(cfg, p["model"], p["norm"], p["dataset"], p["seed"])
     x = next(iter(loaders(c)[1]))[0][:batch]

@@ -7,7 +7,7 @@ papermill parameters) set others. An unknown key, a value of the wrong type or
 out of range is an error *before* any work starts, with the key named.
 
 Scopes say what a key is for, and so what enters a run's identity
-(:func:`mvlib.study.experiment.run_params`):
+(:func:`mvlib.study.run_setup.run_params`):
 
 * ``exec`` -- how and where things run (threads, device, progress, folders);
   never part of a result's identity;

@@ -41,16 +41,14 @@ from pathlib import Path
 
 from ..environment import REPO_ROOT
 from ..files import write_atomic, write_json
-from ..train import DEADLINE_ENV, deadline_passed
 from . import records
 from .config import load_overlay, load_profile, parse_cli_overrides
-from .progress import error_line
+from .progress import DEADLINE_ENV, deadline_passed, error_line, pipeline_deadline
 from .records import resolve_results_dir
 from .runner import (KERNEL_NAME, StepFailed, StepReachedDeadline, StoppedAtDeadline, check_appendix_data,
                      check_data, ensure_kernel)
 from .runner import run_step as run_graph_step
-from .scheduler import (DEADLINE, DONE, FAILED, Scheduler, StepLauncher, StepStatus, deadline_from_env,
-                        die_with_parent)
+from .scheduler import DEADLINE, DONE, FAILED, Scheduler, StepLauncher, StepStatus, die_with_parent
 from .steps import ALONE, NOTEBOOK_DIR, StepGraph, is_report, step_number
 
 __all__ = ["ALONE", "KERNEL_NAME", "NOTEBOOK_DIR", "REPO_ROOT", "PipelineBusy", "StepFailed", "StoppedAtDeadline",
@@ -207,7 +205,7 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
         before = {s: _read(out_dir / f"{s}.done.json") for s in chosen}
         if estimate_first if estimate_first is not None else (profile == "paper" and not smoke and record):
             from .estimate import estimate
-            from .experiment import resolve_device
+            from .run_setup import resolve_device
             hours = estimate(cfg, resolve_device(cfg), log=log)
             log(f"chosen steps: {sum(h for s, h in hours.items() if s in chosen):.1f} h estimated"
                 + (f"; --max-hours {max_hours} stops cleanly and a rerun resumes" if max_hours else ""))
@@ -218,7 +216,7 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
             # a smoke run's timings are read by nobody: its timing step takes a slot like any other
             done = make_scheduler(chosen=chosen, waits_for=graph.waits_for(chosen, cfg), jobs=jobs, launch=launch,
                                   log=log, scratch_dir=out_dir / f".threads-{os.getpid()}",
-                                  alone=() if smoke else ALONE, deadline=deadline_from_env()).run()
+                                  alone=() if smoke else ALONE, deadline=pipeline_deadline()).run()
         else:
             done = _run_in_order(graph, chosen, profile, overrides, force, out_dir, results, log, rerun_steps)
         total = time.time() - t_all
@@ -273,7 +271,7 @@ def _run_command(args: argparse.Namespace) -> tuple[int, StepStatus]:
         overrides = json.loads(args.overrides_json) if args.overrides_json else parse_cli_overrides(args.set)
         if args.estimate:
             from .estimate import estimate
-            from .experiment import resolve_device
+            from .run_setup import resolve_device
             cfg = load_profile(args.profile, smoke_overrides(args.profile, overrides) if args.smoke else overrides)
             estimate(cfg, resolve_device(cfg))
             return 0, StepStatus(DONE)

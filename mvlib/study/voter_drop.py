@@ -28,8 +28,8 @@ import torch
 from ..voter_analysis import calibrate_threshold_voters, layer_sign_flips, rescale_binary_weights
 from ..voter_ops import set_voter
 from . import records
-from .experiment import (data_identity, evaluate_record, load_run_model, loaders, resolve_device, run_config,
-                         run_params, train_recipe, with_seed)
+from .experiment import evaluate_record, train_recipe
+from .run_setup import data_identity, load_run_model, loaders, resolve_device, run_config, run_params, with_seed
 from .progress import say
 from .voter_study import layer_sensitivity, study_cfg, substitute, voter_spec
 

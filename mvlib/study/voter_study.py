@@ -31,8 +31,8 @@ from ..voter_ops import calibrate_matched_scale, recalibrate_bn, set_voter, vote
 from ..voters import DEFAULT_SURROGATE_NORM, normalize_fanins
 from . import records
 from .config import recipe_for
-from .experiment import (apply_process_settings, evaluate_record, load_run_model, loaders, resolve_device,
-                         run_config, train_run, with_seed)
+from .experiment import evaluate_record, train_run
+from .run_setup import apply_process_settings, load_run_model, loaders, resolve_device, run_config, with_seed
 from .progress import say
 
 ESTIMATOR_TAGS = {"approxsign": "approx", "ste": "ste"}

@@ -77,6 +77,7 @@ TABLES = resolve_results_dir(cfg["results_dir"]) / "tables"
 width, norm = cfg["width"], cfg["mv_surrogate_norm"]
 # every choice below is checked before any work: a bad width fraction, fan-in or seed is an error here
 families = pareto.voter_families(width, cfg["pareto_groups"], cfg["pareto_trees"])
+candidates = pareto.hierarchical_points(cfg)  # every family with every tie rule, as VoterSpecs
 controls = pareto.control_widths(width, cfg["pareto_width_fractions"])
 missing = sorted(set(cfg["pareto_seeds"]) - set(cfg["seeds"]))
 if missing:
@@ -142,10 +143,9 @@ t0 = time.time()
 rows = []
 
 
-def add(model, seed, kind, w, run, fanins=(), tie=""):
-    rows.append({"model": model, "seed": seed, "kind": kind, "width": w, "fanins": "x".join(map(str, fanins)),
-                 "tie": tie, "circuit": pareto.circuit_of(kind, fanins, tie),
-                 "point": pareto.point_label(kind, w, fanins, tie, base_width=width), "run_id": run.run_id,
+def add(model, seed, w, run, voter=None):
+    """One row: the point the run measures (voter None: the popcount network) and its numbers."""
+    rows.append({"model": model, "seed": seed, **pareto.point_columns(voter, w, width), "run_id": run.run_id,
                  "code_hash": run.metrics["code_hash"], "val_top1": run.metrics["val_top1"], "top1": run.metrics["top1"]})
 
 
@@ -158,22 +158,20 @@ def evaluate_popcount(base, w):
 
 for model, by_seed in baselines.items():
     for seed, base in by_seed.items():
-        add(model, seed, "popcount", width, evaluate_popcount(base, width))
-        add(model, seed, "mv", width, retrain(point_cfg, owner.get("mv", STEP), base, voter_spec(norm=norm))[1])
-        for f in families:
-            kind = "hmv" if len(f) == 1 else "tree"
-            for tie in ties[f]:
-                step = owner.get("hmv", STEP) if kind == "hmv" else STEP
-                add(model, seed, kind, width, retrain(point_cfg, step, base, voter_spec(list(f), tie, norm=norm))[1],
-                    f, tie)
+        add(model, seed, width, evaluate_popcount(base, width))
+        exact = voter_spec(norm=norm)
+        add(model, seed, width, retrain(point_cfg, owner.get("mv", STEP), base, exact)[1], exact)
+        for voter in [v for v in candidates if v.tie in ties[v.fanins]]:
+            step = owner.get("hmv", STEP) if pareto.point_kind(voter) == "hmv" else STEP
+            add(model, seed, width, retrain(point_cfg, step, base, voter)[1], voter)
         for w in controls:  # notebook 01's recipe at width w, then the same retraining through the exact voter
             c = recipe_for(with_seed(run_config(cfg, width=w), seed), model)
             # a ResNet teacher does not depend on the student's width: notebook 01's serves
             t_step = "01_baseline" if c["distill"] and c["teacher_model"] != "same" else None
             _, narrow = train_recipe(c, STEP, model, f"baseline-w{w}", teacher_step=t_step)
-            add(model, seed, "popcount", w, evaluate_popcount(narrow, w))
-            add(model, seed, "mv", w, retrain(run_config(point_cfg, width=w), STEP, narrow, voter_spec(norm=norm),
-                                              variant=f"w{w}-retrain-approx")[1])
+            add(model, seed, w, evaluate_popcount(narrow, w))
+            add(model, seed, w, retrain(run_config(point_cfg, width=w), STEP, narrow, exact,
+                                        variant=f"w{w}-retrain-approx")[1], exact)
 runs = pd.DataFrame(rows)
 timing.append({"part": "training and evaluation", "seconds": time.time() - t0})
 

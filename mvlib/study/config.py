@@ -45,7 +45,7 @@ from ..data import DATASETS
 from ..environment import REPO_ROOT
 from ..models import MODELS, NORMS, TEACHERS
 from ..voter_analysis import THRESHOLD_LEVELS
-from ..voters import OUTPUT_SCALES, SURROGATE_NORMS, TIE_RULES
+from ..voter_spec import OUTPUT_SCALES, SURROGATE_NORMS, TIE_RULES
 
 CONFIG_DIR = REPO_ROOT / "configs"
 # files of configs/ that are laid over a profile rather than being one (configs/smoke.yaml: --smoke)

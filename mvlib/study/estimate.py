@@ -25,9 +25,15 @@ import torch.nn.functional as F
 from ..data import dataset_num_classes
 from ..models import TEACHERS, build_model, build_teacher, relative_width
 from ..voter_ops import set_voter
+from ..voter_spec import VoterSpec
 from .config import recipe_for
 
 RESNET_BINARY_CONVS = 16  # one voter layer per block of the ResNet-18s (notebook 02's sensitivity sweep)
+# The voter of a row, by its tag (VoterSpec.tag), or NO_VOTER. A hierarchical voter is measured with tie +1 only:
+# the tie rule changes which way a tie votes, not the work, while the float simulation's cost grows with the leaves.
+NO_VOTER = "none"
+MV_TAG = VoterSpec.exact().tag()
+HMV4_TAG = VoterSpec.hierarchical(4).tag()
 FIXED_MINUTES = {"05_kernels": 6.0, "07_hardware_cost": 0.5}  # the cpu run's minutes (not image counts)
 
 
@@ -56,14 +62,14 @@ def _test_images(cfg, per_class=None) -> int:
 
 
 class Tally:
-    """Images per (notebook, kind, network, width, voter): kind ``train`` or ``eval``; trained runs per
+    """Images per (notebook, kind, network, width, voter tag): kind ``train`` or ``eval``; trained runs per
     (notebook, network, width), each of which keeps one checkpoint."""
 
     def __init__(self):
         self.rows: dict[tuple, float] = defaultdict(float)
         self.runs: dict[tuple, int] = defaultdict(int)
 
-    def add(self, step, kind, net, width, images, voter="none", runs=0):
+    def add(self, step, kind, net, width, images, voter=NO_VOTER, runs=0):
         self.rows[(step, kind, net, width, voter)] += images
         self.runs[(step, net, width)] += runs
 
@@ -96,21 +102,22 @@ def count(cfg: dict[str, Any]) -> Tally:
             (len(cfg["mv_output_scales"]) + 1) * (n_val + n_test) + (cfg["mv_calib_batches"] + cfg["mv_recal_batches"]) * b))
         sub = _val_images(cfg, cfg["mv_sensitivity_val_per_class"])
         t.add("02_naive_majority_voter", "eval", m, w,
-              len(sweep) * len(cfg["mv_sensitivity_scales"]) * (RESNET_BINARY_CONVS + 2) * sub, "mv")
+              len(sweep) * len(cfg["mv_sensitivity_scales"]) * (RESNET_BINARY_CONVS + 2) * sub, MV_TAG)
     # 03: retraining through the exact voter (approxsign on the main seeds, the other estimators on sweep seeds)
     for m in models:
         for est in cfg["mv_retrain_estimators"]:
             k = len(seeds) if est == "approxsign" else len(sweep)
-            t.add("03_mv_retraining", "train", m, w, k * cfg["mv_retrain_epochs"] * n_rt, "mv", runs=k)
-            t.add("03_mv_retraining", "eval", m, w, k * (cfg["mv_retrain_epochs"] * n_val + n_val + n_test), "mv")
+            t.add("03_mv_retraining", "train", m, w, k * cfg["mv_retrain_epochs"] * n_rt, MV_TAG, runs=k)
+            t.add("03_mv_retraining", "eval", m, w, k * (cfg["mv_retrain_epochs"] * n_val + n_val + n_test), MV_TAG)
     # 04: the G x tie grid (naive, recalibrated), retraining of the chosen G and ties
     grid = (len(cfg["hmv_groups"]) + len(cfg["hmv_nested"])) * len(cfg["hmv_ties"])
     sub = _val_images(cfg, cfg["hmv_sweep_val_per_class"])
     for m in models:
-        t.add("04_hierarchical_voter", "eval", m, w, len(sweep) * grid * (1 + cfg["hmv_recal"]) * sub, "hmv4")
+        t.add("04_hierarchical_voter", "eval", m, w, len(sweep) * grid * (1 + cfg["hmv_recal"]) * sub, HMV4_TAG)
         k = len(cfg["hmv_retrain_groups"]) * len(cfg["hmv_retrain_ties"]) * len(sweep)
-        t.add("04_hierarchical_voter", "train", m, w, k * cfg["mv_retrain_epochs"] * n_rt, "hmv4", runs=k)
-        t.add("04_hierarchical_voter", "eval", m, w, k * (cfg["mv_retrain_epochs"] * n_val + n_val + n_test), "hmv4")
+        t.add("04_hierarchical_voter", "train", m, w, k * cfg["mv_retrain_epochs"] * n_rt, HMV4_TAG, runs=k)
+        t.add("04_hierarchical_voter", "eval", m, w, k * (cfg["mv_retrain_epochs"] * n_val + n_val + n_test),
+              HMV4_TAG)
     # 06: the appendix grid (and its floors, and a teacher per dataset and seed when distilled)
     for dataset in cfg["appendix_datasets"]:
         c100 = dataset == "cifar100"
@@ -141,7 +148,8 @@ def count(cfg: dict[str, Any]) -> Tally:
         t.add("08_voter_drop", "train", m, cfg["vd_train_width"],
               len(cfg["vd_scale_seeds"]) * cfg["vd_long_factor"] * e * n_vd, runs=len(cfg["vd_scale_seeds"]) * steps)
         sub = _val_images(cfg, cfg["vd_sweep_val_per_class"])
-        t.add("08_voter_drop", "eval", m, w, len(seeds) * (len(cfg["vd_ks"]) + len(cfg["vd_conventions"])) * sub, "mv")
+        t.add("08_voter_drop", "eval", m, w, len(seeds) * (len(cfg["vd_ks"]) + len(cfg["vd_conventions"])) * sub,
+              MV_TAG)
     _count_pareto(cfg, t)
     return t
 
@@ -149,8 +157,8 @@ def count(cfg: dict[str, Any]) -> Tally:
 def _count_pareto(cfg: dict[str, Any], t: Tally) -> None:
     """09: every voter (and tie) retrained from the baselines, the control widths trained by 01's recipe.
 
-    The voter label names the fan-ins (``hmv4x4``): the float simulation's cost grows with the number of
-    leaf blocks, so each is measured. Runs notebooks 03/04 own (same recipe and splits) are not counted twice.
+    The voter is tagged by its fan-ins (``hmv-g4x4-tiepos``): the float simulation's cost grows with the number
+    of leaf blocks, so each is measured. Runs notebooks 03/04 own (same recipe and splits) are not counted twice.
     """
     step, w = "09_voter_pareto", cfg["width"]
     from .pareto import point_config, shares_runs
@@ -163,9 +171,10 @@ def _count_pareto(cfg: dict[str, Any], t: Tally) -> None:
     fams = [[g] for g in cfg["pareto_groups"]] + list(cfg["pareto_trees"])
     for m in cfg["mv_models"]:
         t.add(step, "eval", m, w, k * (n_val + n_test))  # the popcount network on the shared splits
-        voters = ([] if shared else [("mv", 1)]) + [
-            ("hmv" + "x".join(map(str, f)), ties - (len(f) == 1 and shared and f[0] in cfg["hmv_retrain_groups"]
-                                                   and cfg["pareto_tie_choice"] == "all") * len(cfg["hmv_retrain_ties"]))
+        voters = ([] if shared else [(MV_TAG, 1)]) + [
+            (VoterSpec.hierarchical(f).tag(), ties - (len(f) == 1 and shared and f[0] in cfg["hmv_retrain_groups"]
+                                                      and cfg["pareto_tie_choice"] == "all")
+             * len(cfg["hmv_retrain_ties"]))
             for f in fams]
         for voter, n in voters:
             if n > 0:
@@ -176,25 +185,24 @@ def _count_pareto(cfg: dict[str, Any], t: Tally) -> None:
             n = _train_images(r)
             t.add(step, "train", m, r["width"], k * r["epochs"] * n, runs=k * (2 if r["two_step"] else 1))
             t.add(step, "eval", m, r["width"], k * (r["epochs"] * n_val + 2 * n_val + 2 * n_test))
-            t.add(step, "train", m, r["width"], k * e * n_rt, "mv", runs=k)
-            t.add(step, "eval", m, r["width"], k * (e * n_val + n_val + n_test), "mv")
+            t.add(step, "train", m, r["width"], k * e * n_rt, MV_TAG, runs=k)
+            t.add(step, "eval", m, r["width"], k * (e * n_val + n_val + n_test), MV_TAG)
 
 
-def _model(net, width, voter):
-    """The network of an estimate row: voter ``none``, ``mv`` or ``hmv<G1>x<G2>...`` (tie +1)."""
+def build_network(net: str, width: int, voter: str = NO_VOTER):
+    """The network of an estimate row (10 classes): its voter given by tag (:meth:`VoterSpec.from_tag`, the
+    default layer options) on the default layers, or none for :data:`NO_VOTER`."""
     if net in TEACHERS:
         return build_teacher(net, 10, width)
     model = build_model(net, num_classes=10, width=width)
-    if voter == "mv":
-        set_voter(model, {"name": "mv"})
-    elif voter.startswith("hmv"):
-        set_voter(model, {"name": "hmv", "fanins": [int(g) for g in voter[3:].split("x")], "tie": "pos"})
+    if voter != NO_VOTER:
+        set_voter(model, VoterSpec.from_tag(voter))
     return model
 
 
 def state_bytes(net: str, width: int) -> int:
     """Bytes of one network's weights and buffers: what a finished run's checkpoint holds."""
-    return sum(v.numel() * v.element_size() for v in _model(net, width, "none").state_dict().values())
+    return sum(v.numel() * v.element_size() for v in build_network(net, width).state_dict().values())
 
 
 def disk_gb(tally: Tally) -> dict[str, float]:
@@ -220,7 +228,7 @@ def measure_batch(batch: int, device: str) -> int:
 
 def measure(net: str, width: int, voter: str, batch: int, device: str, seconds: float = 3.0) -> tuple[float, float]:
     """(training images/s, evaluation images/s) of one network here: steps repeated for about ``seconds`` each."""
-    model = _model(net, width, voter).to(device)
+    model = build_network(net, width, voter).to(device)
     dev = torch.device(device)
     x = torch.randn(batch, 3, 32, 32, device=dev)
     y = torch.randint(0, 10, (batch,), device=dev)

@@ -10,10 +10,10 @@ method, and says which.
 from __future__ import annotations
 
 import math
-import re
 
 import pandas as pd
 
+from ..voter_spec import VoterSpec
 from .report import fanin_key
 from .report_tables import HOW, TIE_LABELS, fanin_label, model_rank, network, number, pm
 from .stats import AT_FLOOR, FLOOR_MARGIN, UNRESOLVED, Interval, at_floor, holm, paired
@@ -22,7 +22,6 @@ from .summary import binomial_se, by_seed, select
 Z95 = 1.959964
 # The project's goals for the bit kernels: XNOR + popcount against torch fp32 conv2d at batch 128.
 KERNEL_GOALS = {"kernel only": 20.0, "with packing": 10.0}
-HMV_VARIANT = re.compile(r"hmv-g(?P<G>[0-9x]+)-tie(?P<tie>[a-z]+)-(?P<mode>.+)")
 
 
 # ---------------------------------------------------------------------------------------------- §2
@@ -60,9 +59,12 @@ def hmv_costs(rows: list[dict], profile: str, code: str | None = "current", ties
     """
     keys = set()
     for r in rows:
-        m = HMV_VARIANT.fullmatch(str(r.get("variant", "")))
-        if m and str(r.get("step", "")).startswith("04") and m["tie"] in ties and r.get("profile") == profile:
-            keys.add((r["model"], m["G"], m["tie"], m["mode"], r["variant"]))
+        tagged = VoterSpec.from_variant(str(r.get("variant", "")))
+        if tagged is None or not str(r.get("step", "")).startswith("04") or r.get("profile") != profile:
+            continue
+        voter, mode = tagged
+        if voter.tie in ties:
+            keys.add((r["model"], voter.fanin_text(), voter.tie, mode, r["variant"]))
     out, ivs = [], []
     for model, fan, tie, mode, variant in keys:
         retrained = mode == "retrain-approx"
@@ -212,7 +214,7 @@ def hardware_verdict(costs: pd.DataFrame, net: pd.DataFrame | None, scatter: flo
              + (f", within the ±{100 * noise:.0f} % resolution of heuristic synthesis (twice the mapper's scatter "
                 f"of {100 * scatter:.1f} %, at least 2 %)." if within else
                 f" (median {number(100 * mv.median(), 1, True)} %; resolution ±{100 * noise:.0f} %).")]
-    hm = f"hmv{g}_pos"
+    hm = VoterSpec.hierarchical(g, "pos").circuit_name()
     if hm in sv.index:
         h = sv.loc[hm].dropna()
         lines.append(f"The hierarchical voter G = {g} (tie +1) saves {number(100 * h.min(), 1, True)} to "

@@ -24,6 +24,7 @@ from ..data import BatchLoader, dataset_num_classes, load_split, resolve_data_di
 from ..models import TEACHERS, build_model, build_teacher
 from ..train import evaluate
 from ..voter_ops import set_voter
+from ..voter_spec import VoterSpec
 from . import records
 from .config import check_value, scope_keys
 from .progress import pipeline_threads, say
@@ -133,7 +134,14 @@ def loaders(cfg: dict[str, Any]) -> tuple[BatchLoader, BatchLoader, BatchLoader,
 
 # ----------------------------------------------------------------- runs
 def run_params(cfg: dict[str, Any], **extra) -> dict[str, Any]:
-    """A run's parameters: every data and training key of ``cfg``, the profile, and ``extra``."""
+    """A run's parameters: every data and training key of ``cfg``, the profile, and ``extra``.
+
+    A ``voter`` given as a :class:`mvlib.voter_spec.VoterSpec` is recorded as its parameters
+    (:meth:`~mvlib.voter_spec.VoterSpec.to_dict`): every record's voter is the dict :func:`set_voter` reads, and a
+    VoterSpec written as text by the JSON writer would silently give a new identity.
+    """
+    if isinstance(extra.get("voter"), VoterSpec):
+        extra["voter"] = extra["voter"].to_dict()
     return {**{k: cfg[k] for k in scope_keys("data", "train")}, "profile": cfg["profile"], **extra}
 
 

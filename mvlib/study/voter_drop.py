@@ -121,8 +121,9 @@ def rescale_sweep(cfg: dict, baselines: dict, ks, log=say) -> pd.DataFrame:
                     model = rescale_binary_weights(load_run_model(base, dev), k, inplace=True)
                     return set_voter(model, spec).eval()
                 run = evaluate_record(c, STEP, build, name, f"naive-k{k:g}",
-                                      {"source_run": base.run_id, "model": name, "voter": spec, "voter_layers": None,
-                                       "weight_scale": k, "calib_batches": 0, "recal_batches": 0}, test=False,
+                                      {"source_run": base.run_id, "model": name, "voter": spec.to_dict(),
+                                       "voter_layers": None, "weight_scale": k, "calib_batches": 0,
+                                       "recal_batches": 0}, test=False,
                                       log=lambda line, k=k: log(f"{name} seed {seed} naive k={k_label(k)}: {line}"))
                 rows.append(_row("a", f"naive, k = {k_label(k)}", ref, run, "val", k=k))
     return pd.DataFrame(rows)

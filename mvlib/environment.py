@@ -44,7 +44,6 @@ CODE_IDENTITY_EXCLUDES = (
     "mvlib/environment.py",        # this file
     "mvlib/files.py",              # atomic writes
     "mvlib/checkpoint.py",         # checkpoint files: save, safe load, architecture check
-    "mvlib/artifact.py",           # trained networks as committed files: write, reload, verify
     "mvlib/study/config.py",       # keys, types and checks of the configuration
     "mvlib/study/records.py",      # run folders and their identity
     "mvlib/study/summary.py",      # rows over seeds, rebuilt from the records

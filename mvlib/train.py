@@ -299,7 +299,7 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
         checkpoint_path=None, arch: dict[str, Any] | None = None, device="cpu", progress: bool = True,
         pick: str = "last", on_epoch: Callable[[list[dict]], None] | None = None,
         log: Callable[[str], None] = print, evaluator: Callable[..., dict] | None = None,
-        precision: str = "fp32", deadline: float | None = None) -> list[dict]:
+        precision: str = "fp32", deadline: float | None = None, compile_model: bool = False) -> list[dict]:
     """Train for ``epochs``; checkpoint each epoch; resume from ``checkpoint_path`` if present.
 
     Returns the per-epoch history (epoch, lr, train_loss, train_top1, val_loss, val_top1, val_top5,
@@ -328,6 +328,11 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
     ``evaluator(model, loader, device)``: how the validation split is evaluated after each epoch
     (default :func:`evaluate`; it must return the same keys).
 
+    ``compile_model``: the training forward and backward run under ``torch.compile`` (inductor), where
+    the binary layers take their torch path and the compiler fuses it (:func:`mvlib.fused.kernels_enabled`).
+    The compiled code rounds in its own order, so a compiled run is another run; evaluation and the
+    checkpoint use ``model`` itself, eager.
+
     ``precision="bf16"``: the training forward (student and teacher) runs under
     ``torch.autocast(device, torch.bfloat16)``: real-valued convolutions and matrix products take bf16
     operands; the binary convolutions stay exact (:class:`mvlib.layers.BinaryConv2d`), their backward
@@ -341,6 +346,8 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
         use_global_batchnorm(model)  # the statistics of the global batch, as one process would compute them
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[torch.device(device).index] if str(device).startswith("cuda") else None)
+    if compile_model:
+        net = torch.compile(net)  # shares model's parameters: the optimizer and checkpoints see one set
     opt = make_optimizer(model, optimizer, lr, weight_decay, momentum)
     total = epochs * len(train_loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup_steps, schedule))

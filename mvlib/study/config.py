@@ -190,6 +190,10 @@ SCHEMA: dict[str, Key] = {
                      "pays only where the CPU has bf16 units (AVX512-BF16, AMX) or on a GPU: without them oneDNN's "
                      "bf16 convolutions are many times slower than fp32 (python -m mvlib.bench.train_throughput "
                      "--bf16 measures it)", "train", one_of("fp32", "bf16")),
+    "compile": Key(bool, False, "train under torch.compile (inductor): the binary layers' elementwise passes fused "
+                   "by the compiler instead of numba; another rounding order, hence part of a run's identity; "
+                   "the first step compiles (about a minute on 2 cores); evaluation stays eager "
+                   "(python -m mvlib.bench.train_throughput --compile measures the gain)", "train"),
     "momentum": Key(float, 0.9, "SGD momentum", "train", in_unit),
     "schedule": Key(str, "cosine", "cosine or linear decay to 0 over all steps", "train", one_of("cosine", "linear")),
     "warmup_steps": Key(int, 0, "linear warm-up steps (optimizer steps)", "train", at_least(0)),

@@ -150,7 +150,7 @@ def fit_recipe(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"epochs": cfg["epochs"], "optimizer": cfg["optimizer"], "lr": cfg["lr"], "schedule": cfg["schedule"],
             "warmup_steps": cfg["warmup_steps"], "weight_decay": cfg["weight_decay"], "momentum": cfg["momentum"],
             "label_smoothing": cfg["label_smoothing"], "agc_clip": cfg["agc_clip"], "pick": cfg["checkpoint_pick"],
-            "precision": cfg["precision"]}
+            "precision": cfg["precision"], "compile_model": cfg["compile"]}
 
 
 def arch_of(params: dict[str, Any]) -> dict[str, Any]:

@@ -159,6 +159,10 @@ SCHEMA: dict[str, Key] = {
     "study_jobs": Key(int, 1, "notebooks the pipeline runs at once (each on cores/jobs torch threads; the "
                       "timing notebook 05 alone); no effect on results beyond floating-point order", "exec",
                       at_least(1)),
+    "study_steps": Key(list, [], "the notebooks this profile's study runs, by number or name ([] = every one): a "
+                       "profile that answers some of the claims only", "exec",
+                       each(lambda v: None if isinstance(v, str) else 'must be a string: a number such as "01" '
+                                                                       '(quoted in YAML) or a name')),
     "force": Key(bool, False, "retrain / re-evaluate even where a finished run of the same identity exists", "exec"),
     "eval_engine": Key(bool, True, "evaluate binary ResNet-18s on the CPU with cuda_numba's bit-exact inference "
                        "engine (the float model's logits, ~9x faster with hierarchical voters); others: the float "

@@ -178,7 +178,7 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     overrides.pop("study_jobs", None)  # a pipeline setting, not a notebook parameter
-    all_steps = graph.steps()
+    all_steps = profile_steps(graph, cfg["study_steps"])
     chosen = all_steps if not only else [s for s in all_steps if s in only or step_number(s) in only]
     unknown = set(only or []) - set(chosen) - {step_number(s) for s in chosen}
     if unknown:
@@ -231,6 +231,17 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
                                                          "jobs": jobs, "wall_seconds": round(total, 1),
                                                          "step_seconds": {d["step"]: d["seconds"] for d in done}})
     return done
+
+
+def profile_steps(graph: StepGraph, wanted: list[str]) -> list[str]:
+    """The notebooks of a profile's study: those ``study_steps`` names (by number or name), or every one."""
+    steps = graph.steps()
+    if not wanted:
+        return steps
+    unknown = set(wanted) - set(steps) - {step_number(s) for s in steps}
+    if unknown:
+        raise ValueError(f"study_steps names unknown step(s) {sorted(unknown)}; steps are {steps}")
+    return [s for s in steps if s in wanted or step_number(s) in wanted]
 
 
 def _parser() -> argparse.ArgumentParser:

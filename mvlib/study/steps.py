@@ -33,7 +33,7 @@ READS_SHARED = {"09": ("01", "03", "04")}
 # Steps that time code: they run with the machine to themselves.
 ALONE = ("05",)
 # keys that change how a step runs, not what it computes: they stay out of its key
-RUN_ONLY_KEYS = ("progress", "study_jobs")
+RUN_ONLY_KEYS = ("progress", "study_jobs", "study_steps")
 
 
 def step_number(step: str) -> str:

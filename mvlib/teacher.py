@@ -27,6 +27,12 @@ is assumed here: both are measured, the time budget beforehand by::
 
 and the second command writes the measured validation top-1 (with and
 without flip TTA), seconds, CPU name and torch version next to the weights.
+
+The study trains it as a distillation teacher (``teacher_model: airbench``,
+:mod:`mvlib.study.airbench_run`) through :func:`train_teacher` with two
+additions made for that use: per-epoch training states (``on_epoch``) that
+``resume`` continues bit for bit, and the normalization constants of the
+student's dataset (``dataset``), since a teacher sees the student's batches.
 """
 from __future__ import annotations
 
@@ -42,8 +48,8 @@ import torch.nn.functional as F
 
 from .data import CIFAR_MEAN_STD
 
-__all__ = ["Recipe", "TeacherNet", "build_teacher", "whitening_filters", "make_optimizer", "train_step",
-           "train_teacher", "evaluate", "normalize", "augment"]
+__all__ = ["Recipe", "TeacherNet", "build_teacher", "study_teacher", "whitening_filters", "make_optimizer",
+           "train_step", "train_teacher", "evaluate", "normalize", "augment"]
 
 CL = torch.channels_last
 
@@ -78,9 +84,9 @@ class Recipe:
 RECIPE = Recipe()
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, 3, 32, 32] -> float32 with the CIFAR-10 mean/std of mvlib.data."""
-    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in CIFAR_MEAN_STD["cifar10"])
+def normalize(images: torch.Tensor, dataset: str = "cifar10") -> torch.Tensor:
+    """uint8 [N, 3, 32, 32] -> float32 with the dataset's mean/std of mvlib.data (those the study's loaders use)."""
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in CIFAR_MEAN_STD[dataset])
     return (images.float() / 255.0 - mean) / std
 
 
@@ -133,10 +139,16 @@ class _Block(nn.Module):
 
 
 class TeacherNet(nn.Module):
-    """The teacher: ``forward(x)`` gives logits; ``forward(x, tta=True)`` averages x and its mirror image."""
+    """The teacher: ``forward(x)`` gives logits; ``forward(x, tta=True)`` averages x and its mirror image.
 
-    def __init__(self, widths=(64, 256, 256), num_classes: int = 10, whiten_kernel: int = 2):
+    ``tta`` (attribute, default False) is what ``forward(x)`` does in eval mode; in train
+    mode it never averages, so one model can be trained plainly and then used (evaluated,
+    distilled from) with its test-time augmentation by everything that calls ``model(x)``.
+    """
+
+    def __init__(self, widths=(64, 256, 256), num_classes: int = 10, whiten_kernel: int = 2, tta: bool = False):
         super().__init__()
+        self.tta = tta
         n_whiten = 2 * 3 * whiten_kernel ** 2
         self.whiten = nn.Conv2d(3, n_whiten, whiten_kernel, bias=True)
         self.whiten.weight.requires_grad_(False)  # set from the data, never trained
@@ -155,7 +167,9 @@ class TeacherNet(nn.Module):
         x = self.blocks(F.gelu(self.whiten(x)))
         return self.head(x.amax(dim=(2, 3))) * self.out_scale  # max over the last 3x3 map
 
-    def forward(self, x, tta: bool = False):
+    def forward(self, x, tta: bool | None = None):
+        if tta is None:
+            tta = self.tta and not self.training
         if not tta:
             return self._logits(x)
         return 0.5 * (self._logits(x) + self._logits(x.flip(-1)))
@@ -165,6 +179,18 @@ def build_teacher(width_scale: float = 1.0, num_classes: int = 10) -> TeacherNet
     """A TeacherNet with widths round(64, 256, 256 x width_scale), channels_last, float32."""
     widths = tuple(max(1, round(w * width_scale)) for w in (64, 256, 256))
     return TeacherNet(widths, num_classes).to(memory_format=CL)
+
+
+def study_teacher(num_classes: int = 10, width: int = 64) -> TeacherNet:
+    """The teacher as the study's registry builds it (``mvlib.models.TEACHERS["airbench"]``).
+
+    ``width`` is the first block's width, as for the ResNet teachers (64 = airbench94's
+    64/256/256; the others scale with it), and the eval-mode forward is the flip TTA:
+    the study measures and distils from that forward (:mod:`mvlib.study.airbench_run`).
+    """
+    model = build_teacher(width / 64, num_classes)
+    model.tta = True
+    return model
 
 
 def _generator(seed: int, *stream: int) -> torch.Generator:
@@ -237,12 +263,33 @@ def _lr_factor(step: int, total: int, r: Recipe) -> float:
     return 1.0 + (r.lr_end - 1.0) * (step - up) / max(1, total - up)
 
 
+def _training_state(model, opt, lookahead, step: int, epoch: int, history: dict) -> dict:
+    """What a resume needs after ``epoch`` epochs: tensors and literals only (``torch.load(weights_only=True)``)."""
+    return {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "epoch": epoch,
+            "lookahead": list(lookahead.slow) if lookahead is not None else [],
+            "history": {**history, "epochs": list(history["epochs"])}}
+
+
+def _restore(state: dict, model, opt, lookahead, recipe: dict) -> tuple[int, int, dict]:
+    """Load a :func:`_training_state` into the fresh model, optimizer and lookahead; (step, epoch, history)."""
+    if state["history"]["recipe"] != recipe:
+        raise ValueError(f"the training state is of recipe {state['history']['recipe']}, not {recipe}")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if lookahead is not None:
+        for slow, saved in zip(lookahead.slow, state["lookahead"], strict=True):
+            slow.copy_(saved)
+    history = state["history"]
+    return state["step"], state["epoch"], {**history, "epochs": list(history["epochs"])}
+
+
 def train_teacher(train_images: torch.Tensor, train_labels: torch.Tensor, *,
                   epochs: float = RECIPE.epochs, batch_size: int = RECIPE.batch_size, lr: float = RECIPE.lr,
                   momentum: float = RECIPE.momentum, weight_decay: float = RECIPE.weight_decay,
                   label_smoothing: float = RECIPE.label_smoothing, seed: int = RECIPE.seed,
                   log: Callable[[dict], None] | None = None, val: tuple[torch.Tensor, torch.Tensor] | None = None,
-                  **more) -> tuple[TeacherNet, dict]:
+                  num_classes: int = 10, dataset: str = "cifar10", tta: bool = False, resume: dict | None = None,
+                  on_epoch: Callable[[dict], None] | None = None, **more) -> tuple[TeacherNet, dict]:
     """Train a teacher on uint8 ``train_images`` [N, 3, 32, 32] / int64 ``train_labels``; returns (model, history).
 
     ``more`` takes the other :class:`Recipe` fields. Deterministic for a given seed
@@ -251,13 +298,22 @@ def train_teacher(train_images: torch.Tensor, train_labels: torch.Tensor, *,
     receives one dict per epoch (loss, accuracy, seconds, estimated seconds left,
     and ``val_top1`` when ``val`` = (images, labels) is given). The history holds
     those dicts and the recipe.
+
+    ``dataset`` picks the normalization constants; ``tta`` sets the model's eval-mode
+    forward (:class:`TeacherNet`), used by the per-epoch validation too. ``on_epoch``
+    receives after every epoch (after ``log``) the training state: weights, optimizer,
+    lookahead copy, step, history; it refers to the live tensors, so it must be saved
+    before it returns. Passed back as ``resume`` (same arguments), it continues to the
+    bit-identical result of an uninterrupted run, because every random draw is a
+    function of (seed, epoch) and the state holds everything else that changes.
     """
     r = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
                label_smoothing=label_smoothing, seed=seed, **more)
     torch.manual_seed(r.seed)
-    model = build_teacher(r.width_scale)
-    model.set_whitening(normalize(train_images[:r.whiten_images]))
-    x_all = normalize(train_images)  # once: 45,000 images are 550 MB of float32
+    model = build_teacher(r.width_scale, num_classes)
+    model.tta = tta
+    model.set_whitening(normalize(train_images[:r.whiten_images], dataset))
+    x_all = normalize(train_images, dataset)  # once: 45,000 images are 550 MB of float32
     n = len(x_all)
     steps_per_epoch = n // r.batch_size  # a short last batch would give noisy BN statistics
     if steps_per_epoch == 0:
@@ -265,14 +321,18 @@ def train_teacher(train_images: torch.Tensor, train_labels: torch.Tensor, *,
     total = math.ceil(steps_per_epoch * r.epochs)
 
     opt = make_optimizer(model, r)
-    group_lr = [g["lr"] for g in opt.param_groups]
+    group_lr = [g["lr"] for g in opt.param_groups]  # before a restore overwrites them with the last step's
     lookahead = _Lookahead(model) if r.lookahead_every else None
     # alternating flip: each image has a fixed random side, and every other epoch shows the other one
     base_flip = torch.rand(n, generator=_generator(r.seed, 1)) < 0.5
 
-    history, step, t0 = {"recipe": asdict(r), "epochs": []}, 0, time.perf_counter()
+    history, step, first_epoch = {"recipe": asdict(r), "epochs": []}, 0, 0
+    if resume is not None:
+        step, first_epoch, history = _restore(resume, model, opt, lookahead, history["recipe"])
+    # the clock goes on from the saved epochs, so seconds and estimates stay those of the whole run
+    t0 = time.perf_counter() - (history["epochs"][-1]["seconds"] if history["epochs"] else 0.0)
     model.train()
-    for epoch in range(math.ceil(r.epochs)):
+    for epoch in range(first_epoch, math.ceil(r.epochs)):
         model.whiten.bias.requires_grad_(epoch < r.whiten_bias_epochs)
         gen = _generator(r.seed, 0, epoch)
         order = torch.randperm(n, generator=gen)
@@ -298,24 +358,29 @@ def train_teacher(train_images: torch.Tensor, train_labels: torch.Tensor, *,
         rec = {"epoch": epoch + 1, "steps": step, "train_loss": loss_sum / seen, "train_top1": correct / seen,
                "seconds": elapsed, "eta_seconds": elapsed / step * (total - step)}
         if val is not None:
-            rec["val_top1"] = evaluate(model, *val)
+            rec["val_top1"] = evaluate(model, *val, dataset=dataset)
             model.train()
         history["epochs"].append(rec)
         if log is not None:
             log(rec)
+        if on_epoch is not None:
+            on_epoch(_training_state(model, opt, lookahead, step, epoch + 1, history))
     model.eval()
     history["train_seconds"] = time.perf_counter() - t0
     return model, history
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, tta: bool = False,
-             batch_size: int = 1000) -> float:
-    """Top-1 accuracy (fraction) of ``model`` in eval mode on uint8 ``images``; ``tta`` adds the mirror view."""
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, tta: bool | None = None,
+             batch_size: int = 1000, dataset: str = "cifar10") -> float:
+    """Top-1 accuracy (fraction) of ``model`` in eval mode on uint8 ``images``.
+
+    ``tta``: True adds the mirror view, False does not, None is the model's own eval forward (its ``tta``).
+    """
     model.eval()
     correct = 0
     for xb, yb in zip(images.split(batch_size), labels.split(batch_size)):
-        out = model(normalize(xb).contiguous(memory_format=CL), tta=tta)
+        out = model(normalize(xb, dataset).contiguous(memory_format=CL), tta=tta)
         correct += int((out.argmax(1) == yb).sum())
     return correct / len(labels)
 

@@ -106,6 +106,12 @@ def distillation_loss(student_logits, teacher_logits):
     return -(F.softmax(teacher_logits, 1) * F.log_softmax(student_logits, 1)).sum(1).mean()
 
 
+def kd_mixture(student_logits, teacher_logits, labels, kd_weight: float, ce_loss) -> torch.Tensor:
+    """kd_weight x :func:`distillation_loss` + (1 - kd_weight) x ``ce_loss``; at 1 the distillation loss alone."""
+    kd = distillation_loss(student_logits, teacher_logits)
+    return kd if kd_weight == 1.0 else kd_weight * kd + (1.0 - kd_weight) * ce_loss(student_logits, labels)
+
+
 # ----------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device="cpu", max_batches: int = 0, forward=None) -> dict[str, float]:
@@ -169,6 +175,7 @@ class _Trainer:
     sched: Any
     loss_fn: nn.Module
     teacher: nn.Module | None
+    kd_weight: float
     autocast: Any
     agc_clip: float
     device: Any
@@ -200,13 +207,14 @@ class _Trainer:
         return totals
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(float32 logits, loss) of one batch; the loss is the teacher's distillation loss when there is one."""
+        """(float32 logits, loss) of one batch; with a teacher the loss is :func:`kd_mixture`'s."""
         with self.autocast:
             out = self.net(x).float()
             if self.teacher is not None:
                 with torch.no_grad():
                     t_out = self.teacher(x).float()
-        return out, (distillation_loss(out, t_out) if self.teacher is not None else self.loss_fn(out, y))
+        return out, (kd_mixture(out, t_out, y, self.kd_weight, self.loss_fn) if self.teacher is not None
+                     else self.loss_fn(out, y))
 
 
 def _stop_if_diverged(totals: _EpochTotals, epoch: int, lr: float) -> None:
@@ -281,21 +289,21 @@ def _log_epoch(log: Callable[[str], None], history: list[dict], epochs: int) -> 
         f"val top1 {row['val_top1']:.2f}% | {row['seconds']:.0f}s, elapsed {_clock(done_s)}, left ~{_clock(left_s)}")
 
 
-def _check_fit_arguments(epochs, lr, pick: str, precision: str) -> None:
+def _check_fit_arguments(epochs, lr, pick: str, precision: str, kd_weight: float) -> None:
     if pick not in ("last", "best_val"):
         raise ValueError(f"pick must be last or best_val, got {pick!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
+    if not lr > 0 or not 0.0 <= kd_weight <= 1.0:
+        raise ValueError(f"lr must be > 0 and kd_weight in [0, 1], got lr {lr!r}, kd_weight {kd_weight!r}")
 
 
 # ----------------------------------------------------------------- fit
 def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: str = "adam", lr: float = 1e-3,
         schedule: str = "cosine", warmup_steps: int = 0, weight_decay: float = 0.0, momentum: float = 0.9,
-        label_smoothing: float = 0.0, teacher: nn.Module | None = None, agc_clip: float = 0.0,
+        label_smoothing: float = 0.0, teacher: nn.Module | None = None, kd_weight: float = 1.0, agc_clip: float = 0.0,
         checkpoint_path=None, arch: dict[str, Any] | None = None, device="cpu", progress: bool = True,
         pick: str = "last", on_epoch: Callable[[list[dict]], None] | None = None,
         log: Callable[[str], None] = print, evaluator: Callable[..., dict] | None = None,
@@ -325,6 +333,8 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
     no second copy of the weights (a quarter of the size with Adam and ``best_val``). Resuming from it
     trains nothing; asking it for more epochs is a :class:`~mvlib.checkpoint.CheckpointError`.
 
+    ``teacher`` (run in eval mode): the loss is :func:`kd_mixture` with ``kd_weight``; without one, the cross-entropy.
+
     ``evaluator(model, loader, device)``: how the validation split is evaluated after each epoch
     (default :func:`evaluate`; it must return the same keys).
 
@@ -338,7 +348,7 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
     operands; the binary convolutions stay exact (:class:`mvlib.layers.BinaryConv2d`), their backward
     convolutions take bf16 operands. The loss is computed in float32. Evaluation is float32.
     """
-    _check_fit_arguments(epochs, lr, pick, precision)
+    _check_fit_arguments(epochs, lr, pick, precision, kd_weight)
     rank, world = init_distributed(device)
     model.to(device)
     net = model
@@ -361,7 +371,7 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
     if teacher is not None:
         teacher.to(device).eval()
     trainer = _Trainer(net, model, opt, sched, nn.CrossEntropyLoss(label_smoothing=label_smoothing), teacher,
-                       autocast, agc_clip, device, rank, world)
+                       kd_weight, autocast, agc_clip, device, rank, world)
     for epoch in range(start_epoch, epochs):
         t0 = time.time()
         totals = trainer.run_epoch(train_loader, epoch, f"epoch {epoch + 1}/{epochs}", progress and rank == 0)

@@ -28,9 +28,10 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from mvlib.models import TEACHERS
+from mvlib.models import TEACHERS, TRAINED_BY_OWN_RECIPE
 from mvlib.study.config import load_profile, recipe_for
 from mvlib.study.estimate import build_network, count, measure_batch
+from mvlib.teacher import Recipe
 
 PROBE_BATCHES = (4, 8)  # images: small enough for any key on a CPU box, far enough apart for the slope
 # On a CPU, below this the two peaks differ by less than the allocator's noise (tens of MiB): the line then says "<=" and
@@ -90,7 +91,9 @@ def train_batches(cfg: dict) -> dict:
     for (step, kind, net, width, voter) in count(cfg).rows:
         if kind != "train":
             continue
-        if net in TEACHERS:
+        if net in TRAINED_BY_OWN_RECIPE:  # the airbench teacher's batch is its recipe's, not teacher_batch_size
+            b = Recipe.batch_size
+        elif net in TEACHERS:
             b = cfg["teacher_batch_size"]
         elif step.startswith("06"):
             b = cfg["appendix_batch_size"] or cfg["batch_size"]

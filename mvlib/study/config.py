@@ -77,6 +77,10 @@ def in_unit(v):
     return None if 0 <= v < 1 else "must lie in [0, 1)"
 
 
+def in_closed_unit(v):
+    return None if 0 <= v <= 1 else "must lie in [0, 1]"
+
+
 def one_of(*choices):
     return lambda v: None if v in choices else f"must be one of {list(choices)}"
 
@@ -212,17 +216,31 @@ SCHEMA: dict[str, Key] = {
     "two_step": Key(bool, False, "ReActNet two-step: step 1 binary activations + real weights, step 2 both binary",
                     "train"),
     "distill": Key(bool, False, "knowledge distillation from a real-valued teacher trained by the same code", "train"),
-    "teacher_epochs": Key(int, 0, "epochs of the real-valued teacher (distill=True)", "train", at_least(0)),
+    "kd_weight": Key(float, 1.0, "distilling: the student's loss is kd_weight x the distillation loss + (1 - "
+                     "kd_weight) x the cross-entropy with the labels (label_smoothing applies); 1 = ReActNet's "
+                     "distillation loss alone (computed alone: no cross-entropy term)", "train", in_closed_unit),
+    "teacher_epochs": Key(int, 0, "epochs of the real-valued teacher (distill=True); airbench: passes of its own "
+                          "recipe (airbench94: 10)", "train", at_least(0)),
     "teacher_model": Key(str, "same", "the teacher: same (the student's network with real weights and activations, "
-                         "the student's recipe) or a real CIFAR ResNet (resnet18, resnet34: ReActNet's teacher) "
-                         "trained with the teacher_* recipe", "train", one_of("same", *TEACHER_NAMES)),
-    "teacher_width": Key(int, 64, "base width of a resnet teacher (64 = the standard network)", "train", at_least(1)),
-    "teacher_optimizer": Key(str, "sgd", "optimizer of a resnet teacher", "train", one_of("adam", "adam-l2", "sgd")),
-    "teacher_lr": Key(float, 0.1, "peak learning rate of a resnet teacher (cosine to 0)", "train", positive),
-    "teacher_weight_decay": Key(float, 5e-4, "weight decay of a resnet teacher", "train", at_least(0.0)),
-    "teacher_batch_size": Key(int, 128, "training batch (images) of a resnet teacher", "train", at_least(1)),
+                         "the student's recipe), a real CIFAR ResNet (resnet18, resnet34: ReActNet's teacher) "
+                         "trained with the teacher_* recipe, or airbench (mvlib.teacher's net, trained by its own "
+                         "recipe on the student's training split: teacher_epochs and teacher_width apply, the other "
+                         "teacher_* recipe keys do not; batch 1024, so >= 1024 training images; measured and "
+                         "distilled from with its flip TTA)", "train", one_of("same", *TEACHER_NAMES)),
+    "teacher_width": Key(int, 64, "base width of a resnet teacher (64 = the standard network); airbench: its first "
+                         "block's width (64 = airbench94's 64/256/256, the others scale with it)", "train",
+                         at_least(1)),
+    "teacher_optimizer": Key(str, "sgd", "optimizer of a resnet teacher (not airbench's)", "train",
+                             one_of("adam", "adam-l2", "sgd")),
+    "teacher_lr": Key(float, 0.1, "peak learning rate of a resnet teacher (cosine to 0; not airbench's)", "train",
+                      positive),
+    "teacher_weight_decay": Key(float, 5e-4, "weight decay of a resnet teacher (not airbench's)", "train",
+                                at_least(0.0)),
+    "teacher_batch_size": Key(int, 128, "training batch (images) of a resnet teacher (not airbench's: 1024)", "train",
+                              at_least(1)),
     "teacher_min_val_top1": Key(float, 0.0, "a teacher below this validation top-1 (%) stops the study before any "
-                                "student learns from it", "train", at_least(0.0)),
+                                "student learns from it (airbench: the top-1 of its flip TTA, the forward the "
+                                "students learn from)", "train", at_least(0.0)),
     "norm": Key(str, "bn", "normalization: bn, none (variant nobn: every BN removed) or bnfree (BNN - BN = ?)",
                 "train", one_of(*NORMS)),
     "agc_clip": Key(float, 0.0, "adaptive gradient clipping factor lambda of a training run, classifier excluded; "

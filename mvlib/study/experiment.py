@@ -31,27 +31,18 @@ import torch
 import torch.nn as nn
 
 from ..checkpoint import load_checkpoint, load_model_weights
-from ..models import MODELS, TEACHERS, build_model, build_teacher
-from ..train import evaluate, fit
+from ..models import MODELS, TEACHERS, TRAINED_BY_OWN_RECIPE, build_model, build_teacher
+from ..train import fit
 from ..voter_ops import set_voter
 from . import records
 from .config import recipe_for
 from .ddp_worker import fit_distributed
 from .progress import pipeline_deadline, say
-from .run_setup import (apply_process_settings, arch_of, data_identity, evaluator, fit_recipe, load_run_model,
-                        loaders, resolve_device, run_config, run_params, with_seed)
+from .airbench_run import airbench_config, train_airbench_teacher
+from .run_setup import (apply_process_settings, arch_of, data_identity, evaluator, final_metrics, fit_recipe,
+                        load_run_model, lookup_finished, loaders, resolve_device, run_config, run_params, with_seed)
 
 Log = Callable[[str], None]
-
-
-def _final_metrics(model, val_loader, test_loader, dev, evaluate=evaluate) -> dict[str, Any]:
-    """Validation numbers always; test numbers (``top1``, ``top5``) only when ``test_loader`` is given."""
-    val = evaluate(model, val_loader, dev)
-    out = {"val_top1": val["top1"], "val_top5": val["top5"], "val_images": val["n"]}
-    if test_loader is not None:
-        test = evaluate(model, test_loader, dev)
-        out.update(top1=test["top1"], top5=test["top5"], test_images=test["n"])
-    return out
 
 
 def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, model_options: dict | None = None,
@@ -71,6 +62,9 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
     """
     if model_name not in MODELS and model_name not in TEACHERS:
         raise ValueError(f"unknown model {model_name!r}; choose one of {sorted(MODELS)} (teachers: {sorted(TEACHERS)})")
+    if model_name in TRAINED_BY_OWN_RECIPE:  # fit would train it by the wrong recipe under the right name
+        raise ValueError(f"{model_name} trains by its own recipe, not fit's: train_recipe with teacher_model: "
+                         f"{model_name} trains it (mvlib.study.airbench_run)")
     apply_process_settings(cfg)
     train_loader, val_loader, test_loader, ncls = loaders(cfg)  # data errors before any folder is made
     params = run_params(cfg, model=model_name, num_classes=ncls, model_options=model_options or {}, voter=voter,
@@ -81,12 +75,7 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
                         **({} if test else {"evaluated_on": "val"}))
     data = data_identity(cfg)
     if lookup_only:
-        found = records.find_finished(step, model_name, variant, params, data, cfg["results_dir"])
-        if found is None:
-            raise FileNotFoundError(f"no finished {step} run of {model_name} ({variant}, seed {cfg['seed']}) for "
-                                    f"profile {cfg['profile']!r} with this configuration, data and code: run that "
-                                    f"step first")
-        return found
+        return lookup_finished(cfg, step, model_name, variant, params, data)
     dev = resolve_device(cfg)
     # the model and its voter are built before any folder is made: a bad option fails here
     torch.manual_seed(cfg["seed"])
@@ -122,7 +111,7 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
         run.write_history(state["history"])
         seconds = sum(r["seconds"] for r in hist) if hist else time.time() - t0
         run.finish({"model": model_name, "variant": variant, "profile": cfg["profile"], "dataset": cfg["dataset"],
-                    **_final_metrics(model, val_loader, test_loader if test else None, dev, evaluator(cfg)),
+                    **final_metrics(model, val_loader, test_loader if test else None, dev, evaluator(cfg)),
                     "seconds": round(seconds, 1),
                     "epochs": cfg["epochs"], "picked_epoch": (state.get("pick") or {}).get("epoch", state["epoch"]),
                     "train_images": len(train_loader.labels),
@@ -157,7 +146,7 @@ def evaluate_record(cfg: dict[str, Any], step: str, model: nn.Module | Callable[
         net = model() if callable(model) and not isinstance(model, nn.Module) else model
         _, val_loader, test_loader, _ = loaders(cfg)
         run.finish({"model": model_name, "variant": variant, "profile": cfg["profile"], "dataset": cfg["dataset"],
-                    **_final_metrics(net, val_loader, test_loader if test else None, dev, evaluator(cfg)),
+                    **final_metrics(net, val_loader, test_loader if test else None, dev, evaluator(cfg)),
                     "seconds": round(time.time() - t0, 1),
                     "evaluation_only": True})
         return run
@@ -175,16 +164,21 @@ def teacher_config(cfg: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, 
     A ResNet teacher (ReActNet's ResNet-34): its own width and the
     ``teacher_*`` recipe, one step, cross-entropy; the same for every
     student, so the students of one seed share one teacher run.
+    ``airbench``: :func:`mvlib.study.airbench_run.airbench_config` (its own
+    recipe, shared the same way). ``kd_weight`` shapes the students only:
+    every teacher's is 1, so students of several weights share a teacher.
     """
     if cfg["teacher_model"] == "same":
-        return None, run_config(cfg, epochs=cfg["teacher_epochs"], two_step=False, distill=False), {
+        return None, run_config(cfg, epochs=cfg["teacher_epochs"], two_step=False, distill=False, kd_weight=1.0), {
             "binary_activations": False, "binary_weights": False}
+    if cfg["teacher_model"] in TRAINED_BY_OWN_RECIPE:
+        return cfg["teacher_model"], airbench_config(cfg), {}
     # every student key that a ResNet teacher does not use is set to one value, so its identity is the same
     # for every student
     t = run_config(cfg, epochs=cfg["teacher_epochs"], width=cfg["teacher_width"], optimizer=cfg["teacher_optimizer"],
                    lr=cfg["teacher_lr"], weight_decay=cfg["teacher_weight_decay"], batch_size=cfg["teacher_batch_size"],
                    schedule="cosine", warmup_steps=0, label_smoothing=0.0, agc_clip=0.0, two_step=False,
-                   distill=False, norm="bn", step2_weight_decay=-1.0)
+                   distill=False, norm="bn", step2_weight_decay=-1.0, kd_weight=1.0)
     return cfg["teacher_model"], t, {}
 
 
@@ -198,7 +192,8 @@ def train_recipe(cfg: dict[str, Any], step: str, model_name: str, variant: str =
     ``<variant>-step1-binact``), the second half starts from it with both
     binary and ``step2_weight_decay``. Distillation: the teacher of
     :func:`teacher_config` is trained first (variant ``teacher-real`` or
-    ``teacher-resnet34``, in ``step``) by the same code, checked against
+    ``teacher-resnet34``, in ``step``) by the same code (``teacher-airbench``:
+    by :mod:`mvlib.teacher`'s own loop, :func:`train_airbench_teacher`), checked against
     ``teacher_min_val_top1``, and the binary network learns from its softmax
     (ReActNet's distributional loss). ``test=False``: every run of the
     recipe is evaluated on the validation split only. With ``lookup_only``
@@ -215,8 +210,11 @@ def train_recipe(cfg: dict[str, Any], step: str, model_name: str, variant: str =
         t_name, t_cfg, t_opts = teacher_config(cfg)
         # the student's own options (a binary 1x1, a BN-free init) do not shape a real-valued teacher: one
         # teacher run serves every variant of a network and seed
-        res = train_run(t_cfg, teacher_step or step, t_name or model_name, f"teacher-{t_name or 'real'}",
-                        model_options=t_opts, **kw)
+        if t_name in TRAINED_BY_OWN_RECIPE:
+            res = train_airbench_teacher(t_cfg, teacher_step or step, **kw)
+        else:
+            res = train_run(t_cfg, teacher_step or step, t_name or model_name, f"teacher-{t_name or 'real'}",
+                            model_options=t_opts, **kw)
         t_run = res if lookup_only else res[1]
         if t_run.metrics["val_top1"] < cfg["teacher_min_val_top1"]:
             raise TeacherTooWeak(f"teacher run {t_run.run_id} reaches {t_run.metrics['val_top1']:.2f} % validation "

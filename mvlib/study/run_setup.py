@@ -109,6 +109,12 @@ def _split(cfg: dict[str, Any], split: str):
     return _split_cached(*args, _file_stamp(args[0], split, args[2], args[3]))
 
 
+def split_data(cfg: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(uint8 images, labels)`` of one split of ``cfg``: the tensors its loaders hold (for a loop of its own)."""
+    x, y, _ = _split(cfg, split)
+    return x, y
+
+
 def data_identity(cfg: dict[str, Any]) -> dict[str, Any]:
     """What the runs of ``cfg`` read: the identity (contents, membership) of its train, validation and test splits."""
     return {split: _split(cfg, split)[2] for split in ("train", "val", "test")}
@@ -133,6 +139,26 @@ def loaders(cfg: dict[str, Any]) -> tuple[BatchLoader, BatchLoader, BatchLoader,
 
 
 # ----------------------------------------------------------------- runs
+def final_metrics(model, val_loader, test_loader, dev, evaluate=evaluate) -> dict[str, Any]:
+    """Validation numbers always; test numbers (``top1``, ``top5``) only when ``test_loader`` is given."""
+    val = evaluate(model, val_loader, dev)
+    out = {"val_top1": val["top1"], "val_top5": val["top5"], "val_images": val["n"]}
+    if test_loader is not None:
+        test = evaluate(model, test_loader, dev)
+        out.update(top1=test["top1"], top5=test["top5"], test_images=test["n"])
+    return out
+
+
+def lookup_finished(cfg: dict[str, Any], step: str, model: str, variant: str, params: dict[str, Any],
+                    data: dict[str, Any]) -> records.Run:
+    """The newest finished run of this identity; FileNotFoundError, saying which step to run, when there is none."""
+    found = records.find_finished(step, model, variant, params, data, cfg["results_dir"])
+    if found is None:
+        raise FileNotFoundError(f"no finished {step} run of {model} ({variant}, seed {cfg['seed']}) for profile "
+                                f"{cfg['profile']!r} with this configuration, data and code: run that step first")
+    return found
+
+
 def run_params(cfg: dict[str, Any], **extra) -> dict[str, Any]:
     """A run's parameters: every data and training key of ``cfg``, the profile, and ``extra``.
 
@@ -150,7 +176,7 @@ def fit_recipe(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"epochs": cfg["epochs"], "optimizer": cfg["optimizer"], "lr": cfg["lr"], "schedule": cfg["schedule"],
             "warmup_steps": cfg["warmup_steps"], "weight_decay": cfg["weight_decay"], "momentum": cfg["momentum"],
             "label_smoothing": cfg["label_smoothing"], "agc_clip": cfg["agc_clip"], "pick": cfg["checkpoint_pick"],
-            "precision": cfg["precision"], "compile_model": cfg["compile"]}
+            "precision": cfg["precision"], "compile_model": cfg["compile"], "kd_weight": cfg["kd_weight"]}
 
 
 def arch_of(params: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ Format
 An ``.npz`` file (a zip of ``.npy`` arrays; ``numpy.load(path,
 allow_pickle=False)`` reads every entry, nothing in it is a pickle)::
 
-    meta                 uint8   UTF-8 JSON: format, version, arch, record, val_digest
+    meta                 uint8   UTF-8 JSON: format, version, arch, record, val_digest and test_digest
                                  (without the predictions), the binary layers and how each is stored
     state/<key>          every state_dict entry except the binary layers' weights, in its own
                          dtype (float32 for parameters and statistics, int64 for BN's counter)
@@ -20,44 +20,24 @@ allow_pickle=False)`` reads every entry, nothing in it is a pickle)::
     fallback_rows/<conv> int64   and their output channels
     latent/<conv>        float32 [C_out, C_in, k, k]: the latent weights (``keep_latent=True`` only)
     val_predictions      uint8 (uint16 beyond 256 classes): argmax per image of the recorded split
+    test_predictions     the same on a second split (``test_digest`` given: a run's test split)
 
 ``<conv>`` is every :class:`mvlib.layers.BinaryConv2d` whose ``binary_weights``
 is on. Everything else (stem, real shortcuts, BN, RSign shifts, RPReLU, gains,
 classifier, a ``"weights"`` shortcut's :class:`BinaryWeightConv2d`) is stored as is.
-The model comes back from ``arch`` through :func:`mvlib.models.build_model`.
+The model comes back from ``arch`` through :func:`mvlib.models.build_model`
+(:func:`mvlib.models.build_teacher` for a teacher), with ``arch["voter"]``
+(``{"spec", "layers"}``, optional) put on by :func:`mvlib.voter_ops.set_voter`.
 
 Exactness
 ---------
-A binary convolution reads its weight ``W`` only through ``w = latent_weight()``
-(``W`` itself, or ``W_hat`` standardized for ``norm="bnfree"``): its forward
-uses ``sign(w)`` (ties +1, docs/SEMANTICS.md) and ``alpha = mean|w|`` per output
-channel, in every path of :class:`mvlib.layers.BinaryConv2d`. Any weight that
-gives the same sign bits and bit-identical alphas gives the same forward, so
-without ``keep_latent`` a channel's weight is rebuilt from its signs ``s`` as:
-
-``uniform`` (plain convolutions: ``latent_weight()`` is ``W``)
-    ``W = s * e`` with ``e = alpha``, except one entry ``s_j * x``. ``e`` alone
-    rarely gives the alpha back (a sum of N equal floats skips values), but
-    with one free entry it does, provably: every partial sum of the
-    magnitudes is ``>= x``, so one step of ``x`` moves each rounded partial sum
-    by at most one step of its own grid, whatever the summation order, and
-    ``alpha(x)`` is monotone and takes every value of its range, which holds
-    the target (``x -> 0`` gives about ``(N - 1) / N`` of it). A bisection on
-    the bits of ``x`` finds it.
-``centred`` (any other ``latent_weight()``, i.e. weight standardization)
-    ``W = x * m * (1 + e * d)`` with ``m = +#neg`` where ``s = +1`` and
-    ``-#pos`` where ``s = -1`` (mean about zero, so centring keeps the signs),
-    ``d`` a fixed pattern in [0, 1). The standardization divides the scale out,
-    so ``x`` moves alpha only through the ``eps`` of ``std + eps``; ``e`` shapes the
-    ratio of mean |W - mean| to std. No monotone argument holds here: ``x`` is
-    bisected and a window of neighbours searched for each ``e`` of a short
-    list. A channel that none hits keeps its weight row in full (``fallback``).
-
-Every reconstruction is checked when it is made (signs, alphas, then the
-logits of a probe batch against the saved model, before the file is written)
-and the signs and alphas again on every load. The arithmetic is the CPU's of
-the installed torch: a build that sums alpha in another order fails the load
-check with a message, it never changes a result silently.
+A binary convolution's forward reads its weight only through the sign bits and
+the per-channel ``alpha = mean|w|`` of ``w = latent_weight()``; without
+``keep_latent`` each channel's weight is rebuilt from its signs by a recipe that
+gives those bits and bit-identical alphas (:mod:`mvlib.artifact_signs`, where
+the construction and its proof are). Every reconstruction is checked when it is
+made (signs, alphas, then the logits of a probe batch against the saved model,
+before the file is written) and the signs and alphas again on every load.
 
 Choices: npz rather than ``torch.save`` (no pickle, readable without torch);
 entries uncompressed (neither packed bits nor float32 weights compress much)
@@ -78,16 +58,16 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .artifact_signs import decode_layer, differing_channels, encode_layer
 from .files import write_atomic
 from .layers import BinaryConv2d, binary_convs
 from .models import TEACHERS, build_model, build_teacher
+from .voter_ops import set_voter
 
 FORMAT, VERSION = "mvlib-artifact", 1
-ARCH_KEYS = ("model", "width", "num_classes", "options")
+ARCH_KEYS = ("model", "width", "num_classes", "options", "voter")
+SPLITS = ("val", "test")  # the splits whose predictions an artifact can record
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so that equal networks give equal files
-_SPREADS = (0.0, 1 / 64, 1 / 16, 1 / 4, 1 / 2, 1.0)  # the e tried by the centred search, in order
-_WINDOW = 16  # neighbours of the bisection's x tried on each side
-_X_MAX = 1e6  # upper end of the bisection; far above any latent scale, far below float32 overflow of W**2
 _PROBE_SIZE = 32  # side of the save-time check's random images (CIFAR)
 
 
@@ -115,7 +95,8 @@ class VerifyResult:
 
 
 # ------------------------------------------------------------------ digest
-def _sha256(a: np.ndarray) -> str:
+def sha256_of_ints(a) -> str:
+    """The sha256 of integers (predictions, labels) as little-endian int64: the hash a digest records."""
     return hashlib.sha256(np.ascontiguousarray(a, dtype="<i8").tobytes()).hexdigest()
 
 
@@ -141,8 +122,8 @@ def prediction_digest(model: nn.Module, loader, device: str | torch.device | Non
     if not preds:
         raise ArtifactError("the loader gave no batch: a digest needs at least one image")
     p, y = torch.cat(preds).numpy().astype(np.int64), torch.cat(labels).numpy().astype(np.int64)
-    return {"n": len(p), "top1": 100.0 * float((p == y).sum()) / len(p), "sha256": _sha256(p),
-            "labels_sha256": _sha256(y), "predictions": p.astype(np.uint8 if p.max() < 256 else np.uint16)}
+    return {"n": len(p), "top1": 100.0 * float((p == y).sum()) / len(p), "sha256": sha256_of_ints(p),
+            "labels_sha256": sha256_of_ints(y), "predictions": p.astype(np.uint8 if p.max() < 256 else np.uint16)}
 
 
 # ------------------------------------------------------------------ binary layers and their reconstruction
@@ -150,89 +131,16 @@ def _binary_layers(model: nn.Module) -> dict[str, BinaryConv2d]:
     return {name: conv for name, conv in binary_convs(model) if conv.binary_weights}
 
 
-@torch.no_grad()
-def _forward_view(conv: BinaryConv2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sign bits, alpha): all that the forward reads of the weight, from the layer's own method."""
-    w, alpha = conv.binary_weight()
-    return w > 0, alpha
-
-
-def _construction(conv: BinaryConv2d) -> str:
-    return "uniform" if type(conv).latent_weight is BinaryConv2d.latent_weight else "centred"
-
-
-def _family(signs: torch.Tensor, e: torch.Tensor, construction: str):
-    """``x -> weight`` of the module docstring's construction; channel ``o`` takes ``(x[o], e[o])``."""
-    c, n = signs.shape[0], signs[0].numel()
-    s = torch.where(signs.reshape(c, n), 1.0, -1.0)
-    if construction == "uniform":
-        base, last = s * e.view(-1, 1), s[:, -1]
-
-        def weight(x):
-            w = base.clone()
-            w[:, -1] = last * x
-            return w.view(signs.shape)
-        return weight
-    pos = signs.reshape(c, n).sum(1, keepdim=True).float()
-    base = s * torch.where(s > 0, n - pos, pos) * (1.0 + e.view(-1, 1) * ((torch.arange(n) % 8).float() / 8))
-    # a one-signed channel has no centred form: a constant, which standardizes to 0 (sign +1, alpha 0)
-    base = torch.where((pos == 0) | (pos == n), s, base)
-    return lambda x: (base * x.view(-1, 1)).view(signs.shape)
-
-
-def _float_of(bits: torch.Tensor) -> torch.Tensor:
-    return bits.to(torch.int32).view(torch.float32)
-
-
-def _bisect(alpha_of, target: torch.Tensor) -> torch.Tensor:
-    """Per channel the bits of the smallest float x in (0, _X_MAX] with ``alpha_of(x) >= target``."""
-    lo = torch.zeros_like(target, dtype=torch.int64)  # x = +0.0, taken as below every target
-    hi = torch.full_like(lo, int(torch.tensor(_X_MAX).view(torch.int32)))
-    while bool((open_ := hi - lo > 1).any()):
-        mid = (lo + hi) // 2
-        ge = alpha_of(_float_of(mid)) >= target
-        hi, lo = torch.where(open_ & ge, mid, hi), torch.where(open_ & ~ge, mid, lo)
-    return hi
-
-
-@torch.no_grad()
-def _solve(conv: BinaryConv2d, signs: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(recipe [C, 2], solved [C])``: per channel an (x, e) whose weight gives ``signs`` and ``alpha`` exactly.
-
-    Writes candidate weights into ``conv`` (a scratch copy). Channel results
-    do not depend on one another: the reductions run per output channel in an
-    order fixed by the shape.
-    """
-    kind = _construction(conv)
-    recipe = torch.zeros(len(alpha), 2)
-    solved = torch.zeros(len(alpha), dtype=torch.bool)
-    for spread in ((None,) if kind == "uniform" else _SPREADS):
-        e = alpha if spread is None else torch.full_like(alpha, spread)
-        weight = _family(signs, e, kind)
-
-        def view(x):
-            conv.weight.copy_(weight(x))
-            return _forward_view(conv)
-
-        start = _bisect(lambda x: view(x)[1], alpha)
-        for k in range(2 * _WINDOW + 1):  # offsets 0, +1, -1, +2, ...
-            x = _float_of((start + (k + 1) // 2 * (1 if k % 2 else -1)).clamp(min=1))
-            got_signs, got_alpha = view(x)
-            hit = ~solved & (got_alpha == alpha) & (got_signs == signs).flatten(1).all(1)
-            recipe[hit] = torch.stack([x, e], 1)[hit]
-            solved |= hit
-            if bool(solved.all()):
-                return recipe, solved
-    return recipe, solved
-
-
 # ------------------------------------------------------------------ file
 def _check_arch(arch: dict[str, Any]) -> dict[str, Any]:
     unknown = set(arch) - set(ARCH_KEYS)
     if unknown or not {"model", "width", "num_classes"} <= set(arch):
         raise ArtifactError(f"arch needs the keys model, width, num_classes (options optional); got {sorted(arch)}")
+    voter = arch.get("voter")
     arch = {"model": arch["model"], "width": arch["width"], "num_classes": arch["num_classes"],
-            "options": dict(arch.get("options") or {})}
+            "options": dict(arch.get("options") or {}),
+            # no key without a voter, so that the arch of a plain network is what it was before voters
+            **({"voter": {"spec": voter["spec"], "layers": voter.get("layers")}} if voter else {})}
     _json(arch, "arch")
     return arch
 
@@ -247,7 +155,10 @@ def _json(obj: Any, what: str) -> str:
 def _build(arch: dict[str, Any]) -> nn.Module:
     if arch["model"] in TEACHERS:
         return build_teacher(arch["model"], arch["num_classes"], arch["width"], **arch["options"])
-    return build_model(arch["model"], num_classes=arch["num_classes"], width=arch["width"], **arch["options"])
+    model = build_model(arch["model"], num_classes=arch["num_classes"], width=arch["width"], **arch["options"])
+    if arch.get("voter"):
+        set_voter(model, arch["voter"]["spec"], arch["voter"]["layers"])
+    return model
 
 
 def _to_bytes(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
@@ -286,26 +197,14 @@ def _restore(meta: dict[str, Any], arrays: dict[str, np.ndarray], name: str) -> 
     state = {k[len("state/"):]: torch.from_numpy(a) for k, a in arrays.items() if k.startswith("state/")}
     views = {}
     for conv_name, info in meta["layers"].items():
-        shape = info["shape"]
-        bits = np.unpackbits(arrays[f"signs/{conv_name}"], count=int(np.prod(shape)))
-        signs = torch.from_numpy(bits.astype(bool)).view(shape)
-        views[conv_name] = signs, torch.from_numpy(arrays[f"alpha/{conv_name}"])
-        if f"latent/{conv_name}" in arrays:
-            w = torch.from_numpy(arrays[f"latent/{conv_name}"])
-        else:
-            recipe = torch.from_numpy(arrays[f"recipe/{conv_name}"])
-            w = _family(signs, recipe[:, 1].contiguous(), info["construction"])(recipe[:, 0].contiguous())
-            if f"fallback_rows/{conv_name}" in arrays:  # the rows the search missed, as they were
-                rows = torch.from_numpy(arrays[f"fallback_rows/{conv_name}"])
-                w[rows] = torch.from_numpy(arrays[f"fallback/{conv_name}"])
-        state[f"{conv_name}.weight"] = w
+        weight, signs, alpha = decode_layer(arrays, conv_name, info)
+        state[f"{conv_name}.weight"], views[conv_name] = weight, (signs, alpha)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise ArtifactError(f"{name} does not fit the model built from {meta['arch']}: {e}") from None
     for conv_name, (signs, alpha) in views.items():
-        got_signs, got_alpha = _forward_view(layers[conv_name])
-        bad = int(((got_signs != signs).flatten(1).any(1) | (got_alpha != alpha)).sum())
+        bad = differing_channels(layers[conv_name], signs, alpha)
         if bad:
             raise ArtifactError(f"{name}: layer {conv_name} binarizes differently now in {bad} output channels "
                                 f"(signs or alpha; written with torch {meta.get('torch')}, read with "
@@ -315,17 +214,20 @@ def _restore(meta: dict[str, Any], arrays: dict[str, np.ndarray], name: str) -> 
 
 # ------------------------------------------------------------------ public
 def save_artifact(model: nn.Module, path: str | Path, *, arch: dict[str, Any], keep_latent: bool,
-                  record: dict[str, Any], val_digest: dict[str, Any] | None = None) -> dict[str, Any]:
+                  record: dict[str, Any], val_digest: dict[str, Any] | None = None,
+                  test_digest: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``model`` to ``path`` as one artifact (module docstring); returns its meta.
 
     ``arch``: ``{"model", "width", "num_classes", "options"}`` such that
     ``build_model(model, num_classes=, width=, **options)`` (or
     ``build_teacher``) builds this network, flags such as ``binary_weights``
-    included. ``keep_latent``: store the binary layers' latent weights (float32)
-    too, for a later step that trains on from them. ``record``: JSON, stored
-    as given. ``val_digest``: :func:`prediction_digest` of ``model`` on the
-    split that :func:`verify_artifact` will be given. The file is written only
-    after the model rebuilt from its bytes has given this model's logits
+    included; ``"voter": {"spec", "layers"}`` for a network with voters.
+    ``keep_latent``: store the binary layers' latent weights (float32) too,
+    for a later step that trains on from them. ``record``: JSON, stored as
+    given. ``val_digest``: :func:`prediction_digest` of ``model`` on the split
+    that :func:`verify_artifact` will be given; ``test_digest``: the same on a
+    second split (``verify_artifact(..., split="test")``). The file is written
+    only after the model rebuilt from its bytes has given this model's logits
     exactly on a probe batch; otherwise :class:`ArtifactError`.
     """
     arch = _check_arch(arch)
@@ -340,26 +242,13 @@ def save_artifact(model: nn.Module, path: str | Path, *, arch: dict[str, Any], k
     binary = _binary_layers(scratch)
     arrays: dict[str, np.ndarray] = {f"state/{k}": v.detach().numpy() for k, v in state.items()
                                      if k.removesuffix(".weight") not in binary}
-    layers: dict[str, dict[str, Any]] = {}
-    for name, conv in binary.items():
-        latent = conv.weight.detach().clone()
-        signs, alpha = _forward_view(conv)
-        arrays[f"signs/{name}"], arrays[f"alpha/{name}"] = np.packbits(signs.numpy()), alpha.numpy()
-        layers[name] = {"shape": list(latent.shape), "construction": _construction(conv)}
-        if keep_latent:
-            arrays[f"latent/{name}"] = latent.numpy()
-            continue
-        recipe, solved = _solve(conv, signs, alpha)
-        arrays[f"recipe/{name}"] = recipe.numpy()
-        rows = (~solved).nonzero().flatten()
-        if len(rows):
-            arrays[f"fallback_rows/{name}"], arrays[f"fallback/{name}"] = rows.numpy(), latent[rows].numpy()
-        layers[name]["fallback_rows"] = len(rows)
+    layers = {name: encode_layer(conv, name, keep_latent, arrays) for name, conv in binary.items()}
     meta = {"format": FORMAT, "version": VERSION, "arch": arch, "record": record, "keep_latent": bool(keep_latent),
             "layers": layers, "torch": torch.__version__}
-    if val_digest is not None:
-        meta["val_digest"] = {k: v for k, v in val_digest.items() if k != "predictions"}
-        arrays["val_predictions"] = np.asarray(val_digest["predictions"])
+    for split, digest in zip(SPLITS, (val_digest, test_digest)):
+        if digest is not None:
+            meta[f"{split}_digest"] = {k: v for k, v in digest.items() if k != "predictions"}
+            arrays[f"{split}_predictions"] = np.asarray(digest["predictions"])
     data = _to_bytes(meta, arrays)
     _probe(source, _restore(*_read(io.BytesIO(data), str(path)), str(path)), arch, path)
     write_atomic(Path(path), data)
@@ -387,9 +276,9 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> tuple
     return _restore(meta, arrays, str(path)).to(device), meta
 
 
-def verify_artifact(path: str | Path, loader, *, device: str | torch.device = "cpu",
+def verify_artifact(path: str | Path, loader, *, split: str = "val", device: str | torch.device = "cpu",
                     strict: bool = True) -> VerifyResult:
-    """Reload ``path``, predict ``loader`` again and compare with the recorded predictions.
+    """Reload ``path``, predict ``loader`` again and compare with the predictions recorded for ``split``.
 
     ``loader`` must give the recorded split in the recorded order (checked by
     the labels' hash). A difference raises :class:`ArtifactMismatch` naming the
@@ -397,15 +286,15 @@ def verify_artifact(path: str | Path, loader, *, device: str | torch.device = "c
     ``strict=False`` the result says so in ``ok`` and ``message`` instead.
     """
     meta, arrays = _read(path, str(path))
-    recorded = meta.get("val_digest")
+    recorded = meta.get(f"{split}_digest")
     if recorded is None:
-        raise ArtifactError(f"{path} records no val_digest: there is nothing to verify it against")
+        raise ArtifactError(f"{path} records no {split}_digest: there is nothing to verify it against")
     model = _restore(meta, arrays, str(path)).to(device)
     now = prediction_digest(model, loader, device)
     if now["n"] != recorded["n"] or now["labels_sha256"] != recorded["labels_sha256"]:
         raise ArtifactError(f"{path}: the loader is not the split the artifact was recorded on "
                             f"({now['n']} images now, {recorded['n']} recorded, or other labels or order)")
-    differing = int((now["predictions"].astype(np.int64) != arrays["val_predictions"].astype(np.int64)).sum())
+    differing = int((now["predictions"].astype(np.int64) != arrays[f"{split}_predictions"].astype(np.int64)).sum())
     ok = differing == 0 and now["sha256"] == recorded["sha256"]
     message = (f"{path}: reproduced, top-1 {now['top1']:.2f}% on {now['n']} images" if ok else
                f"{path}: the current code does not reproduce this artifact: top-1 {recorded['top1']:.2f}% recorded, "
@@ -414,3 +303,10 @@ def verify_artifact(path: str | Path, loader, *, device: str | torch.device = "c
     if strict and not ok:
         raise ArtifactMismatch(message)
     return result
+
+
+def recorded_predictions(path: str | Path) -> dict[str, tuple[dict[str, Any], np.ndarray]]:
+    """``{split: (digest without its predictions, predictions)}`` for each split the artifact records."""
+    meta, arrays = _read(path, str(path))
+    return {split: (meta[f"{split}_digest"], arrays[f"{split}_predictions"]) for split in SPLITS
+            if f"{split}_digest" in meta}

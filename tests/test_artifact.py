@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mvlib import artifact
+from mvlib import artifact_signs
 from mvlib.artifact import (ArtifactError, ArtifactMismatch, load_artifact, prediction_digest, save_artifact,
                             verify_artifact)
 from mvlib.data import BatchLoader, load_split
@@ -105,8 +105,8 @@ def test_same_network_same_bytes(tmp_path):
 
 
 def test_rows_the_search_misses_are_stored_in_full(tmp_path, monkeypatch):
-    monkeypatch.setattr(artifact, "_SPREADS", (0.0,))  # one try of the centred search: some channels miss
-    monkeypatch.setattr(artifact, "_WINDOW", 0)
+    monkeypatch.setattr(artifact_signs, "SPREADS", (0.0,))  # one try of the centred search: some channels miss
+    monkeypatch.setattr(artifact_signs, "WINDOW", 0)
     model = trained_like(build_model("reactnet18", width=WIDTH, norm="bnfree"))
     meta = save_artifact(model, tmp_path / "net.npz", arch=arch_of("reactnet18", {"norm": "bnfree"}),
                          keep_latent=False, record={})

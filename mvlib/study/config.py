@@ -168,6 +168,15 @@ SCHEMA: dict[str, Key] = {
                        each(lambda v: None if isinstance(v, str) else 'must be a string: a number such as "01" '
                                                                        '(quoted in YAML) or a name')),
     "force": Key(bool, False, "retrain / re-evaluate even where a finished run of the same identity exists", "exec"),
+    "artifacts": Key(bool, False, "every finished training run is also written as an artifact, "
+                     "<results_dir>/artifacts/<profile>/<step>/<run_id>.npz (weights, record, validation and test "
+                     "predictions; mvlib.study.run_artifacts); a run trained under other code is reused once its "
+                     "artifact reproduces those predictions, and a retraining starts from the weights of its "
+                     "source's artifact", "exec"),
+    "reuse_artifacts": Key(str, "verified", "with artifacts: verified (reuse a run of other code whose artifact "
+                           "reproduces its predictions; train again, with one line, where it does not), strict (the "
+                           "same, but a difference stops the run) or off (only runs of this code are reused)", "exec",
+                           one_of("verified", "strict", "off")),
     "eval_engine": Key(bool, True, "evaluate binary ResNet-18s on the CPU with cuda_numba's bit-exact inference "
                        "engine (the float model's logits, ~9x faster with hierarchical voters); others: the float "
                        "model", "exec"),

@@ -36,9 +36,10 @@ from ..train import fit
 from ..voter_ops import set_voter
 from . import records
 from .config import recipe_for
+from .airbench_run import airbench_config, train_airbench_teacher
 from .ddp_worker import fit_distributed
 from .progress import pipeline_deadline, say
-from .airbench_run import airbench_config, train_airbench_teacher
+from .run_artifacts import reuse_other_code, start_weights, write_run_artifact
 from .run_setup import (apply_process_settings, arch_of, data_identity, evaluator, final_metrics, fit_recipe,
                         load_run_model, lookup_finished, loaders, resolve_device, run_config, run_params, with_seed)
 
@@ -59,6 +60,11 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
     final model on the validation split only (runs that choose settings).
     ``lookup_only``: train nothing, return the newest finished run of this
     identity (FileNotFoundError when there is none).
+
+    With ``cfg["artifacts"]`` (:mod:`mvlib.study.run_artifacts`): a run of
+    other code that the running code reproduces is reused (also by
+    ``lookup_only``); a finished run gets its artifact, now or when it is
+    next reused; ``init_from``'s weights come from its artifact.
     """
     if model_name not in MODELS and model_name not in TEACHERS:
         raise ValueError(f"unknown model {model_name!r}; choose one of {sorted(MODELS)} (teachers: {sorted(TEACHERS)})")
@@ -74,8 +80,14 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
                         teacher_run=teacher[1].run_id if teacher else None, **(extra or {}),
                         **({} if test else {"evaluated_on": "val"}))
     data = data_identity(cfg)
+    splits = {"val": val_loader, "test": test_loader if test else None}
+    # a run of other code, reproduced from its artifact, stands for this one (never with force: that retrains)
+    reused = (reuse_other_code(cfg, step, model_name, variant, params, data, splits, log)
+              if cfg["artifacts"] and not cfg["force"] else None)
     if lookup_only:
-        return lookup_finished(cfg, step, model_name, variant, params, data)
+        return reused[1] if reused is not None else lookup_finished(cfg, step, model_name, variant, params, data)
+    if reused is not None:
+        return reused[0].to(resolve_device(cfg)), reused[1]
     dev = resolve_device(cfg)
     # the model and its voter are built before any folder is made: a bad option fails here
     torch.manual_seed(cfg["seed"])
@@ -87,13 +99,20 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
     if voter is not None:
         set_voter(model, voter, voter_layers)
     with records.claim_run(step, model_name, variant, params, data, cfg["results_dir"], force=cfg["force"],
-                           device=dev, reusable=lambda r: r.checkpoint.is_file()) as run:
+                           device=dev, reusable=lambda r: r.checkpoint.is_file() or r.artifact.is_file()) as run:
         if run.finished:
             log(f"reusing finished run {run.run_id}: val top1 {run.metrics['val_top1']:.2f}%")
-            return load_run_model(run, dev), run
+            model = load_run_model(run, dev)
+            if cfg["artifacts"]:  # finished before artifacts were asked for: written now, from its checkpoint
+                write_run_artifact(run, model, splits, log)
+            return model, run
         if not run.checkpoint.is_file():
             if init_from is not None:  # weights of the run it starts from; the voter stays as set above
-                model.load_state_dict(load_run_model(init_from).state_dict(), strict=False)
+                # from the artifact with artifacts on, so that a reused and a fresh source start alike; from it
+                # also where the checkpoint is missing (start_weights refuses an artifact without latent weights)
+                artifact = cfg["artifacts"] or (not init_from.checkpoint.is_file() and init_from.artifact.is_file())
+                source = start_weights(init_from) if artifact else load_run_model(init_from)
+                model.load_state_dict(source.state_dict(), strict=False)
             if prepare is not None:
                 prepare(model)
         t0 = time.time()
@@ -119,6 +138,8 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
                    epochs=cfg["epochs"], checkpoint_epoch=state["epoch"])
         log(f"finished {run.run_id}: val top1 {run.metrics['val_top1']:.2f}%"
             + (f", test top1 {run.metrics['top1']:.2f}%" if test else ""))
+        if cfg["artifacts"]:
+            write_run_artifact(run, model, splits, log)
         return model.eval(), run
 
 

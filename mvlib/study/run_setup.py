@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..artifact import load_artifact
 from ..checkpoint import CheckpointError, load_model_weights
 from ..cpu_fast import tune_cpu_allocator
 from ..data import BatchLoader, dataset_num_classes, load_split, resolve_data_dir, split_identity
@@ -195,7 +196,11 @@ def build_from_params(params: dict[str, Any]) -> nn.Module:
 
 
 def load_run_model(run: records.Run, device: str = "cpu") -> nn.Module:
-    """Rebuild a finished run's model from its parameters and checkpoint."""
+    """Rebuild a finished run's model from its parameters and checkpoint, or from its artifact where the checkpoint
+    is missing: checkpoints are not committed, artifacts are (:mod:`mvlib.study.run_artifacts`); the artifact's
+    network computes what the checkpoint's does, bit for bit."""
+    if not run.checkpoint.is_file() and run.artifact.is_file():
+        return load_artifact(run.artifact)[0].to(device).eval()
     if not run.checkpoint.is_file():
         profile = run.params.get("profile", "cpu")
         raise CheckpointError(f"run {run.run_id} has its record but not its weights ({run.checkpoint} is missing: "

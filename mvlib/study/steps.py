@@ -92,7 +92,10 @@ class StepGraph:
 
     def _of_this_code(self, metrics: Path) -> bool:
         """Whether a finished record comes from the running code (a step reads no other: identities hold the
-        code hash), so that deleting an older study's records changes no digest."""
+        code hash), or was reproduced and reused by it (its ``verified-<code>.json``), so that deleting an older
+        study's records changes no digest."""
+        if (metrics.parent / records.VERIFIED.format(code=self.code_hash())).is_file():
+            return True
         try:
             return json.loads(metrics.read_text()).get("code_hash") == self.code_hash()
         except (OSError, json.JSONDecodeError):
@@ -143,8 +146,9 @@ class StepGraph:
         """The finished training runs of the running code in step ``number`` whose checkpoint is missing.
 
         Checkpoints are not committed (``checkpoints/`` is ignored), so in a fresh clone every training run
-        is in this list; of several runs of one identity only the newest counts (a run trained again to
-        bring back its weights leaves the older record in place).
+        is in this list, but for those with a committed artifact (its weights); of several runs of one
+        identity only the newest counts (a run trained again to bring back its weights leaves the older
+        record in place).
         """
         newest: dict[str, Path] = {}
         for mpath in sorted(results.glob(f"runs/{number}_*/*/metrics.json")):
@@ -156,7 +160,8 @@ class StepGraph:
                 continue
             ident = json.loads((mpath.parent / "params.json").read_text()).get("identity_hash", mpath.parent.name)
             newest[f"{mpath.parent.parent.name}/{ident}"] = mpath.parent  # sorted: the newest (UTC time) wins
-        return sorted(d.name for d in newest.values() if not records.run_from_dir(d).checkpoint.is_file())
+        return sorted(d.name for d in newest.values()
+                      if not (run := records.run_from_dir(d)).checkpoint.is_file() and not run.artifact.is_file())
 
     def plan_steps(self, chosen: list[str], profile: str, overrides: dict, out_dir: Path, force: bool = False,
                    rerun: list[str] | None = None, all_steps: list[str] | None = None) -> tuple[list[str], dict]:

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from ..environment import REPO_ROOT, code_hash, source_hash
+from ..environment import REPO_ROOT, code_hash, notebook_code_hash, source_hash
 from . import records
 from .config import load_profile
 from .records import resolve_results_dir
@@ -54,14 +54,16 @@ def step_config(profile: str, overrides: dict, force: bool = False) -> tuple[dic
 class StepGraph:
     """The steps of one notebook folder, what each reads, and which of them must execute.
 
-    ``code_hash`` and ``source_hash`` give the identities a step's key holds (the running code's by default);
+    ``code_hash``, ``source_hash`` and ``notebook_code_hash`` give the identities a step's key holds (the running
+    code's by default);
     passing others shows what a change of code does to the steps without changing the code.
     """
 
     def __init__(self, notebook_dir: Path = NOTEBOOK_DIR, code_hash: Callable[[], str] = code_hash,
-                 source_hash: Callable[[], str] = source_hash):
+                 source_hash: Callable[[], str] = source_hash,
+                 notebook_code_hash: Callable[[Path], str] = notebook_code_hash):
         self.notebook_dir = Path(notebook_dir)
-        self.code_hash, self.source_hash = code_hash, source_hash
+        self.code_hash, self.source_hash, self.notebook_code_hash = code_hash, source_hash, notebook_code_hash
 
     def steps(self) -> list[str]:
         """Notebook names in execution order (file name order: 01_…, 02_…, 99_report)."""
@@ -128,6 +130,9 @@ class StepGraph:
         h = hashlib.sha256(src.read_bytes())
         h.update(json.dumps({k: v for k, v in cfg.items() if k not in RUN_ONLY_KEYS}, sort_keys=True).encode())
         h.update((self.source_hash() if is_report(src.stem) else self.code_hash()).encode())
+        if not is_report(src.stem):  # what only this notebook uses (the benchmark, the synthesis flow)
+            paired = src.with_suffix(".py")  # the notebook's source (jupytext pairing), else its code cells
+            h.update(self.notebook_code_hash(paired if paired.is_file() else src).encode())
         return h.hexdigest()[:16]
 
     def is_current(self, step: str, profile: str, overrides: dict, out_dir: Path) -> bool:

@@ -151,7 +151,7 @@ def device_name(v):
 # key: Key(type, default, meaning with units, scope, check)
 SCHEMA: dict[str, Key] = {
     # ---- where and how ---------------------------------------------------------------------------
-    "profile": Key(str, "cpu", "profile name (ci, cpu, paper)", "exec"),
+    "profile": Key(str, "cpu", "profile name (ci, cpu, long, paper)", "exec"),
     "data_dir": Key(str, "", "folder with train.npz/test.npz; '' = $MVLIB_DATA or torchvision download", "exec"),
     "results_dir": Key(str, "results", "where run records go (relative to the repository root)", "exec"),
     "device": Key(str, "auto", "auto, cpu, cuda or cuda:N", "exec", device_name),

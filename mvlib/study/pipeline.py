@@ -55,6 +55,10 @@ __all__ = ["ALONE", "KERNEL_NAME", "NOTEBOOK_DIR", "REPO_ROOT", "PipelineBusy", 
            "main", "results_lock", "run_pipeline", "run_step", "smoke_overrides", "steps"]
 
 
+# profiles whose run prints the estimate before its first notebook (a day or more of machine time)
+ESTIMATED = ("paper", "long")
+
+
 class PipelineBusy(RuntimeError):
     """Another pipeline runs on the same results folder."""
 
@@ -152,7 +156,7 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
     after that many hours, and a training run stops after the epoch that
     crosses it (its checkpoint kept); :class:`StoppedAtDeadline` then says to
     rerun the same command, which resumes. ``estimate_first`` (default: the
-    ``paper`` profile, not in smoke mode): print :func:`mvlib.study.estimate.estimate`
+    profiles of :data:`ESTIMATED`, not in smoke mode): print :func:`mvlib.study.estimate.estimate`
     for the chosen steps before the first one starts. ``rerun``: execute the
     chosen steps although they are current (their runs with weights are
     reused, the others trained again). ``plan`` (default): add the steps whose
@@ -203,7 +207,7 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
                 next(s for s in chosen if s.startswith("06_")), profile, overrides, out_dir):
             check_appendix_data(cfg)
         before = {s: _read(out_dir / f"{s}.done.json") for s in chosen}
-        if estimate_first if estimate_first is not None else (profile == "paper" and not smoke and record):
+        if estimate_first if estimate_first is not None else (profile in ESTIMATED and not smoke and record):
             from .estimate import estimate
             from .run_setup import resolve_device
             hours = estimate(cfg, resolve_device(cfg), log=log)
@@ -248,7 +252,7 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog="exit codes: 0 done (or nothing to run), 1 an error (one line names it), "
                                         "3 --max-hours ran out (rerun to resume), 130 stopped by Ctrl-C")
-    ap.add_argument("--profile", default="cpu", help="configs/<profile>.yaml (ci, cpu, paper)")
+    ap.add_argument("--profile", default="cpu", help="configs/<profile>.yaml (ci, cpu, long, paper)")
     ap.add_argument("--only", nargs="*", help="run only these steps (names or number prefixes)")
     ap.add_argument("--force", action="store_true", help="re-execute steps already done, and the runs inside them")
     ap.add_argument("--rerun", action="store_true",
@@ -261,7 +265,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-hours", type=float, default=None,
                     help="stop cleanly after this many hours (a rerun of the same command resumes)")
     ap.add_argument("--estimate", action="store_true", help="print the images and hours per notebook, then exit")
-    ap.add_argument("--no-estimate", action="store_true", help="do not print the estimate before a paper run")
+    ap.add_argument("--no-estimate", action="store_true", help="do not print the estimate before a paper or long run")
     # how a parallel run starts its children (not for users)
     ap.add_argument("--overrides-json", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--notebook-dir", default=None, help=argparse.SUPPRESS)

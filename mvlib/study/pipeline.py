@@ -203,8 +203,8 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
                 log(f"[{step}] re-executed first: a later step needs the weights of {len(ids)} of its finished runs, "
                     f"which this checkout does not hold (checkpoints are not committed); they are trained again")
             rerun_steps |= set(restore)
-        if any(s.startswith("06_") for s in chosen) and not graph.is_current(
-                next(s for s in chosen if s.startswith("06_")), profile, overrides, out_dir):
+        appendix_step = next((s for s in chosen if step_number(s) == "06"), None)
+        if appendix_step and not graph.is_current(appendix_step, profile, overrides, out_dir):
             check_appendix_data(cfg)
         before = {s: _read(out_dir / f"{s}.done.json") for s in chosen}
         if estimate_first if estimate_first is not None else (profile in ESTIMATED and not smoke and record):

@@ -88,8 +88,8 @@ def source_files(root: Path = REPO_ROOT) -> list[Path]:
 # record; each step's key covers its notebook's reach instead (:func:`notebook_code_hash`), so a change to the
 # benchmark re-executes notebook 05 and retrains nothing.
 RECORD_ROOTS = ("mvlib/study/experiment.py", "mvlib/study/voter_study.py", "mvlib/study/appendix.py",
-                "mvlib/study/voter_drop.py", "mvlib/study/airbench_run.py", "mvlib/study/ddp_worker.py",
-                "mvlib/study/train.py")
+                "mvlib/study/voter_drop.py", "mvlib/study/pareto_runs.py", "mvlib/study/airbench_run.py",
+                "mvlib/study/ddp_worker.py", "mvlib/study/train.py")
 
 
 def _module_file(root: Path, dotted: str) -> Path | None:

@@ -331,6 +331,8 @@ def train_teacher(train_images: torch.Tensor, train_labels: torch.Tensor, *,
         step, first_epoch, history = _restore(resume, model, opt, lookahead, history["recipe"])
     # the clock goes on from the saved epochs, so seconds and estimates stay those of the whole run
     t0 = time.perf_counter() - (history["epochs"][-1]["seconds"] if history["epochs"] else 0.0)
+    # the process's CPU time (all its threads), cumulative like seconds: what a run costs on a shared machine
+    c0 = time.process_time() - (history["epochs"][-1].get("cpu_seconds", 0.0) if history["epochs"] else 0.0)
     model.train()
     for epoch in range(first_epoch, math.ceil(r.epochs)):
         model.whiten.bias.requires_grad_(epoch < r.whiten_bias_epochs)
@@ -356,7 +358,8 @@ def train_teacher(train_images: torch.Tensor, train_labels: torch.Tensor, *,
             lookahead.pull(1.0)  # end on the slow weights
         elapsed = time.perf_counter() - t0
         rec = {"epoch": epoch + 1, "steps": step, "train_loss": loss_sum / seen, "train_top1": correct / seen,
-               "seconds": elapsed, "eta_seconds": elapsed / step * (total - step)}
+               "seconds": elapsed, "cpu_seconds": time.process_time() - c0,
+               "eta_seconds": elapsed / step * (total - step)}
         if val is not None:
             rec["val_top1"] = evaluate(model, *val, dataset=dataset)
             model.train()

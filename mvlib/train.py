@@ -373,13 +373,14 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, optimizer: s
     trainer = _Trainer(net, model, opt, sched, nn.CrossEntropyLoss(label_smoothing=label_smoothing), teacher,
                        kd_weight, autocast, agc_clip, device, rank, world)
     for epoch in range(start_epoch, epochs):
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()  # wall time, and the process's CPU time over all its threads
         totals = trainer.run_epoch(train_loader, epoch, f"epoch {epoch + 1}/{epochs}", progress and rank == 0)
         _stop_if_diverged(totals, epoch, opt.param_groups[0]["lr"])
         ev = (evaluator or evaluate)(model, val_loader, device)
         history.append({"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": totals.mean_loss,
                         "train_top1": totals.top1, "val_loss": ev["loss"], "val_top1": ev["top1"],
-                        "val_top5": ev["top5"], "seconds": time.time() - t0})
+                        "val_top5": ev["top5"], "seconds": time.time() - t0,
+                        "cpu_seconds": time.process_time() - c0})
         if pick == "best_val":
             best = _better_pick(best, history[-1], model)
         if rank == 0:

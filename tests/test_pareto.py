@@ -131,3 +131,22 @@ def test_network_costs_sum_the_layers():
     synth, designs = pareto.circuits_needed(4, [2], [VoterSpec.hierarchical(f) for f in [(2,), (2, 2)]])
     assert ("hmv2x2_pos", 36) in synth and ("popcount", 18) in synth and ("hmv2_pos", 18) not in synth
     assert designs[-2:] == [("hmv2_pos", 4), ("hmv2x2_pos", 4)]
+
+
+def test_point_plan_checks_before_any_work_and_names_what_it_measures():
+    from mvlib.study.config import load_profile
+    from mvlib.study.pareto_runs import OWNERS, point_plan
+
+    cfg = load_profile("cpu")
+    plan = point_plan(cfg)
+    assert plan.width == cfg["width"] and plan.controls == tuple(pareto.control_widths(cfg["width"],
+                                                                                        cfg["pareto_width_fractions"]))
+    assert {v.fanins for v in plan.candidates} == set(plan.families)
+    assert plan.shared == pareto.shares_runs(cfg) and plan.owners == (OWNERS if plan.shared else {})
+    assert plan.summary(cfg)["voters"] == ", ".join("x".join(map(str, f)) for f in plan.families)
+    with pytest.raises(ValueError, match=r"pareto_seeds \[99\] have no baseline"):
+        point_plan({**cfg, "pareto_seeds": [99]})
+    with pytest.raises(ValueError, match="whole number of channels"):
+        point_plan({**cfg, "pareto_width_fractions": [0.3]})
+    with pytest.raises(ValueError, match="must divide the stage-1 width"):
+        point_plan({**cfg, "pareto_groups": [3]})

@@ -75,12 +75,12 @@ def airbench_recipe(t_cfg: dict[str, Any]) -> Recipe:
 
 def _history_rows(history: dict) -> list[dict[str, Any]]:
     """The loop's per-epoch dicts as a study history: percentages, and seconds per epoch (not cumulative)."""
-    rows, before = [], 0.0
+    rows, before, cpu_before = [], 0.0, 0.0
     for rec in history["epochs"]:
         rows.append({"epoch": rec["epoch"], "steps": rec["steps"], "train_loss": rec["train_loss"],
                      "train_top1": 100.0 * rec["train_top1"], "val_top1": 100.0 * rec["val_top1"],
-                     "seconds": rec["seconds"] - before})
-        before = rec["seconds"]
+                     "seconds": rec["seconds"] - before, "cpu_seconds": rec["cpu_seconds"] - cpu_before})
+        before, cpu_before = rec["seconds"], rec["cpu_seconds"]
     return rows
 
 
@@ -148,6 +148,7 @@ def train_airbench_teacher(t_cfg: dict[str, Any], step: str, *, test: bool = Tru
                     **final_metrics(model, val_loader, test_loader if test else None, dev),
                     "val_top1_plain": plain["top1"], "forward": "flip TTA",
                     "seconds": round(sum(r["seconds"] for r in state["history"]), 1),
+                    "cpu_hours": round(sum(r["cpu_seconds"] for r in state["history"]) / 3600, 3),
                     "epochs": t_cfg["teacher_epochs"], "picked_epoch": state["epoch"], "train_images": len(train_x),
                     "train_file": t_cfg["train_file"], "device": "cpu"},
                    epochs=t_cfg["teacher_epochs"], checkpoint_epoch=state["epoch"])

@@ -46,6 +46,12 @@ from .run_setup import (apply_process_settings, arch_of, data_identity, evaluato
 Log = Callable[[str], None]
 
 
+def cpu_hours(history: list[dict[str, Any]]) -> float:
+    """CPU hours of a training history: the process's CPU time over all its threads, summed over the epochs of
+    every chunk (a data-parallel run counts its first process only)."""
+    return sum(r.get("cpu_seconds", 0.0) for r in history) / 3600
+
+
 def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, model_options: dict | None = None,
               voter: Any = None, voter_layers=None, init_from: records.Run | None = None,
               teacher: tuple[nn.Module, records.Run] | None = None, prepare=None, extra: dict | None = None,
@@ -131,7 +137,7 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
         seconds = sum(r["seconds"] for r in hist) if hist else time.time() - t0
         run.finish({"model": model_name, "variant": variant, "profile": cfg["profile"], "dataset": cfg["dataset"],
                     **final_metrics(model, val_loader, test_loader if test else None, dev, evaluator(cfg)),
-                    "seconds": round(seconds, 1),
+                    "seconds": round(seconds, 1), "cpu_hours": round(cpu_hours(hist), 3),
                     "epochs": cfg["epochs"], "picked_epoch": (state.get("pick") or {}).get("epoch", state["epoch"]),
                     "train_images": len(train_loader.labels),
                     "train_file": cfg["train_file"], "device": dev},

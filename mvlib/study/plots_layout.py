@@ -83,11 +83,13 @@ def _overlaps(box, boxes, pad: float = 1.0) -> bool:
                for b in boxes)
 
 
-def place_labels(ax, xs, ys, labels, fontsize: int = 7, color="0.2") -> int:
-    """Name each point with a label that overlaps no other label, no point and stays inside the axes.
+def place_labels(ax, xs, ys, labels, fontsize: int = 7, color="0.2", yerr=None) -> int:
+    """Name each point with a label that overlaps no other label, no point, no error bar and stays inside the axes.
 
     Candidates are tried at growing distances in eight directions; a label set away from its point gets a thin
-    leader line. A label that finds no free place is not drawn. ``color``: one colour, or one per label.
+    leader line. A label that finds no free place is not drawn. ``color``: one colour, or one per label;
+    ``yerr``: the points' vertical error bars as matplotlib takes them (half-widths, or ``[[below], [above]]``;
+    None: no bars), kept clear like the points.
     Returns the number of labels left out.
     """
     from matplotlib.transforms import Bbox
@@ -98,13 +100,21 @@ def place_labels(ax, xs, ys, labels, fontsize: int = 7, color="0.2") -> int:
     pts = ax.transData.transform(np.column_stack([np.asarray(xs, float), np.asarray(ys, float)]))
     r = 4.0 * fig.dpi / 72  # marker half-size in pixels
     taken = [Bbox.from_extents(px - r, py - r, px + r, py + r) for px, py in pts]
+    if yerr is not None:  # each bar as a thin box, its caps included
+        err = np.nan_to_num(np.asarray(yerr, float))
+        below, above = (err, err) if err.ndim == 1 else (err[0], err[1])
+        ends = ax.transData.transform(np.column_stack([np.asarray(xs, float), np.asarray(ys, float) + above]))
+        starts = ax.transData.transform(np.column_stack([np.asarray(xs, float), np.asarray(ys, float) - below]))
+        cap = 2.5 * fig.dpi / 72
+        taken += [Bbox.from_extents(px - cap, min(y0, y1), px + cap, max(y0, y1))
+                  for (px, y0), (_, y1) in zip(starts, ends) if y0 != y1]
     colors = list(color) if isinstance(color, (list, tuple)) else [color] * len(labels)
     directions = [(1, 0.3), (1, -1), (-1, 0.3), (-1, -1), (0, 1.2), (0, -1.8), (1, 1.2), (-1, 1.2)]
     left_out = 0
     for (px, py), (x, y), text, color in sorted(zip(pts, zip(xs, ys), labels, colors),
                                                key=lambda t: (-t[0][1], t[0][0])):
         placed = None
-        for dist in (5, 12, 22, 34, 48):
+        for dist in (5, 12, 22, 34, 48, 64, 80):
             for dx, dy in directions:
                 offset, ha = (dx * dist, dy * dist), "left" if dx > 0 else "right" if dx < 0 else "center"
                 ann = ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", fontsize=fontsize,

@@ -178,7 +178,7 @@ def drop_vs_accuracy(points: pd.DataFrame, deck_points: dict[str, tuple[float, f
     """Appendix: the naive drop against the float network's top-1 per training point, with the deck's two points;
     labels placed so that none overlaps another."""
     fig, ax = plt.subplots(figsize=(8, 4.6))
-    xs, ys, names, colors = [], [], [], []
+    xs, ys, names, colors, halves = [], [], [], [], []
     for net, color in NETWORK_COLORS.items():
         if f"{net} float" not in points:
             continue
@@ -186,6 +186,7 @@ def drop_vs_accuracy(points: pd.DataFrame, deck_points: dict[str, tuple[float, f
                     capsize=3, color=color, label=f"{network(net)} (ours)")
         xs += list(points[f"{net} float"])
         ys += list(points[f"{net} drop"])
+        halves += list(points[f"{net} ± 95 %"].fillna(0))
         names += [str(r) for r in points["recipe"]]
         colors += [color] * len(points)
         if net in deck_points:
@@ -195,7 +196,7 @@ def drop_vs_accuracy(points: pd.DataFrame, deck_points: dict[str, tuple[float, f
     ax.set_ylabel("drop by the naive voter (points)")
     ax.grid(alpha=0.3)
     legend_outside(ax, "right")
-    left = place_labels(ax, xs, ys, names, color=colors)
+    left = place_labels(ax, xs, ys, names, color=colors, yerr=halves)
     return fig, {"labels_left_out": left}
 
 
@@ -216,6 +217,7 @@ def pareto_figure(points: pd.DataFrame, on_front: pd.Series):
     fig, axes = plt.subplots(1, len(models), figsize=(6.2 * len(models), 4.4), squeeze=False)
     clipped = left = 0
     for ax, model in zip(axes[0], models):
+        bars = []
         g = points[points.model == model].assign(work=lambda d: d["ge_evals_per_image"] / 1e6)
         for kind, (marker, color) in PARETO_STYLE.items():
             k = g[g.kind == kind]
@@ -223,6 +225,7 @@ def pareto_figure(points: pd.DataFrame, on_front: pd.Series):
                 continue
             err, n = clip_errors(k["top1"], k["top1_half"])
             clipped += n
+            bars.append(pd.DataFrame(err.T, index=k.index))
             ax.errorbar(k["work"], k["top1"], yerr=err, fmt="none", ecolor=color, alpha=0.35,
                         capsize=2)
             ax.scatter(k["work"], k["top1"], marker=marker, s=36, label=kind, edgecolors=color,
@@ -238,7 +241,8 @@ def pareto_figure(points: pd.DataFrame, on_front: pd.Series):
         ax.set_ylabel("test top-1 (%)")
         ax.set_title(network(model), fontsize=10)
         ax.grid(alpha=0.3)
-        left += place_labels(ax, list(g["work"]), list(g["top1"]), [short_point(p) for p in g["point"]])
+        err = pd.concat(bars).reindex(g.index).fillna(0).to_numpy().T if bars else None
+        left += place_labels(ax, list(g["work"]), list(g["top1"]), [short_point(p) for p in g["point"]], yerr=err)
     legend_outside(axes[0][-1], "right")
     fig.tight_layout()
     return fig, {"clipped": clipped, "labels_left_out": left}

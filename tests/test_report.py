@@ -119,6 +119,33 @@ def test_report_sections_say_what_is_missing(tmp_path):
     assert "No run records" in Report("ci", results, code="0" * 16).provenance().data  # another code: none
 
 
+
+def test_the_deck_table_at_every_regime_side_by_side(tmp_path):
+    """Table 1b: each profile that has run is a column beside the deck's; each regime's verdicts name it."""
+    results = tmp_path / "results"
+    _fake_runs(results)
+    for model, top1 in (("reactnet18", 90.5), ("birealnet18", 86.0)):  # one long seed per network
+        for variant, value in (("baseline", top1), ("naive", top1 - 20)):
+            step = STEPS.get(variant, "02_naive_majority_voter")
+            with records.claim_run(step, model, variant, {"profile": "long", "seed": 0}, {}, results) as run:
+                run.finish({"model": model, "variant": variant, "profile": "long", "dataset": "cifar10",
+                            "top1": value, "top5": 99.0, "val_top1": value, "seconds": 1.0, "test_images": 10000,
+                            "train_images": 45000, "epochs": 80})
+    r = Report("ci", results, code="current")
+    assert list(r.regimes) == ["long", "ci"]
+    parts = r.regime_table().parts
+    table = parts[0]
+    assert table.headers == ["Network", "Row", "Deck top-1 (%)", "long top-1 (%)", "ci top-1 (%)"]
+    assert "long: 45,000 training images, 80 epochs" in table.caption
+    html = table._repr_html_()
+    assert "90.5 [1]" in html and "60.0 ± 2.5 [3]" in html  # one seed: no interval; three: mean ± t half-width
+    assert "`paper` (`make study PROFILE=paper`)" in parts[1].data and "`cpu`" in parts[1].data
+    leads = [p.data for p in r.regime_verdicts().parts[0].parts if hasattr(p, "data")]
+    assert leads[0].startswith("> **Verdict at the long profile (45,000 training images, 80 epochs).**")
+    assert r.main_verdict().parts[0].data.startswith("> **Verdict at the ci profile (")
+    alone = Report("ci", tmp_path / "empty", code="current")
+    assert alone.regime_verdicts() is None and "Not run with this code" in alone.regime_table().data
+
 @pytest.mark.slow
 def test_report_renders_and_opens_in_chromium(tmp_path):
     results = tmp_path / "results"

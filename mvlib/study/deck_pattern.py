@@ -151,3 +151,44 @@ def pattern_summary(rows: list[dict[str, Any]], profile: str) -> dict[str, str]:
             if not sub.empty else []
         out[model] = "yes" if v == ["yes", "yes"] else ("no" if "no" in v else UNRESOLVED)
     return out
+
+
+# ---------------------------------------------------------------------------------------------- regimes
+REGIMES = ("paper", "long", "cpu")  # the profiles the deck's table is shown at, the deck's own regime first
+
+
+def regime_of(rows: list[dict[str, Any]], profile: str) -> str:
+    """What the profile's baselines are, from their records: ``width 16, 20,000 training images, 4 epochs`` (each
+    value once; several values where the networks differ), or ``no baseline`` when none has run."""
+    import json
+    from pathlib import Path
+
+    base = [r for r in rows if r.get("profile") == profile and r.get("variant") == "baseline"
+            and str(r.get("step", "")).startswith("01")]
+    if not base:
+        return "no baseline"
+
+    def values(key, read):
+        seen = list(dict.fromkeys(read(r) for r in base))
+        return "/".join(f"{v:,}" if isinstance(v, int) else str(v) for v in seen if v is not None)
+
+    def width(r):
+        p = Path(r["dir"]) / "params.json" if r.get("dir") else None
+        return json.loads(p.read_text())["identity"]["params"].get("width") if p and p.is_file() else None
+
+    parts = [(values("width", width), "width {}"), (values("images", lambda r: r.get("train_images")),
+                                                     "{} training images"),
+             (values("epochs", lambda r: r.get("epochs")), "{} epochs")]
+    return ", ".join(form.format(v) for v, form in parts if v) or "baselines of unknown size"
+
+
+def regime_tables(rows_of: dict[str, list[dict[str, Any]]], code: str | None = "current") -> dict[str, pd.DataFrame]:
+    """:func:`main_table` of each profile in ``rows_of`` (``{profile: records}``) that has a baseline, in the order
+    of :data:`REGIMES` (profiles outside it after them)."""
+    order = [p for p in REGIMES if p in rows_of] + [p for p in rows_of if p not in REGIMES]
+    out = {}
+    for p in order:
+        table = main_table(rows_of[p], p, code=code)
+        if not table.empty and table["ours top1"].notna().any():
+            out[p] = table
+    return out

@@ -146,6 +146,7 @@ def test_the_deck_table_at_every_regime_side_by_side(tmp_path):
     alone = Report("ci", tmp_path / "empty", code="current")
     assert alone.regime_verdicts() is None and "Not run with this code" in alone.regime_table().data
 
+
 @pytest.mark.slow
 def test_report_renders_and_opens_in_chromium(tmp_path):
     results = tmp_path / "results"
@@ -161,7 +162,7 @@ def test_report_renders_and_opens_in_chromium(tmp_path):
     assert "Traceback" not in visible and "Warning" not in visible and str(tmp_path) not in visible
     assert "NaN" not in visible and ">nan<" not in visible
     assert 'class="dataframe"' not in visible and 'id="T_' not in visible  # no raw pandas frame or Styler
-    assert "Figure 1." in visible and "Verdict." in visible and "Table 1." in visible
+    assert "Figure 1." in visible and "Verdict at the ci profile" in visible and "Table 1." in visible
     assert "not resolved at 95 %" in text or "**yes**" in text or ">yes<" in text
     if CHROMIUM is None:
         pytest.skip("Chromium is not installed (Debian package 'chromium'); .ci/run installs it")

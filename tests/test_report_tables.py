@@ -134,6 +134,34 @@ def test_intervals_clipped_to_what_a_percentage_can_be():
     assert pl.clip_note(0) == ""
 
 
+def test_labels_keep_clear_of_the_error_bars():
+    from matplotlib.text import Text
+
+    def crossings(yerr):
+        fig, ax = plt.subplots(figsize=(5, 4))
+        xs, ys, half = [1.0, 1.08, 1.16, 2.5], [30.0, 36.0, 24.0, 20.0], [15.0, 15.0, 15.0, 5.0]
+        ax.errorbar(xs, ys, yerr=half, fmt="o")
+        ax.set_xlim(0, 3)
+        ax.set_ylim(0, 60)
+        left = pl.place_labels(ax, xs, ys, ["G16", "G8x2", "G4x4", "MV"], yerr=half if yerr else None)
+        fig.canvas.draw()
+        labels = [Text.get_window_extent(t) for t in ax.texts]  # the text alone, not its leader line
+        r, hits = ax.transData.transform, 0
+        for x, y, h in zip(xs, ys, half):
+            (bx, y0), (_, y1) = r((x, y - h)), r((x, y + h))
+            hits += sum(b.x0 < bx + 1 and b.x1 > bx - 1 and b.y0 < y1 and b.y1 > y0 for b in labels)
+        plt.close(fig)
+        return hits, left
+
+    assert crossings(yerr=False)[0] > 0  # close points with long bars: labels placed by points alone cross bars
+    assert crossings(yerr=True) == (0, 0)
+    fig, ax = plt.subplots(figsize=(5, 4))  # asymmetric bars as matplotlib takes them: [[below], [above]]
+    ax.set_xlim(0, 3)
+    ax.set_ylim(0, 60)
+    assert pl.place_labels(ax, [1.0, 2.0], [30.0, 30.0], ["a", "b"], yerr=[[5.0, 5.0], [1.0, 1.0]]) == 0
+    plt.close(fig)
+
+
 def test_labels_do_not_overlap_and_epochs_are_whole():
     fig, ax = plt.subplots(figsize=(5, 4))
     xs, ys = [1.0, 1.05, 1.1, 1.02, 3.0], [40.0, 40.5, 39.5, 41.0, 20.0]

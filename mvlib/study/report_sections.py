@@ -291,7 +291,8 @@ class Report:
         fig, n = pr.pareto_figure(self.pareto[1], self.pareto[2])
         two = 2 in set(self.pareto[1].seeds)
         return render(fig, "Figure 7. Test top-1 against the logic work per image of every design (markers: kind; "
-                           "hollow: degenerate), the front dashed; bars: 95 % intervals over seeds."
+                           "hollow: degenerate), the front dashed; bars: 95 % intervals over seeds. Below each "
+                           "network: the designs at its base width (the dotted box above), enlarged."
                       + clip_note(n["clipped"], TWO_SEEDS if two else "")
                       + (f" {n['labels_left_out']} label(s) found no free place and are left out (the table in the "
                          "appendix names every point)." if n["labels_left_out"] else ""))

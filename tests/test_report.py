@@ -106,6 +106,43 @@ def test_hmv_fanins_sorted_by_number_and_costs_with_their_verdict(tmp_path):
     assert shown.frame["Cost (points)"].tolist() == ["+5.0 ± 1.4"] and "_" not in "".join(shown.headers)
 
 
+def test_one_seed_verdicts_rest_on_the_sampling_of_the_test_images_and_say_so(tmp_path):
+    """One training seed a network (the long profile): each claim's interval is 1.96 binomial standard errors of
+    the test images, the rows taken as independent, and the verdict says that this is all it covers."""
+    import math
+    from mvlib.study.summary import ONE_SEED, binomial_se, difference_interval
+    results = tmp_path / "results"
+    values = {"reactnet18": {"baseline": 90.0, "naive": 80.0, "retrain-approx": 89.5},
+              "birealnet18": {"baseline": 86.0, "naive": 85.4, "retrain-approx": 85.9}}
+    for model, rows in values.items():
+        for variant, top1 in rows.items():
+            with records.claim_run(STEPS.get(variant, "02_naive_majority_voter"), model, variant,
+                                   {"profile": "long", "seed": 0}, {}, results) as run:
+                run.finish({"model": model, "variant": variant, "profile": "long", "dataset": "cifar10",
+                            "top1": top1, "top5": 99.0, "val_top1": top1, "seconds": 1.0, "test_images": 10000})
+    rows = records_of(results, "long")
+    claims, lines = verdicts(rows, "long")
+    c = claims.set_index(["claim", "model"])
+    half = 1.959964 * math.hypot(binomial_se(90.0, 10000), binomial_se(80.0, 10000))
+    cost = c.loc[("substitution costs accuracy", "reactnet18")]
+    assert cost["ours"] == pytest.approx(10.0) and cost["± 95 %"] == pytest.approx(half) and cost["seeds"] == 1
+    assert cost["verdict"] == "yes"  # 10 points against a half-width of ~1.0
+    # Bi-RealNet-18 loses 0.6 points: within the images' sampling, not resolved
+    assert c.loc[("substitution costs accuracy", "birealnet18"), "verdict"] == UNRESOLVED
+    # the difference of the two drops combines four rows' sampling
+    diff = c.loc[("Bi-RealNet-18 loses more than ReActNet-18 (naive)", "both")]
+    assert diff["ours"] == pytest.approx(0.6 - 10.0) and diff["verdict"] == "no"
+    assert diff["± 95 %"] == pytest.approx(1.959964 * math.sqrt(sum(
+        binomial_se(v, 10000) ** 2 for v in (90.0, 80.0, 86.0, 85.4))))
+    assert "covers the sampling of the images only, not the spread over training seeds" in lines[0]
+    assert "10,000 test images" in lines[0] and "(one seed)" in lines[1]
+    # two seeds or more: paired over seeds, as before
+    base = [{"seed": s, "top1": t, "test_images": 100} for s, t in ((0, 60.0), (1, 62.0))]
+    naive = [{"seed": s, "top1": t, "test_images": 100} for s, t in ((0, 50.0), (1, 51.0))]
+    iv, how = difference_interval(base, naive)
+    assert (iv.mean, iv.n, how) == (10.5, 2, "2 seeds, paired")
+    assert difference_interval(base[:1], naive[1:])[1] == ONE_SEED  # no common seed: each side's lowest
+
 def test_report_sections_say_what_is_missing(tmp_path):
     results = tmp_path / "results"
     _fake_runs(results)

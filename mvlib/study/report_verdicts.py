@@ -142,14 +142,18 @@ def kernel_verdict(bench: dict, engine: dict | None = None, trained: dict | None
                  f"(G = 4): {big['hmv_ratio'].median():.1f}×.")
     peak = bench.get("peak")
     if peak:
-        # torch's convolutions measured against the matmul figure: above 100 %, that figure is no peak of torch's
+        # torch's convolutions measured against the fp32 figure: above 100 %, that figure is no peak of torch's
         frac = big["torch_frac_peak"].max() if "torch_frac_peak" in big else float("nan")
         bound = frac == frac and frac <= 1.0
         above = [f"{g:.0f}×" for g in goals.values() if g > peak["ceiling"]]
+        if "torch_mm_gmacs" in peak:  # the FMA micro-kernel's peak, with torch's matmul beside it
+            fp32 = (f"the fp32 FMA micro-kernel at {peak['fp32_gmacs']:.0f} GMAC/s (torch's matmul "
+                    f"{peak['torch_mm_gmacs']:.0f}; int8 peak {peak['int8_gmacs']:.0f} GMAC/s, {peak['int8_path']})")
+        else:  # a results file of the earlier roofline: torch's matmul stood for the fp32 peak
+            fp32 = f"torch's fp32 matmul at {peak['fp32_gmacs']:.0f} GMAC/s"
         text = (f"Roofline of the same run: the XOR-popcount micro-kernel peaks at {peak['binary_tmacs']:.2f} T "
-                f"binary MAC/s (L1-resident data), torch's fp32 matmul at {peak['fp32_gmacs']:.0f} GMAC/s, a ratio of "
-                f"{peak['ceiling']:.1f}×; torch's convolutions at this batch reach up to {100 * frac:.0f} % of that "
-                "matmul figure")
+                f"binary MAC/s (L1-resident data), {fp32}, a ratio of {peak['ceiling']:.1f}×; torch's convolutions "
+                f"at this batch reach up to {100 * frac:.0f} % of that fp32 figure")
         if not bound:
             text += ", so it is not torch's peak on this machine and the ratio bounds nothing."
         elif above:

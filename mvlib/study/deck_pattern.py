@@ -195,7 +195,7 @@ def regime_of(rows: list[dict[str, Any]], profile: str) -> str:
     if not base:
         return "no baseline"
 
-    def values(key, read):
+    def values(read):
         seen = list(dict.fromkeys(read(r) for r in base))
         return "/".join(f"{v:,}" if isinstance(v, int) else str(v) for v in seen if v is not None)
 
@@ -203,9 +203,8 @@ def regime_of(rows: list[dict[str, Any]], profile: str) -> str:
         p = Path(r["dir"]) / "params.json" if r.get("dir") else None
         return json.loads(p.read_text())["identity"]["params"].get("width") if p and p.is_file() else None
 
-    parts = [(values("width", width), "width {}"), (values("images", lambda r: r.get("train_images")),
-                                                     "{} training images"),
-             (values("epochs", lambda r: r.get("epochs")), "{} epochs")]
+    parts = [(values(width), "width {}"), (values(lambda r: r.get("train_images")), "{} training images"),
+             (values(lambda r: r.get("epochs")), "{} epochs")]
     return ", ".join(form.format(v) for v, form in parts if v) or "baselines of unknown size"
 
 

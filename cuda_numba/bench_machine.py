@@ -94,16 +94,18 @@ def _peak_loop(A, W, C, iters, items):
 
 
 def peak_rates(threads: int, reps: int = 5, clock: Clock = time.perf_counter) -> dict:
-    """Peak binary MAC/s of the XOR-popcount micro-kernel and fp32 MAC/s of torch's matmul, and their ratio.
+    """The roofline of this machine on ``threads`` threads, each side measured by a micro-kernel in this run.
 
-    The micro-kernel runs on data resident in L1 (no memory traffic, no
-    epilogue): the most the convolution kernels can reach, set by the
-    instruction mix (XOR, VPOPCNTQ, add per 512 binary MACs). torch's
-    ``mm`` of two 2048x2048 fp32 matrices stands for the FMA peak its
-    convolutions approach. ``ceiling`` = their ratio: the speed-up over a
-    torch convolution running at its own peak that a kernel at its peak
-    would show.
+    ``binary_tmacs``: the XOR-popcount micro-kernel on data resident in L1 (no memory traffic, no epilogue), the
+    most the convolution kernels can reach, set by the instruction mix (XOR, popcount, add per 64 binary MACs a
+    lane). ``fp32_gmacs`` / ``int8_gmacs``: the FMA and int8 multiply-add peaks of :mod:`cuda_numba.roofline`
+    (register-resident loops of the widest instructions the CPU has), bounds that no fp32 or int8 convolution
+    exceeds. ``torch_mm_gmacs``: torch's fp32 ``mm`` of two 2048x2048 matrices, for comparison (it is not a
+    bound: torch's convolutions can beat it). ``ceiling`` = binary / fp32 peak: the speed-up over a torch
+    convolution running at the fp32 peak that a kernel at the binary peak would show.
     """
+    from .roofline import arithmetic_peaks
+
     rng = np.random.default_rng(0)
     A = rng.integers(0, 2**63, 2 * TILE_P * PEAK_K, dtype=np.uint64)
     W = rng.integers(0, 2**63, 2 * PEAK_K * TILE_V, dtype=np.uint64)
@@ -114,8 +116,11 @@ def peak_rates(threads: int, reps: int = 5, clock: Clock = time.perf_counter) ->
     times = interleaved_times({"bin": lambda: _peak_loop(A, W, C, iters, items), "mm": lambda: torch.mm(a, b)}, reps,
                               clock=clock)
     bin_s, mm_s = min(times["bin"]), min(times["mm"])
-    peak_bin, peak_fp32 = macs / bin_s, 2048 ** 3 / mm_s
-    return {"binary_tmacs": peak_bin / 1e12, "fp32_gmacs": peak_fp32 / 1e9, "ceiling": peak_bin / peak_fp32}
+    arith = arithmetic_peaks(threads, reps, clock)
+    peak_bin = macs / bin_s
+    return {"binary_tmacs": peak_bin / 1e12, "fp32_gmacs": arith["fp32_peak_gmacs"],
+            "int8_gmacs": arith["int8_peak_gmacs"], "int8_path": arith["int8_path"], "fp32_lanes": arith["fp32_lanes"],
+            "torch_mm_gmacs": 2048 ** 3 / mm_s / 1e9, "ceiling": peak_bin / (arith["fp32_peak_gmacs"] * 1e9)}
 
 
 def write_results(result: dict, rows: list[dict], out_dir, slug: str, draw: Callable[[Path], None]) -> dict:

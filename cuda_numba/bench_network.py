@@ -9,7 +9,8 @@ ReActNet-18 (width 64, CIFAR input) at batch 1, 16 and 128, images/s of
   CPU alternatives a user would pick for it: bf16 and int8 (FX post-training
   quantization, ``x86`` backend), where they run;
 * Larq Compute Engine when ``--lce-python`` names an interpreter that has it
-  (:mod:`cuda_numba.bench_peers`); otherwise a previously measured ~215 img/s is cited.
+  (:mod:`cuda_numba.bench_peers`); otherwise it is left out of the run and its results, and the reason
+  recorded (a peer is measured in the same run or not at all).
 
 All the variants' calls at one batch size are interleaved
 (:func:`mvlib.bench.timing.interleaved_times`), best of ``reps`` (medians
@@ -177,7 +178,7 @@ def run(batches=(1, 16, 128), reps=(20, 8, 4), threads=0, width=64, lce_python=N
     result = {"machine": info, "peak": peak, "width": width, "binary_macs_per_image": macs, "rows": rows,
               "stages_s": stages, "identical_logits": checks, "summary": summarize(rows, macs, peak),
               "torch_int8": int8_err or "ok",
-              "lce": (lce.info if lce is not None else {"measured": False, "reason": lce_err, **bench_peers.LCE_CITED})}
+              "lce": (lce.info if lce is not None else {"measured": False, "reason": lce_err})}
     result["machine"]["loadavg_end"] = os.getloadavg()[0]
     result["files"] = write_results(result, result["rows"], out_dir, "network_" + machine_slug(info) + suffix,
                                     lambda png: plot(result, png))
@@ -208,11 +209,8 @@ def summary_text(result) -> str:
     m, lines = result["machine"], []
     lines.append(f"Whole ReActNet-18 (width {result['width']}) on the engine, {m['cpu']}, {m['threads']} threads, "
                  f"best of interleaved calls:")
-    cited = result["lce"].get("images_per_s")
-    for b, s in result["summary"].items():
-        lce = (f", {s['engine_vs_lce']:.2f}x LCE (measured)" if "engine_vs_lce" in s else
-               (f", {s['engine_popcount'] / cited[b]:.2f}x LCE (cited {cited[b]:.0f} img/s)" if cited and b in cited
-                else ""))
+    for b, s in result["summary"].items():  # a peer is measured in this run or left out, never cited
+        lce = f", {s['engine_vs_lce']:.2f}x LCE" if "engine_vs_lce" in s else ""
         lines.append(f"batch {b}: popcount {s['engine_popcount']:.0f} img/s = {s['engine_vs_mvlib_float']:.2f}x "
                      f"mvlib's float path ({s['mvlib_float']:.0f}), {s['engine_vs_best_torch']:.2f}x torch's best "
                      f"({s['best_torch']:.0f}){lce}; MV {s['engine_mv']:.0f} ({s['mv_vs_popcount']:.2f}x popcount), "

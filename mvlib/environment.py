@@ -288,6 +288,11 @@ def environment_info(device: str = "cpu") -> dict[str, Any]:
         "cpu_threads": torch.get_num_threads(),
         "device": device,
     }
+    try:  # the bit kernels' and fused passes' threads: like torch's, they set the float order of a training run
+        import numba
+        info["numba_threads"] = numba.get_num_threads()
+    except ImportError:
+        pass
     try:
         import torchvision
         info["torchvision"] = torchvision.__version__

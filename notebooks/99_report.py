@@ -70,6 +70,18 @@ R.main_figure()
 R.main_verdict()
 
 # %% [markdown]
+# **Table 1b.** The same rows at every regime that has run with this code, side by side: the deck, the `long`
+# profile (the deck's networks trained on a 2-core CPU for about a day, `docs/LONG_PROFILE.md`), the `cpu` profile
+# (this study at small scale); `paper` where a GPU has run it. Cells: mean ± 95 % over seeds, the seed count in
+# brackets (one seed: no interval). Each regime's verdicts on the deck's claims follow, under its name.
+
+# %%
+R.regime_table()
+
+# %%
+R.regime_verdicts()
+
+# %% [markdown]
 # ## 2 · The hierarchical voter
 #
 # **The deck's claim.** A hierarchical voter approximates the exact one: M512 ≈ M4(M128 × 4), an outer voter over

@@ -21,7 +21,7 @@ def test_long_profile_validates_and_names_known_steps():
     cfg = load_profile("long")
     steps = profile_steps(StepGraph(), cfg["study_steps"])  # raises on an unknown step
     assert [s[:2] for s in steps] == ["01", "02", "03", "04", "99"]
-    assert (cfg["width"], cfg["train_per_class"], cfg["val_per_class"], cfg["test_per_class"]) == (64, 0, 500, 0)
+    assert (cfg["width"], cfg["train_per_class"], cfg["val_per_class"], cfg["test_per_class"]) == (32, 0, 500, 0)
     assert cfg["artifacts"] and cfg["study_jobs"] == 1
     assert (cfg["hmv_groups"], cfg["hmv_retrain_groups"], cfg["hmv_nested"]) == ([4], [4], [])
     react, bireal = recipe_for(cfg, "reactnet18"), recipe_for(cfg, "birealnet18")

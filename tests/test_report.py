@@ -106,6 +106,43 @@ def test_hmv_fanins_sorted_by_number_and_costs_with_their_verdict(tmp_path):
     assert shown.frame["Cost (points)"].tolist() == ["+5.0 ± 1.4"] and "_" not in "".join(shown.headers)
 
 
+def test_one_seed_verdicts_rest_on_the_sampling_of_the_test_images_and_say_so(tmp_path):
+    """One training seed a network (the long profile): each claim's interval is 1.96 binomial standard errors of
+    the test images, the rows taken as independent, and the verdict says that this is all it covers."""
+    import math
+    from mvlib.study.summary import ONE_SEED, binomial_se, difference_interval
+    results = tmp_path / "results"
+    values = {"reactnet18": {"baseline": 90.0, "naive": 80.0, "retrain-approx": 89.5},
+              "birealnet18": {"baseline": 86.0, "naive": 85.4, "retrain-approx": 85.9}}
+    for model, rows in values.items():
+        for variant, top1 in rows.items():
+            with records.claim_run(STEPS.get(variant, "02_naive_majority_voter"), model, variant,
+                                   {"profile": "long", "seed": 0}, {}, results) as run:
+                run.finish({"model": model, "variant": variant, "profile": "long", "dataset": "cifar10",
+                            "top1": top1, "top5": 99.0, "val_top1": top1, "seconds": 1.0, "test_images": 10000})
+    rows = records_of(results, "long")
+    claims, lines = verdicts(rows, "long")
+    c = claims.set_index(["claim", "model"])
+    half = 1.959964 * math.hypot(binomial_se(90.0, 10000), binomial_se(80.0, 10000))
+    cost = c.loc[("substitution costs accuracy", "reactnet18")]
+    assert cost["ours"] == pytest.approx(10.0) and cost["± 95 %"] == pytest.approx(half) and cost["seeds"] == 1
+    assert cost["verdict"] == "yes"  # 10 points against a half-width of ~1.0
+    # Bi-RealNet-18 loses 0.6 points: within the images' sampling, not resolved
+    assert c.loc[("substitution costs accuracy", "birealnet18"), "verdict"] == UNRESOLVED
+    # the difference of the two drops combines four rows' sampling
+    diff = c.loc[("Bi-RealNet-18 loses more than ReActNet-18 (naive)", "both")]
+    assert diff["ours"] == pytest.approx(0.6 - 10.0) and diff["verdict"] == "no"
+    assert diff["± 95 %"] == pytest.approx(1.959964 * math.sqrt(sum(
+        binomial_se(v, 10000) ** 2 for v in (90.0, 80.0, 86.0, 85.4))))
+    assert "covers the sampling of the images only, not the spread over training seeds" in lines[0]
+    assert "10,000 test images" in lines[0] and "(one seed)" in lines[1]
+    # two seeds or more: paired over seeds, as before
+    base = [{"seed": s, "top1": t, "test_images": 100} for s, t in ((0, 60.0), (1, 62.0))]
+    naive = [{"seed": s, "top1": t, "test_images": 100} for s, t in ((0, 50.0), (1, 51.0))]
+    iv, how = difference_interval(base, naive)
+    assert (iv.mean, iv.n, how) == (10.5, 2, "2 seeds, paired")
+    assert difference_interval(base[:1], naive[1:])[1] == ONE_SEED  # no common seed: each side's lowest
+
 def test_report_sections_say_what_is_missing(tmp_path):
     results = tmp_path / "results"
     _fake_runs(results)
@@ -117,6 +154,34 @@ def test_report_sections_say_what_is_missing(tmp_path):
         assert "this section has nothing to show" in missing.data
     assert r.kernel_figure() is None and r.kernel_verdict() is None
     assert "No run records" in Report("ci", results, code="0" * 16).provenance().data  # another code: none
+
+
+
+def test_the_deck_table_at_every_regime_side_by_side(tmp_path):
+    """Table 1b: each profile that has run is a column beside the deck's; each regime's verdicts name it."""
+    results = tmp_path / "results"
+    _fake_runs(results)
+    for model, top1 in (("reactnet18", 90.5), ("birealnet18", 86.0)):  # one long seed per network
+        for variant, value in (("baseline", top1), ("naive", top1 - 20)):
+            step = STEPS.get(variant, "02_naive_majority_voter")
+            with records.claim_run(step, model, variant, {"profile": "long", "seed": 0}, {}, results) as run:
+                run.finish({"model": model, "variant": variant, "profile": "long", "dataset": "cifar10",
+                            "top1": value, "top5": 99.0, "val_top1": value, "seconds": 1.0, "test_images": 10000,
+                            "train_images": 45000, "epochs": 80})
+    r = Report("ci", results, code="current")
+    assert list(r.regimes) == ["long", "ci"]
+    parts = r.regime_table().parts
+    table = parts[0]
+    assert table.headers == ["Network", "Row", "Deck top-1 (%)", "long top-1 (%)", "ci top-1 (%)"]
+    assert "long: 45,000 training images, 80 epochs" in table.caption
+    html = table._repr_html_()
+    assert "90.5 [1]" in html and "60.0 ± 2.5 [3]" in html  # one seed: no interval; three: mean ± t half-width
+    assert "`paper` (`make study PROFILE=paper`)" in parts[1].data and "`cpu`" in parts[1].data
+    leads = [p.data for p in r.regime_verdicts().parts[0].parts if hasattr(p, "data")]
+    assert leads[0].startswith("> **Verdict at the long profile (45,000 training images, 80 epochs).**")
+    assert r.main_verdict().parts[0].data.startswith("> **Verdict at the ci profile (")
+    alone = Report("ci", tmp_path / "empty", code="current")
+    assert alone.regime_verdicts() is None and "Not run with this code" in alone.regime_table().data
 
 
 @pytest.mark.slow
@@ -134,7 +199,7 @@ def test_report_renders_and_opens_in_chromium(tmp_path):
     assert "Traceback" not in visible and "Warning" not in visible and str(tmp_path) not in visible
     assert "NaN" not in visible and ">nan<" not in visible
     assert 'class="dataframe"' not in visible and 'id="T_' not in visible  # no raw pandas frame or Styler
-    assert "Figure 1." in visible and "Verdict." in visible and "Table 1." in visible
+    assert "Figure 1." in visible and "Verdict at the ci profile" in visible and "Table 1." in visible
     assert "not resolved at 95 %" in text or "**yes**" in text or ">yes<" in text
     if CHROMIUM is None:
         pytest.skip("Chromium is not installed (Debian package 'chromium'); .ci/run installs it")

@@ -89,11 +89,16 @@ def test_kernel_table_and_verdict_against_the_goals():
     assert "kernel only 11.0× (median over 3 layer shapes, 10.0–12.0×): the 20× goal **not reached**" in text
     assert "with packing 8.0×" in text and "the 10× goal **not reached**" in text
     # torch's convolutions at 90 % of the matmul figure: the ratio bounds the speed-up; at 120 % it bounds nothing
-    assert "reach up to 90 % of that matmul figure, so the ratio bounds the speed-up against them: the 20× goal " \
+    assert "reach up to 90 % of that fp32 figure, so the ratio bounds the speed-up against them: the 20× goal " \
            "lies above it" in text
+    assert "torch's fp32 matmul at 140 GMAC/s" in text  # a results file of the earlier roofline, named as such
+    fma = _bench()
+    fma["peak"].update(torch_mm_gmacs=120.0, int8_gmacs=260.0, int8_path="avx2")
+    assert "the fp32 FMA micro-kernel at 140 GMAC/s (torch's matmul 120; int8 peak 260 GMAC/s, avx2)" in \
+        rv.kernel_verdict(fma)
     over = _bench()
     over["layers"] = [{**r, "torch_frac_peak": 1.2} for r in over["layers"]]
-    assert "reach up to 120 % of that matmul figure, so it is not torch's peak" in rv.kernel_verdict(over)
+    assert "reach up to 120 % of that fp32 figure, so it is not torch's peak" in rv.kernel_verdict(over)
     reached = rv.kernel_verdict(_bench(xnor=(21.0, 22.0, 23.0), pack=(10.0, 11.0, 12.0)))
     assert "the 20× goal **reached**" in reached and "the 10× goal **reached**" in reached
     bad = _bench()
@@ -132,6 +137,34 @@ def test_intervals_clipped_to_what_a_percentage_can_be():
     assert err.tolist() == [[5.0, 10.0, 0.0, 3.0], [10.0, 5.0, 0.0, 3.0]] and clipped == 2
     assert pl.clip_note(2, "two seeds").startswith(" 2 intervals reach beyond 0–100 % and are drawn clipped")
     assert pl.clip_note(0) == ""
+
+
+def test_labels_keep_clear_of_the_error_bars():
+    from matplotlib.text import Text
+
+    def crossings(yerr):
+        fig, ax = plt.subplots(figsize=(5, 4))
+        xs, ys, half = [1.0, 1.08, 1.16, 2.5], [30.0, 36.0, 24.0, 20.0], [15.0, 15.0, 15.0, 5.0]
+        ax.errorbar(xs, ys, yerr=half, fmt="o")
+        ax.set_xlim(0, 3)
+        ax.set_ylim(0, 60)
+        left = pl.place_labels(ax, xs, ys, ["G16", "G8x2", "G4x4", "MV"], yerr=half if yerr else None)
+        fig.canvas.draw()
+        labels = [Text.get_window_extent(t) for t in ax.texts]  # the text alone, not its leader line
+        r, hits = ax.transData.transform, 0
+        for x, y, h in zip(xs, ys, half):
+            (bx, y0), (_, y1) = r((x, y - h)), r((x, y + h))
+            hits += sum(b.x0 < bx + 1 and b.x1 > bx - 1 and b.y0 < y1 and b.y1 > y0 for b in labels)
+        plt.close(fig)
+        return hits, left
+
+    assert crossings(yerr=False)[0] > 0  # close points with long bars: labels placed by points alone cross bars
+    assert crossings(yerr=True) == (0, 0)
+    fig, ax = plt.subplots(figsize=(5, 4))  # asymmetric bars as matplotlib takes them: [[below], [above]]
+    ax.set_xlim(0, 3)
+    ax.set_ylim(0, 60)
+    assert pl.place_labels(ax, [1.0, 2.0], [30.0, 30.0], ["a", "b"], yerr=[[5.0, 5.0], [1.0, 1.0]]) == 0
+    plt.close(fig)
 
 
 def test_labels_do_not_overlap_and_epochs_are_whole():

@@ -1,12 +1,14 @@
 """Choose the `long` profile's recipe on the VALIDATION split: learning rate, distillation, width.
 
-    MVLIB_DATA=... python tools/probe_long.py [--profile long] [--stages lr kd width] [--epochs 4] [--max-hours H]
+    MVLIB_DATA=... python tools/probe_long.py [--profile long] [--stages width lr kd] [--epochs 4] [--max-hours H]
 
 Every probe run is ReActNet-18 on the profile's whole training split (45,000 images), trained by the profile's
 recipe (two steps, batch, optimizer, weight decay, augmentation, best-validation pick) for ``--epochs`` epochs with
 the profile's schedule decayed to 0 over the probe run, and read on the 5,000-image validation split only (the
-test split is never evaluated). The stages run in order, each from the previous stage's choice, with rules fixed
-before any number was seen:
+test split is never evaluated). The stages run in the order given, each from the previous stage's choice, with
+rules fixed before any number was seen. The default order is width, lr, kd: a width-64 run costs about 3.7 times
+a width-32 one on the 2-core CPU (results/bench/train_compile_w*_cpu_amd-epyc_2t.json), so the width is settled
+first, from the profile's own lr and distillation, and the lr and kd stages then run at the chosen width:
 
 * ``lr``    -- Adam peak lr x 0.5, 1 and 2 of the profile's, distilled as the profile is: the highest validation
                top-1 wins (:func:`choose_lr`; on an exact tie the profile's own lr, then the smaller);
@@ -291,9 +293,14 @@ def planned_hours(cfg: dict, stages: list[str], epochs: int, log) -> dict:
     if (cfg["teacher_model"], cfg["teacher_width"], "none") in rate:
         tr, ev = rate[(cfg["teacher_model"], cfg["teacher_width"], "none")]
         teacher_h = cfg["teacher_epochs"] * (n_train / tr + n_val / ev) / 3600
-    plan = {"lr": teacher_h * cfg["distill"] + len(LR_FACTORS) * run_h(64, cfg["distill"], epochs),
-            "kd": teacher_h * (not cfg["distill"]) + run_h(64, not cfg["distill"], epochs),
-            "width": run_h(64, cfg["distill"], epochs)}  # equal CPU time: the width-64 run's
+    # the lr and kd stages run at the width chosen before them, planned at the profile's; the width stage trains a
+    # width-64 run and a width-32 run of equal CPU time
+    w = cfg["width"] if cfg["width"] in (32, 64) else 64
+    plan = {"lr": len(LR_FACTORS) * run_h(w, cfg["distill"], epochs), "kd": run_h(w, not cfg["distill"], epochs),
+            "width": 2 * run_h(64, cfg["distill"], epochs)}
+    first = next((s for s in stages if s == "kd" or cfg["distill"]), None)  # the first stage that distils
+    if first is not None:
+        plan[first] += teacher_h
     out = {s: (plan[s], plan[s] * threads) for s in stages}
     for s, (wall, cpu) in out.items():
         log(f"  planned {s:<6} {wall:6.2f} h on the idle machine, {cpu:6.2f} CPU h ({threads} threads; runs already "
@@ -308,7 +315,8 @@ def plot_curves(rows: list[dict], width_rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
-    for ax, group, title in ((axes[0][0], rows, "lr and kd stages (ReActNet-18, width 64)"),
+    widths = "/".join(str(w) for w in dict.fromkeys(r["setting"]["width"] for r in rows)) or "-"
+    for ax, group, title in ((axes[0][0], rows, f"lr and kd stages (ReActNet-18, width {widths})"),
                              (axes[0][1], width_rows, "width stage: equal CPU time")):
         for r in group:
             if r["curve"]:
@@ -329,10 +337,11 @@ def plot_curves(rows: list[dict], width_rows: list[dict], path: Path) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="long")
-    ap.add_argument("--stages", nargs="*", default=["lr", "kd", "width"], choices=["lr", "kd", "width"],
+    ap.add_argument("--stages", nargs="*", default=["width", "lr", "kd"], choices=["lr", "kd", "width"],
                     help="stages to run, in order, each from the previous one's choice (a stage run alone starts "
                          "from the profile's values)")
-    ap.add_argument("--epochs", type=int, default=4, help="epochs of each width-64 probe run (two steps: half each)")
+    ap.add_argument("--epochs", type=int, default=4,
+                    help="epochs of each probe run but the width stage's width-32 one (two steps: half each)")
     ap.add_argument("--max-hours", type=float, default=None,
                     help="stop after the epoch that crosses this many hours; the same command resumes")
     ap.add_argument("--estimate", action="store_true", help="print the planned hours and exit")
@@ -354,7 +363,8 @@ def main(argv=None) -> int:
 
     command = "python tools/probe_long.py " + " ".join(argv if argv is not None else sys.argv[1:])
     log(f"profile {args.profile}: {MODEL} lr {base['lr']:g}, distill {base['distill']}, width {base['width']}, "
-        f"batch {base['batch_size']}, {args.epochs} epochs per width-64 probe run; stages {args.stages}")
+        f"batch {base['batch_size']}, {args.epochs} epochs per probe run (the width stage's width-32 run: as many as "
+        f"fit the width-64 run's CPU time); stages {args.stages}")
     planned_hours(base, args.stages, args.epochs, log)
     if args.estimate:
         return 0
@@ -363,7 +373,7 @@ def main(argv=None) -> int:
         os.environ[DEADLINE_ENV] = str(time.time() + 3600 * args.max_hours)
     from mvlib.study.experiment import TeacherTooWeak
     from mvlib.train import DeadlineReached
-    choice = {"lr": base["lr"], "distill": base["distill"], "width": 64, "epochs": args.epochs}
+    choice = {"lr": base["lr"], "distill": base["distill"], "width": base["width"], "epochs": args.epochs}
     out = {"profile": args.profile, "command": command, "epochs": args.epochs, "start": dict(choice), "stages": {},
            "environment": environment_info("cpu")}
     rows, width_rows, teacher = [], [], None

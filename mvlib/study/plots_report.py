@@ -210,26 +210,41 @@ def short_point(name: str) -> str:
     return s.split(" tie ")[0].replace("x", "×")
 
 
+def _pareto_points(ax, g: pd.DataFrame) -> tuple[np.ndarray, int]:
+    """One panel's designs: markers by kind (hollow: degenerate), 95 % bars clipped to 0-100 %; returns the bars
+    in ``g``'s row order (for the label placer) and how many were clipped."""
+    bars, clipped = [], 0
+    for kind, (marker, color) in PARETO_STYLE.items():
+        k = g[g.kind == kind]
+        if k.empty:
+            continue
+        err, n = clip_errors(k["top1"], k["top1_half"])
+        clipped += n
+        bars.append(pd.DataFrame(err.T, index=k.index))
+        ax.errorbar(k["work"], k["top1"], yerr=err, fmt="none", ecolor=color, alpha=0.35, capsize=2)
+        ax.scatter(k["work"], k["top1"], marker=marker, s=36, label=kind, edgecolors=color,
+                   facecolors=["none" if d else color for d in k["degenerate"]], zorder=3)
+    return pd.concat(bars).reindex(g.index).fillna(0).to_numpy().T, clipped
+
+
 def pareto_figure(points: pd.DataFrame, on_front: pd.Series):
-    """§7: per network, test top-1 against logic work per image (log), intervals clipped to 0-100 %, the front
-    dashed, each point named by a label placed clear of the others; degenerate voters hollow."""
+    """§7: per network (columns), top: test top-1 against logic work per image (log) of every design, intervals
+    clipped to 0-100 %, the front dashed, the base-width designs of about the same cost boxed; bottom: those
+    designs enlarged (they crowd at one place of the log axis). Each point is named by a label placed clear of
+    the others and of the bars; degenerate voters hollow."""
     models = list(dict.fromkeys(points["model"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(6.2 * len(models), 4.4), squeeze=False)
+    fig, axes = plt.subplots(2, len(models), figsize=(6.2 * len(models), 8.2), squeeze=False,
+                             gridspec_kw={"height_ratios": [1.0, 0.85]})
     clipped = left = 0
-    for ax, model in zip(axes[0], models):
-        bars = []
+    for col, model in enumerate(models):
+        ax, zoom = axes[0][col], axes[1][col]
         g = points[points.model == model].assign(work=lambda d: d["ge_evals_per_image"] / 1e6)
-        for kind, (marker, color) in PARETO_STYLE.items():
-            k = g[g.kind == kind]
-            if k.empty:
-                continue
-            err, n = clip_errors(k["top1"], k["top1_half"])
-            clipped += n
-            bars.append(pd.DataFrame(err.T, index=k.index))
-            ax.errorbar(k["work"], k["top1"], yerr=err, fmt="none", ecolor=color, alpha=0.35,
-                        capsize=2)
-            ax.scatter(k["work"], k["top1"], marker=marker, s=36, label=kind, edgecolors=color,
-                       facecolors=["none" if d else color for d in k["degenerate"]], zorder=3)
+        # the designs that crowd: the base width's within a factor 1.5 of its most costly (a degenerate voter
+        # reading a fraction of the inputs costs far less and stands apart)
+        at_base = g[g.width == g.width.max()]
+        base = at_base[at_base["work"] >= at_base["work"].max() / 1.5]
+        err, n = _pareto_points(ax, g)
+        clipped += n
         f = g[on_front.reindex(g.index, fill_value=False)].sort_values("work")
         ax.step(f["work"], f["top1"], where="post", ls="--", color="tab:red", lw=1, label="front")
         ax.set_xscale("log")
@@ -241,8 +256,22 @@ def pareto_figure(points: pd.DataFrame, on_front: pd.Series):
         ax.set_ylabel("test top-1 (%)")
         ax.set_title(network(model), fontsize=10)
         ax.grid(alpha=0.3)
-        err = pd.concat(bars).reindex(g.index).fillna(0).to_numpy().T if bars else None
-        left += place_labels(ax, list(g["work"]), list(g["top1"]), [short_point(p) for p in g["point"]], yerr=err)
+        lo, hi = base["work"].min(), base["work"].max()
+        ax.add_patch(plt.Rectangle((lo / 1.06, 0.5), hi * 1.06 - lo / 1.06, 99, fill=False, ls=":", lw=0.8,
+                                   color="0.4"))
+        out = ~g.index.isin(base.index)  # the boxed designs are named below
+        left += place_labels(ax, list(g["work"][out]), list(g["top1"][out]),
+                             [short_point(p) for p in g["point"][out]], yerr=err[:, out])
+        zerr, _ = _pareto_points(zoom, base)
+        span = max(hi - lo, 1e-9)
+        zoom.set_xlim(lo - 0.25 * span, hi + 0.25 * span)
+        tops = base["top1"].to_numpy()
+        zoom.set_ylim(max(0.0, float(np.min(tops - zerr[0])) - 3), min(100.0, float(np.max(tops + zerr[1])) + 3))
+        zoom.set_xlabel(f"logic work per image (M GE-evaluations), boxed width-{int(g.width.max())} designs")
+        zoom.set_ylabel("test top-1 (%)")
+        zoom.grid(alpha=0.3)
+        left += place_labels(zoom, list(base["work"]), list(base["top1"]), [short_point(p) for p in base["point"]],
+                             yerr=zerr)
     legend_outside(axes[0][-1], "right")
     fig.tight_layout()
     return fig, {"clipped": clipped, "labels_left_out": left}

@@ -90,12 +90,50 @@ class Report:
                            "ours (blue: mean over training seeds, 95 % Student-t interval); dotted: chance (10 %)."
                       + clip_note(n["clipped"]))
 
-    def main_verdict(self):
+    def regime(self, profile: str | None = None) -> str:
+        """``cpu profile (width 16, 20,000 training images, 4 epochs)``: the regime a verdict speaks for."""
+        from .deck_pattern import regime_of
+        p = profile or self.profile
+        return f"{p} profile ({regime_of(self.rows if p == self.profile else self.other_rows.get(p, []), p)})"
+
+    def main_verdict(self, profile: str | None = None):
+        """The deck's claims at one regime (this report's profile by default), the regime named in the lead."""
         from .deck_pattern import verdicts
-        claims, lines = verdicts(self.rows, self.profile, code=self.code)
+        p = profile or self.profile
+        rows = self.rows if p == self.profile else self.other_rows.get(p, [])
+        claims, lines = verdicts(rows, p, code=self.code)
         if claims.empty:
             return self._missing("pairs of baseline and voter records")
-        return Parts(verdict(lines[0]), rt.claims_rows(claims), verdict("\n\n".join(lines[1:]), "Reading."))
+        return Parts(verdict(lines[0], f"Verdict at the {self.regime(p)}."), rt.claims_rows(claims),
+                     verdict("\n\n".join(lines[1:]), "Reading."))
+
+    # ------------------------------------------------------------------------------------------ §1 at every regime
+    @cached_property
+    def other_rows(self) -> dict[str, list[dict]]:
+        """The records of the other regimes' profiles (:data:`mvlib.study.deck_pattern.REGIMES`), same code rule."""
+        from .deck_pattern import REGIMES
+        return {p: report.records_of(self.results_dir, p, self.code) for p in REGIMES if p != self.profile}
+
+    @cached_property
+    def regimes(self) -> dict[str, pd.DataFrame]:
+        from .deck_pattern import regime_tables
+        return regime_tables({**self.other_rows, self.profile: self.rows}, code=self.code)
+
+    def regime_table(self):
+        """Table 1b: the deck's rows at every regime that has run, side by side, or a line naming what to run."""
+        from .deck_pattern import REGIMES
+        missing = [p for p in REGIMES if p not in self.regimes]
+        line = note("Not run with this code: " + ", ".join(f"`{p}` (`make study PROFILE={p}`)" for p in missing)
+                    + ".") if missing else None
+        if len(self.regimes) < 2:
+            return line
+        return Parts(rt.regime_rows(self.regimes, {p: self.regime(p).split(" (", 1)[1].rstrip(")")
+                                                   for p in self.regimes}), line)
+
+    def regime_verdicts(self):
+        """The deck's claims at each other regime that has run, each under its regime's name."""
+        others = [p for p in self.regimes if p != self.profile]
+        return Parts(*[self.main_verdict(p) for p in others]) if others else None
 
     # ------------------------------------------------------------------------------------------ §2
     @cached_property
@@ -253,7 +291,8 @@ class Report:
         fig, n = pr.pareto_figure(self.pareto[1], self.pareto[2])
         two = 2 in set(self.pareto[1].seeds)
         return render(fig, "Figure 7. Test top-1 against the logic work per image of every design (markers: kind; "
-                           "hollow: degenerate), the front dashed; bars: 95 % intervals over seeds."
+                           "hollow: degenerate), the front dashed; bars: 95 % intervals over seeds. Below each "
+                           "network: the designs at its base width (the dotted box above), enlarged."
                       + clip_note(n["clipped"], TWO_SEEDS if two else "")
                       + (f" {n['labels_left_out']} label(s) found no free place and are left out (the table in the "
                          "appendix names every point)." if n["labels_left_out"] else ""))

@@ -341,3 +341,26 @@ def timing_rows(steps: list[dict], names: dict[str, str]) -> Table:
              "Wall time (min)": number(float(r["seconds"]) / 60),
              "Threads": str(r.get("torch_threads", "default"))} for r in steps]
     return _table(recs, text=("Notebook", "What it does", "Threads"))
+
+
+def regime_rows(tables: dict[str, pd.DataFrame], regimes: dict[str, str]) -> Table:
+    """The deck's rows at every regime side by side (:func:`mvlib.study.deck_pattern.regime_tables`): deck, then
+    per profile its top-1 (mean ± 95 % over seeds; the seed count in brackets); ``regimes`` (``{profile: what its
+    baselines are}``) make the caption."""
+    keys = list(dict.fromkeys((r["model"], r["variant"]) for t in tables.values() for _, r in t.iterrows()))
+    keys.sort(key=lambda k: (model_rank(k[0]), list(ROW_LABELS).index(k[1]) if k[1] in ROW_LABELS else 99))
+    recs = []
+    for model, variant in keys:
+        rec = {"Network": network(model), "Row": ROW_LABELS.get(variant, variant)}
+        deck = [r["deck top1"] for t in tables.values() for _, r in t.iterrows()
+                if (r["model"], r["variant"]) == (model, variant)]
+        rec["Deck top-1 (%)"] = number(deck[0], 2) if deck else DASH
+        for profile, t in tables.items():
+            hit = t[(t["model"] == model) & (t["variant"] == variant)]
+            r = hit.iloc[0] if len(hit) else None
+            cell = DASH if r is None or r["seeds"] == 0 else \
+                f"{pm(r['ours top1'], r['± 95 %'])} [{int(r['seeds'])}]"
+            rec[f"{profile} top-1 (%)"] = cell
+        recs.append(rec)
+    caption = "; ".join(f"{p}: {regimes[p]}" for p in tables if regimes.get(p))
+    return _table(recs, caption=caption, text=("Network", "Row"))

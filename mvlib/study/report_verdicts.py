@@ -9,45 +9,19 @@ method, and says which.
 """
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from ..voter_spec import VoterSpec
 from .report import fanin_key
 from .report_tables import HOW, TIE_LABELS, fanin_label, model_rank, network, number, pm
-from .stats import AT_FLOOR, FLOOR_MARGIN, UNRESOLVED, Interval, at_floor, holm, paired
-from .summary import binomial_se, by_seed, select
+from .stats import AT_FLOOR, FLOOR_MARGIN, UNRESOLVED, at_floor, holm
+from .summary import difference_interval, select
 
-Z95 = 1.959964
 # The project's goals for the bit kernels: XNOR + popcount against torch fp32 conv2d at batch 128.
 KERNEL_GOALS = {"kernel only": 20.0, "with packing": 10.0}
 
 
 # ---------------------------------------------------------------------------------------------- §2
-def _pick(runs: list[dict], seed) -> dict:
-    for r in runs:
-        if seed is not None and r.get("seed") is not None and int(r["seed"]) == seed:
-            return r
-    return min(runs, key=lambda r: (r.get("seed") is None, r.get("seed") or 0))
-
-
-def cost_interval(ref: list[dict], hmv: list[dict], metric: str, n_key: str) -> tuple[Interval, str]:
-    """``ref - hmv`` in ``metric`` (points) and how its interval was made.
-
-    Two or more common seeds: paired per seed (Student t). One: the two runs of that seed (else each side's
-    smallest), 1.96 standard errors of the two rows' binomial sampling of their evaluated images, taken as
-    independent: the interval counts the sampling of the images only, not the spread over seeds.
-    """
-    a, b = by_seed(ref, metric), by_seed(hmv, metric)
-    common = sorted(set(a) & set(b))
-    if len(common) >= 2:
-        return paired(a, b), f"{len(common)} seeds, paired"
-    ra, rb = _pick(ref, common[0] if common else None), _pick(hmv, common[0] if common else None)
-    se = math.sqrt(sum(binomial_se(r[metric], r.get(n_key) or 1) ** 2 for r in (ra, rb)))
-    return Interval(ra[metric] - rb[metric], se, Z95 * se, 1), "1 seed: image sampling only"
-
-
 def hmv_costs(rows: list[dict], profile: str, code: str | None = "current", ties=("pos",)) -> pd.DataFrame:
     """Per network, fan-in and application: the exact voter's top-1, the hierarchical voter's, and the cost
     (exact - hierarchical) with its interval and verdict.
@@ -74,7 +48,7 @@ def hmv_costs(rows: list[dict], profile: str, code: str | None = "current", ties
         ref, hmv = [r for r in ref if r.get(metric) is not None], [r for r in hmv if r.get(metric) is not None]
         if not ref or not hmv:
             continue
-        iv, how = cost_interval(ref, hmv, metric, n_key)
+        iv, how = difference_interval(ref, hmv, metric, n_key)
         exact = sum(r[metric] for r in ref) / len(ref)
         images = hmv[0].get(n_key)
         floor = at_floor(exact)
@@ -168,14 +142,18 @@ def kernel_verdict(bench: dict, engine: dict | None = None, trained: dict | None
                  f"(G = 4): {big['hmv_ratio'].median():.1f}×.")
     peak = bench.get("peak")
     if peak:
-        # torch's convolutions measured against the matmul figure: above 100 %, that figure is no peak of torch's
+        # torch's convolutions measured against the fp32 figure: above 100 %, that figure is no peak of torch's
         frac = big["torch_frac_peak"].max() if "torch_frac_peak" in big else float("nan")
         bound = frac == frac and frac <= 1.0
         above = [f"{g:.0f}×" for g in goals.values() if g > peak["ceiling"]]
+        if "torch_mm_gmacs" in peak:  # the FMA micro-kernel's peak, with torch's matmul beside it
+            fp32 = (f"the fp32 FMA micro-kernel at {peak['fp32_gmacs']:.0f} GMAC/s (torch's matmul "
+                    f"{peak['torch_mm_gmacs']:.0f}; int8 peak {peak['int8_gmacs']:.0f} GMAC/s, {peak['int8_path']})")
+        else:  # a results file of the earlier roofline: torch's matmul stood for the fp32 peak
+            fp32 = f"torch's fp32 matmul at {peak['fp32_gmacs']:.0f} GMAC/s"
         text = (f"Roofline of the same run: the XOR-popcount micro-kernel peaks at {peak['binary_tmacs']:.2f} T "
-                f"binary MAC/s (L1-resident data), torch's fp32 matmul at {peak['fp32_gmacs']:.0f} GMAC/s, a ratio of "
-                f"{peak['ceiling']:.1f}×; torch's convolutions at this batch reach up to {100 * frac:.0f} % of that "
-                "matmul figure")
+                f"binary MAC/s (L1-resident data), {fp32}, a ratio of {peak['ceiling']:.1f}×; torch's convolutions "
+                f"at this batch reach up to {100 * frac:.0f} % of that fp32 figure")
         if not bound:
             text += ", so it is not torch's peak on this machine and the ratio bounds nothing."
         elif above:

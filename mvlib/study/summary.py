@@ -18,7 +18,9 @@ from typing import Any, Iterable
 import pandas as pd
 
 from ..environment import code_hash
-from .stats import t_interval
+from .stats import Interval, paired, t_interval
+
+Z95 = 1.959964  # two-sided 95 % normal quantile
 
 KEYS = ("step", "model", "variant", "profile", "dataset")
 METRICS = ("top1", "top5", "val_top1")
@@ -102,3 +104,32 @@ def select(rows: list[dict[str, Any]], *, step: str | None = None, model: str | 
 def by_seed(runs: list[dict[str, Any]], metric: str = "top1") -> dict[int, float]:
     """``{seed: metric}`` of the runs of one row."""
     return {int(r["seed"]): float(r[metric]) for r in runs if r.get("seed") is not None and r.get(metric) is not None}
+
+
+def _seed_run(runs: list[dict[str, Any]], seed: int | None) -> dict[str, Any]:
+    """The run of ``seed``, else the one of the lowest seed."""
+    for r in runs:
+        if seed is not None and r.get("seed") is not None and int(r["seed"]) == seed:
+            return r
+    return min(runs, key=lambda r: (r.get("seed") is None, r.get("seed") or 0))
+
+
+def difference_interval(a_runs: list[dict[str, Any]], b_runs: list[dict[str, Any]], metric: str = "top1",
+                        n_key: str = "test_images") -> tuple[Interval, str]:
+    """``a - b`` in ``metric`` (points) and what its interval covers: the study's one rule for a difference.
+
+    Two or more common seeds: paired per seed (Student t), the spread over training seeds. Fewer: the runs of
+    the one common seed (else each side's lowest seed) and 1.96 standard errors of the two rows' binomial
+    sampling of their evaluated images (``n_key``), taken as independent: the interval then covers the sampling
+    of the images only, not the spread over seeds, and says so.
+    """
+    a, b = by_seed(a_runs, metric), by_seed(b_runs, metric)
+    common = sorted(set(a) & set(b))
+    if len(common) >= 2:
+        return paired(a, b), f"{len(common)} seeds, paired"
+    ra, rb = (_seed_run(runs, common[0] if common else None) for runs in (a_runs, b_runs))
+    se = math.sqrt(sum(binomial_se(r[metric], r.get(n_key) or 1) ** 2 for r in (ra, rb)))
+    return Interval(ra[metric] - rb[metric], se, Z95 * se, 1), ONE_SEED
+
+
+ONE_SEED = "1 seed: image sampling only"

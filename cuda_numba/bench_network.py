@@ -9,12 +9,13 @@ ReActNet-18 (width 64, CIFAR input) at batch 1, 16 and 128, images/s of
   CPU alternatives a user would pick for it: bf16 and int8 (FX post-training
   quantization, ``x86`` backend), where they run;
 * Larq Compute Engine when ``--lce-python`` names an interpreter that has it
-  (:mod:`cuda_numba.bench_peers`); otherwise a previously measured ~215 img/s is cited.
+  (:mod:`cuda_numba.bench_peers`); otherwise it is left out of the run and its results, and the reason
+  recorded (a peer is measured in the same run or not at all).
 
 All the variants' calls at one batch size are interleaved
 (:func:`mvlib.bench.timing.interleaved_times`), best of ``reps`` (medians
 too). The same run measures the micro-kernel's peak binary MAC/s
-(:func:`cuda_numba.bench.peak_rates`): the engine's fraction of that roofline
+(:func:`cuda_numba.bench_machine.peak_rates`): the engine's fraction of that roofline
 is ``images/s x binary MACs per image / peak``. A per-stage breakdown of the
 engine (torch stem convolution, stem epilogue, binary blocks per stage, torch
 shortcuts, head, and the Python between) sits beside the time of the same
@@ -34,10 +35,7 @@ LCE environment (optional, not a dependency of the project)::
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
-from pathlib import Path
 
 import numba
 import numpy as np
@@ -45,9 +43,9 @@ import torch
 
 from mvlib.bench.timing import best_and_median, interleaved_times
 
-from . import bench as _bench
 from . import bench_peers
-from .bench import machine_info, machine_slug, peak_rates, set_threads
+from .bench_machine import (CLOCKS, Clock, clock_named, machine_info, machine_slug, peak_rates, set_threads,
+                            write_results)
 from .cpu_kernels import conv_hmv_cpu, conv_mv_cpu, conv_popcount_cpu
 from .engine import compile_engine, configure_threads
 from .engine_kernels import MODE_HMV, MODE_MV
@@ -74,11 +72,10 @@ def bench_model(width=64, voter=None, seed=0):
     return set_voter(model, voter).eval()
 
 
-def breakdown(engine, x, reps=3) -> dict:
+def breakdown(engine, x, reps=3, clock: Clock = CLOCKS["wall"]) -> dict:
     """Per-stage seconds of one engine forward (best over ``reps`` for each stage), with the Python between."""
     best: dict = {}
     totals = []
-    clock = _bench._clock
     for _ in range(reps):
         times: dict = {}
         t0 = clock()
@@ -98,9 +95,9 @@ def breakdown(engine, x, reps=3) -> dict:
     return best
 
 
-def conv_only(engine, batch, reps=3) -> dict:
+def conv_only(engine, batch, reps=3, clock: Clock = CLOCKS["wall"]) -> dict:
     """Seconds of the 16 binary convolutions alone per stage (the layer kernels on ready packed inputs)."""
-    bufs = engine.buffers(batch)
+    bufs = engine.work_buffers(batch)
     rng = np.random.default_rng(0)
     out = {f"stage{s}": 0.0 for s in range(1, 5)}
     for i, blk in enumerate(engine.plan):
@@ -116,7 +113,7 @@ def conv_only(engine, batch, reps=3) -> dict:
             fn = lambda: conv_mv_cpu(xb, blk.wts, blk.stride, 1, in_pad=blk.in_pad)  # noqa: E731
         else:
             fn = lambda: conv_popcount_cpu(xb, blk.wts, blk.stride, 1, in_pad=blk.in_pad)  # noqa: E731
-        out[f"stage{i // 4 + 1}"] += min(interleaved_times({"c": fn}, reps, clock=_bench._clock)["c"])
+        out[f"stage{i // 4 + 1}"] += min(interleaved_times({"c": fn}, reps, clock=clock)["c"])
     return out
 
 
@@ -124,12 +121,12 @@ def run(batches=(1, 16, 128), reps=(20, 8, 4), threads=0, width=64, lce_python=N
         suffix="", clock="wall", log=print) -> dict:
     configured = configure_threads()  # Numba's omp layer, short spin (see there); before any parallel kernel
     threads = set_threads(threads)
-    _bench.set_clock(clock, threads)
+    clock_fn = clock_named(clock, threads)
     info = machine_info(threads)
     info["clock"] = clock
     log(f"{info['cpu']} | {threads} threads | torch {info['torch']} | numba {info['numba']} | "
         f"load average {info['loadavg_start']}")
-    peak = peak_rates(threads)
+    peak = peak_rates(threads, clock=clock_fn)
     info["numba_threading_layer"] = numba.threading_layer()
     info["gomp_spincount"] = os.environ.get("GOMP_SPINCOUNT")
     info["threads_configured_here"] = configured
@@ -158,7 +155,7 @@ def run(batches=(1, 16, 128), reps=(20, 8, 4), threads=0, width=64, lce_python=N
             if lce is not None:
                 fns["lce"] = lambda b=batch: lce.time(b)
             with torch.no_grad():
-                times = interleaved_times(fns, nrep, clock=_bench._clock)
+                times = interleaved_times(fns, nrep, clock=clock_fn)
             if lce is not None:  # the worker's own inference time, not the pipe's round trip
                 times["lce"] = [lce.time(batch) for _ in range(nrep)]
             for k, ts in times.items():
@@ -168,9 +165,9 @@ def run(batches=(1, 16, 128), reps=(20, 8, 4), threads=0, width=64, lce_python=N
             by = {r["variant"]: r["images_per_s"] for r in rows if r["batch"] == batch}
             frac = by["engine_popcount"] * macs / (peak["binary_tmacs"] * 1e12)
             with torch.no_grad():
-                st = {k: breakdown(e, x) for k, e in engines.items()}
+                st = {k: breakdown(e, x, clock=clock_fn) for k, e in engines.items()}
                 for k in engines:
-                    st[k]["conv_only"] = conv_only(engines[k], batch)
+                    st[k]["conv_only"] = conv_only(engines[k], batch, clock=clock_fn)
             stages[str(batch)] = st
             log(f"batch {batch}: " + ", ".join(f"{k} {v:.0f}" for k, v in by.items()) + " img/s")
             log(f"  engine popcount: {by['engine_popcount'] / by['mvlib_float']:.2f}x mvlib's float path, "
@@ -181,9 +178,10 @@ def run(batches=(1, 16, 128), reps=(20, 8, 4), threads=0, width=64, lce_python=N
     result = {"machine": info, "peak": peak, "width": width, "binary_macs_per_image": macs, "rows": rows,
               "stages_s": stages, "identical_logits": checks, "summary": summarize(rows, macs, peak),
               "torch_int8": int8_err or "ok",
-              "lce": (lce.info if lce is not None else {"measured": False, "reason": lce_err, **bench_peers.LCE_CITED})}
+              "lce": (lce.info if lce is not None else {"measured": False, "reason": lce_err})}
     result["machine"]["loadavg_end"] = os.getloadavg()[0]
-    result["files"] = save(result, out_dir, "network_" + machine_slug(info) + suffix)
+    result["files"] = write_results(result, result["rows"], out_dir, "network_" + machine_slug(info) + suffix,
+                                    lambda png: plot(result, png))
     log(summary_text(result))
     return result
 
@@ -211,11 +209,8 @@ def summary_text(result) -> str:
     m, lines = result["machine"], []
     lines.append(f"Whole ReActNet-18 (width {result['width']}) on the engine, {m['cpu']}, {m['threads']} threads, "
                  f"best of interleaved calls:")
-    cited = result["lce"].get("images_per_s")
-    for b, s in result["summary"].items():
-        lce = (f", {s['engine_vs_lce']:.2f}x LCE (measured)" if "engine_vs_lce" in s else
-               (f", {s['engine_popcount'] / cited[b]:.2f}x LCE (cited {cited[b]:.0f} img/s)" if cited and b in cited
-                else ""))
+    for b, s in result["summary"].items():  # a peer is measured in this run or left out, never cited
+        lce = f", {s['engine_vs_lce']:.2f}x LCE" if "engine_vs_lce" in s else ""
         lines.append(f"batch {b}: popcount {s['engine_popcount']:.0f} img/s = {s['engine_vs_mvlib_float']:.2f}x "
                      f"mvlib's float path ({s['mvlib_float']:.0f}), {s['engine_vs_best_torch']:.2f}x torch's best "
                      f"({s['best_torch']:.0f}){lce}; MV {s['engine_mv']:.0f} ({s['mv_vs_popcount']:.2f}x popcount), "
@@ -224,19 +219,6 @@ def summary_text(result) -> str:
     lines.append(f"identical logits (engine vs float model, every variant and batch): "
                  f"{all(result['identical_logits'].values())}")
     return "\n".join(lines)
-
-
-def save(result, out_dir, slug) -> dict:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {k: out_dir / f"{slug}.{k}" for k in ("json", "csv", "png")}
-    paths["json"].write_text(json.dumps(result, indent=1))
-    with open(paths["csv"], "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(result["rows"][0]))
-        w.writeheader()
-        w.writerows(result["rows"])
-    plot(result, paths["png"])
-    return {k: str(v) for k, v in paths.items()}
 
 
 def plot(result, path) -> None:
@@ -281,7 +263,7 @@ def main(argv=None) -> dict:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 16, 128])
     p.add_argument("--reps", type=int, nargs="+", default=[20, 8, 4], help="timed calls per batch size")
     p.add_argument("--threads", type=int, default=0, help="0 = all logical CPUs")
-    p.add_argument("--clock", default="wall", choices=["wall", "process"],
+    p.add_argument("--clock", default="wall", choices=sorted(CLOCKS),
                    help="process: CPU time of each side's process (with --threads 1; robust on a shared machine)")
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--lce-python", default=None, help="an interpreter with larq-compute-engine (see the docstring)")

@@ -118,9 +118,6 @@ def as_input(model_kind: str, x: torch.Tensor) -> torch.Tensor:
 # Larq Compute Engine in its own interpreter
 # --------------------------------------------------------------------------
 LCE_WORKER = Path(__file__).with_name("lce_worker.py")
-LCE_CITED = {"images_per_s": {"1": 215.0, "16": 215.0}, "source": (
-    "issue 15: LCE 0.16, TF 2.16, use_indirect_bgemm, a binary ResNet-18-like CIFAR network with BN folded, "
-    "measured on this kind of 2-core x86 VM (not in this run)")}
 
 
 class LceWorker:

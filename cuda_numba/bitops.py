@@ -39,13 +39,17 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from mvlib.voter_spec import TIE_RULES, normalize_fanins
+
 TILE_P = 4   # activation rows (output pixels) per micro-kernel call
 TILE_NV = 2  # vectors of 8 words per row: TILE_V output channels
 LANES = 8    # uint64 lanes per vector: one 512-bit register
 TILE_V = TILE_NV * LANES  # 16 output channels per micro-kernel call
 assert TILE_P * TILE_V == 64  # the fused MV epilogue returns one tile's votes as one uint64
 
-TIE_CODES = {"pos": 0, "neg": 1, "first": 2}
+# The kernels' tie codes: a rule's position in mvlib's TIE_RULES, so 0 = +1, 1 = -1, 2 = the first child's vote
+# (the branches of tree_vote_py and tree_vote_masks). TIE_RULES only ever grows at its end.
+TIE_CODES = {rule: code for code, rule in enumerate(TIE_RULES)}
 
 _I64_IR = ir.IntType(64)
 _VEC = ir.VectorType(_I64_IR, LANES)
@@ -451,14 +455,17 @@ def tree_vote_masks(V, n, fanins, tie, planes):
     return V[0]
 
 
+# Inner blocks of a hierarchical vote that the kernels take: their votes are the bits of one uint64.
+MAX_VOTE_BLOCKS = 64
+
+
 def vote_plan(fanins, tie: str):
     """(fan-ins as an int64 array, number of inner blocks, tie code) for the kernels."""
-    from mvlib.voters import normalize_fanins  # the library's validation of fan-ins
-
-    fs = normalize_fanins(fanins)
+    fs = normalize_fanins(fanins)  # the library's validation of fan-ins
     if tie not in TIE_CODES:
-        raise ValueError(f"unknown tie rule {tie!r}; choose one of {sorted(TIE_CODES)}")
+        raise ValueError(f"unknown tie rule {tie!r}; choose one of {TIE_RULES}")
     nblocks = int(np.prod(fs))
-    if nblocks > 64:
-        raise ValueError(f"at most 64 inner blocks are supported (votes live in one uint64), got {nblocks}")
+    if nblocks > MAX_VOTE_BLOCKS:
+        raise ValueError(f"at most {MAX_VOTE_BLOCKS} inner blocks are supported (votes live in one uint64), "
+                         f"got {nblocks}")
     return np.asarray(fs, dtype=np.int64), nblocks, TIE_CODES[tie]

@@ -44,8 +44,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .bitops import (TILE_P, TILE_V, get_bits, or_bits, tree_vote_masks, vote_plan, xor_popcount_tile,
-                     xor_popcount_tile_hmv, xor_popcount_tile_mv, xor_popcount_tile_s)
+from .bitops import TILE_P, TILE_V, vote_plan
+from .chunk_conv import chunk_rows, chunk_tiles
 from .layout import n_words
 
 MODE_POPCOUNT, MODE_MV, MODE_HMV = 0, 1, 2
@@ -120,50 +120,6 @@ def prepare_cpu_weights(w, blocks: int = 1) -> CpuWeights:
     return CpuWeights(np.asarray(w), blocks)
 
 
-@njit(inline="always", cache=True)
-def _im2col_row(A, row, xflat, b, ho, wo, H, W, NW, c, G, Kg, kh, kw, stride, pad):
-    """Write the G block streams of output pixel (b, ho, wo) at ``A[row:]`` (zeroed by the caller)."""
-    c64 = c // 64
-    wi0 = wo * stride - pad
-    if c < 64 and 64 % c == 0:
-        # fields never straddle a word (e.g. 64 channels in 4 blocks of 16): shift and OR
-        fmask = (np.uint64(1) << np.uint64(c)) - np.uint64(1)
-        for ky in range(kh):
-            hi = ho * stride - pad + ky
-            if hi < 0 or hi >= H:
-                continue
-            for kx in range(max(0, -wi0), min(kw, W - wi0)):
-                d = (ky * kw + kx) * c
-                dst = row + (d >> 6)
-                dsh = np.uint64(d & 63)
-                src = ((b * H + hi) * W + wi0 + kx) * NW
-                for g in range(G):
-                    v = (xflat[src + ((g * c) >> 6)] >> np.uint64((g * c) & 63)) & fmask
-                    A[dst + g * Kg] |= v << dsh
-        return
-    for ky in range(kh):
-        hi = ho * stride - pad + ky
-        if hi < 0 or hi >= H:
-            continue  # padded taps stay zero fields, corrected through base
-        for kx in range(max(0, -wi0), min(kw, W - wi0)):
-            t = ky * kw + kx
-            src = ((b * H + hi) * W + wi0 + kx) * NW
-            if c % 64 == 0:  # whole words: word w of the pixel is word q of block g
-                g_off = row + t * c64
-                q = 0
-                for w in range(NW):
-                    A[g_off + q] = xflat[src + w]
-                    q += 1
-                    if q == c64:
-                        q = 0
-                        g_off += Kg
-            else:
-                for g in range(G):
-                    for s0 in range(0, c, 64):
-                        n = min(64, c - s0)
-                        or_bits(A, row + g * Kg, t * c + s0, get_bits(xflat, src, g * c + s0, n), n)
-
-
 @njit(parallel=True, cache=True)
 def _conv_kernel(xflat, B, H, W, NW, in_pad, panel, base, pix_u, C, Co, G, kh, kw, stride, pad, Ho, Wo,
                  chunk, n_items, mode, fanins, tie, wide, out16, out32, out_b):
@@ -172,9 +128,7 @@ def _conv_kernel(xflat, B, H, W, NW, in_pad, panel, base, pix_u, C, Co, G, kh, k
     Kg = (T * c + 63) // 64
     K = G * Kg
     co_pad = panel.shape[0] // K
-    n_ot = co_pad // TILE_V
     M = B * Ho * Wo
-    HoWo = Ho * Wo
     n_chunks = (M + chunk - 1) // chunk
     per_item = (n_chunks + n_items - 1) // n_items
     # direct: the input carries its zero border, taps are read in place (kh segments of kw*NW words)
@@ -183,9 +137,12 @@ def _conv_kernel(xflat, B, H, W, NW, in_pad, panel, base, pix_u, C, Co, G, kh, k
     Wp = W + 2 * in_pad
     l16 = out16.ravel()
     l32 = out32.ravel()
+    lb = out_b.ravel()
+    NWo = out_b.shape[1]
     src_nseg = kh if direct else 1
     sstride = Wp * NW if direct else 0
     slen = kw * NW if direct else Kg
+    popcount, mv = mode == MODE_POPCOUNT, mode == MODE_MV
     for item in prange(n_items):  # one work item per thread: its buffers are allocated once
         A = np.zeros(1 if direct else chunk * K, np.uint64)  # im2col rows; rows past M stay 0
         pix_off = np.zeros(chunk, np.int64)  # where each row starts (padded input or A)
@@ -199,67 +156,15 @@ def _conv_kernel(xflat, B, H, W, NW, in_pad, panel, base, pix_u, C, Co, G, kh, k
         for ch in range(item * per_item, min(n_chunks, (item + 1) * per_item)):
             m0 = ch * chunk
             rows = min(chunk, M - m0)
-            if not direct:
-                A[:] = 0
-            # pixel counters instead of divisions per row
-            b = m0 // HoWo
-            ho = (m0 - b * HoWo) // Wo
-            wo = m0 - b * HoWo - ho * Wo
-            for i in range(rows):
-                urow[i] = pix_u[ho * Wo + wo]
-                if direct:
-                    pix_off[i] = ((b * Hp + ho * stride) * Wp + wo * stride) * NW
-                else:
-                    pix_off[i] = i * K
-                    _im2col_row(A, i * K, xflat, b, ho, wo, H, W, NW, c, G, Kg, kh, kw, stride, pad)
-                wo += 1
-                if wo == Wo:
-                    wo = 0
-                    ho += 1
-                    if ho == Ho:
-                        ho = 0
-                        b += 1
-            # ---- tiles of 4 pixels x 16 output channels; output channels outer: one weight slice
-            # (K x 16 words) stays in L1 while every pixel tile of the chunk meets it
-            for ot in range(n_ot):
-                o0 = ot * TILE_V
-                nl = min(TILE_V, Co - o0)
-                w_off = ot * K * TILE_V
-                lane_mask = (np.uint64(1) << np.uint64(nl)) - np.uint64(1)
-                for i0 in range(0, rows, TILE_P):
-                    np_ = min(TILE_P, rows - i0)
-                    for p in range(TILE_P):
-                        roff[p] = pix_off[i0 + p] if p < np_ else pix_off[i0]  # ragged tile: repeat a valid row
-                    if mode == 0:
-                        for p in range(TILE_P):
-                            toff[p] = urow[i0 + p] * co_pad + o0 if p < np_ else 0
-                        if np_ == TILE_P and nl == TILE_V:
-                            if wide:
-                                xor_popcount_tile_s(src, roff, src_nseg, sstride, slen, panel, w_off, base, toff,
-                                                    l32, (m0 + i0) * Co + o0, Co)
-                            else:
-                                xor_popcount_tile_s(src, roff, src_nseg, sstride, slen, panel, w_off, base, toff,
-                                                    l16, (m0 + i0) * Co + o0, Co)
-                        else:  # ragged edge of the output: raw counts, scalar epilogue
-                            xor_popcount_tile(src, roff, src_nseg, sstride, slen, panel, w_off, D, 0)
-                            for p in range(np_):
-                                for l in range(nl):
-                                    v = base[toff[p] + l] - 2 * np.int64(D[p * TILE_V + l])
-                                    if wide:
-                                        out32[m0 + i0 + p, o0 + l] = v
-                                    else:
-                                        out16[m0 + i0 + p, o0 + l] = v
-                        continue
-                    for p in range(TILE_P):
-                        toff[p] = urow[i0 + p] * G * co_pad + o0 if p < np_ else 0
-                    if mode == 1:
-                        V[0] = xor_popcount_tile_mv(src, roff, src_nseg, sstride, slen, panel, w_off, base, toff)
-                    else:  # one segment per block: its stream of Kg words, its thresholds co_pad further on
-                        xor_popcount_tile_hmv(src, roff, G, Kg, Kg, panel, w_off, base, toff, co_pad, V)
-                    votes = V[0] if mode == 1 else tree_vote_masks(V, G, fanins, tie, planes)
-                    for p in range(np_):
-                        bits = (votes >> np.uint64(p * TILE_V)) & lane_mask
-                        out_b[m0 + i0 + p, o0 >> 6] |= bits << np.uint64(o0 & 63)
+            chunk_rows(m0, rows, chunk, direct, xflat, A, pix_u, pix_off, urow, H, W, Hp, Wp, NW, c, G, Kg, K, kh, kw,
+                       stride, pad, Ho, Wo)
+            # int16 or int32 sums: two specializations of the inlined tiles, one branch per chunk
+            if wide:
+                chunk_tiles(src, pix_off, urow, rows, src_nseg, sstride, slen, panel, base, Co, co_pad, G, Kg, K,
+                            popcount, mv, fanins, tie, l32, m0 * Co, lb, m0 * NWo, NWo, roff, toff, D, V, planes)
+            else:
+                chunk_tiles(src, pix_off, urow, rows, src_nseg, sstride, slen, panel, base, Co, co_pad, G, Kg, K,
+                            popcount, mv, fanins, tie, l16, m0 * Co, lb, m0 * NWo, NWo, roff, toff, D, V, planes)
 
 
 def _chunk_size(m: int) -> int:

@@ -14,7 +14,7 @@ the epilogue applied per chunk of output pixels while its sums are in cache.
 One layout end to end: the residual stream is float32 NHWC (one flat
 buffer, updated in place by every block), every packed input is ``[B, H(+2), W(+2), NW]``
 uint64 (with the zero border the direct kernel path reads in place), and all
-of it is allocated once per batch size (:meth:`BinaryEngine.buffers`).
+of it is allocated once per batch size (:meth:`BinaryEngine.work_buffers`).
 What stays in torch is what is real-valued and not elementwise: the stem's
 3x3 convolution, the projection shortcuts' AvgPool + 1x1 convolution (their
 BN is folded into the block's epilogue), global pooling and the classifier.
@@ -41,10 +41,12 @@ Threads: Numba's ``omp`` layer with a short spin is much faster here than the
 the shortcuts and the head) and puts it in eval mode: do not train it
 afterwards; :func:`compile_engine` works on a copy.
 
-Not supported (a clear error): ``norm="bnfree"`` (weight standardization and
-branch scalings), ``binary_downsample=True`` (a binary 1x1 shortcut; use
-``convert_model``), a shortcut-only block, real weights or activations,
-other voters. ``binary_downsample="weights"`` runs (it is a torch module).
+Not supported (:class:`EngineUnsupported`, raised while :mod:`cuda_numba.engine_plan` plans the blocks):
+``norm="bnfree"`` (weight standardization and branch scalings),
+``binary_downsample=True`` (a binary 1x1 shortcut; use ``convert_model``), a
+shortcut-only block, real weights or activations, other voters, hierarchical
+voters of more than 64 leaves. ``binary_downsample="weights"`` runs (it is a
+torch module).
 """
 from __future__ import annotations
 
@@ -55,130 +57,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from mvlib.layers import BinaryActivation, BinaryConv2d, RPReLU
-
-from .bitops import vote_plan
-from .cpu_kernels import MAX_CHUNK, CpuWeights, _chunk_size
-from .engine_kernels import (F_BITS, F_HAS_BN, F_MODE, F_OUT_PAD, F_RES_BN, F_RPRELU, F_TIE, MODE_HMV,
-                             MODE_LINEAR, MODE_MV, MODE_THRESHOLD, N_FLAGS, N_PARAMS, P_ALPHA, P_BN_A, P_BN_B,
-                             P_GAMMA, P_LNEG, P_LPOS, P_NEXT_A, P_NEXT_B, P_POL, P_RES_A, P_RES_B, P_SLOPE,
-                             P_THETA, P_ZETA, affine_fma, block_kernel, bn_terms, stem_kernel)
+from .cpu_kernels import MAX_CHUNK, _chunk_size
+from .engine_kernels import (F_BITS, F_HAS_BN, F_OUT_PAD, MODE_HMV, MODE_LINEAR, MODE_MV, MODE_THRESHOLD, N_FLAGS,
+                             N_PARAMS, P_BN_A, P_BN_B, block_kernel, stem_kernel)
+from .engine_plan import BlockPlan, EngineUnsupported, bn_affine, input_sign_terms, next_terms
 from .layout import n_words
-
-
-def _f32(t) -> np.ndarray:
-    return t.detach().reshape(-1).to(torch.float32).contiguous().numpy().copy()
-
-
-def bn_affine(bn: nn.Module, channels: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(A, B)`` with ``BN(x) = fma(x, A, B)`` exactly as torch's CPU eval kernel; None for ``nn.Identity``."""
-    if isinstance(bn, nn.Identity):
-        return None
-    if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None:
-        raise ValueError(f"only BatchNorm2d with running statistics (or no norm) is supported, got {bn}")
-    w = _f32(bn.weight) if bn.weight is not None else np.ones(channels, np.float32)
-    b = _f32(bn.bias) if bn.bias is not None else np.zeros(channels, np.float32)
-    return bn_terms(w, b, _f32(bn.running_mean), _f32(bn.running_var), np.float32(bn.eps))
-
-
-def _voter_mode(conv: BinaryConv2d):
-    """(mode, fan-ins, tie code, blocks) of a binary convolution's voter."""
-    voter = conv.voter
-    name = None if voter is None else getattr(voter, "name", None)
-    if voter is None:
-        return MODE_LINEAR, np.ones(1, np.int64), 0, 1
-    if name == "mv":
-        return MODE_MV, np.ones(1, np.int64), 0, 1
-    if name == "hmv":
-        fan, blocks, tie = vote_plan(voter.fanins, voter.tie)
-        return MODE_HMV, fan, tie, blocks
-    if name == "threshold":
-        return MODE_THRESHOLD, np.ones(1, np.int64), 0, 1
-    raise TypeError(f"no engine kernel for voter {type(voter).__name__}")
-
-
-class _Block:
-    """One binary block's plan: weights in the kernels' layout, per-channel parameters, flags, shortcut."""
-
-    def __init__(self, blk, style: str):
-        conv = blk.conv
-        if type(conv).forward is not BinaryConv2d.forward or not isinstance(conv, BinaryConv2d):
-            raise TypeError(f"no engine kernel for {type(conv).__name__} (BN-Free and other variants)")
-        if not (conv.binary_weights and conv.binary_activations):
-            raise ValueError("the engine needs binary weights and activations")
-        if type(conv.act) is not BinaryActivation or conv.kernel_size != 3 or conv.padding != 1:
-            raise ValueError("the engine runs 3x3 binary convolutions with padding 1 and RSign activations")
-        if not blk.branch_enabled or blk.beta != 1.0 or blk.alpha_res != 1.0:
-            raise ValueError("shortcut-only blocks and branch scalings (bnfree) are not supported")
-        self.cin, self.cout, self.stride = conv.in_channels, conv.out_channels, conv.stride
-        self.mode, self.fanins, tie, blocks = _voter_mode(conv)
-        with torch.no_grad():
-            w_sign, alpha = conv.binary_weight()
-        self.wts = CpuWeights((w_sign.detach() >= 0).numpy().astype(np.int8) * 2 - 1, blocks)
-        # direct kernel path (taps read in place from a zero-bordered input) as in cpu_kernels._conv_kernel
-        self.in_pad = 1 if (blocks == 1 and self.cin % 64 == 0) else 0
-        co = self.cout
-        P = np.zeros((N_PARAMS, co), np.float32)
-        P[P_NEXT_A] = 1.0
-        P[P_ALPHA] = _f32(alpha)
-        flags = np.zeros(N_FLAGS, np.int64)
-        flags[F_MODE], flags[F_TIE] = self.mode, tie
-        if self.mode in (MODE_MV, MODE_HMV):  # the voter's own scale rule on +-1: exact levels
-            with torch.no_grad():
-                ones = torch.ones(1, co, 1, 1)
-                P[P_LPOS], P[P_LNEG] = _f32(conv.voter.scale(ones, alpha)), _f32(conv.voter.scale(-ones, alpha))
-        elif self.mode == MODE_THRESHOLD:
-            v = conv.voter
-            if v.theta.numel() == 0:
-                raise RuntimeError("the threshold voter needs calibration first")
-            P[P_POL], P[P_THETA], P[P_LPOS], P[P_LNEG] = (_f32(v.polarity), _f32(v.theta), _f32(v.level_pos),
-                                                          _f32(v.level_neg))
-        post = bn_affine(blk.norm, co)
-        if post is not None and self.mode == MODE_LINEAR:
-            flags[F_HAS_BN] = 1
-            P[P_BN_A], P[P_BN_B] = post
-        elif post is not None:  # a voter's output takes two values per channel: BN folded into them, exactly
-            P[P_LPOS], P[P_LNEG] = affine_fma(P[P_LPOS], *post), affine_fma(P[P_LNEG], *post)
-        self.shortcut = None
-        if blk.shortcut.body is not None:
-            pool, sc_conv, sc_bn = blk.shortcut.body
-            if isinstance(sc_conv, BinaryConv2d):
-                raise ValueError("binary 1x1 shortcut convolutions (binary_downsample=True) are not fused; "
-                                 "use cuda_numba.convert_model for such a model")
-            if not (isinstance(pool, nn.Identity) or (isinstance(pool, nn.AvgPool2d) and pool.kernel_size == 2
-                                                      and pool.stride == 2 and pool.padding == 0
-                                                      and not pool.ceil_mode)):
-                raise ValueError(f"unexpected shortcut pooling {pool}")
-            self.shortcut = (pool, sc_conv)
-            aff = bn_affine(sc_bn, co)
-            if aff is not None:
-                flags[F_RES_BN] = 1
-                P[P_RES_A], P[P_RES_B] = aff
-        if style == "reactnet":
-            if not isinstance(blk.act, RPReLU):
-                raise ValueError("a reactnet block without RPReLU")
-            flags[F_RPRELU] = 1
-            P[P_GAMMA], P[P_SLOPE], P[P_ZETA] = _f32(blk.act.shift_in), _f32(blk.act.slope), _f32(blk.act.shift_out)
-        elif not isinstance(blk.act, nn.Identity):
-            raise ValueError(f"unexpected activation {blk.act} in a {style} block")
-        self.P, self.flags = P, flags
-
-    def set_next(self, nxt: "_Block | None", pre: tuple[np.ndarray, np.ndarray] | None, shift: np.ndarray | None):
-        """What the epilogue packs: the next layer's ``sign(fma(x, A, B))`` (its shift or pre-norm), or nothing."""
-        if nxt is None:
-            self.flags[F_BITS], self.flags[F_OUT_PAD] = 0, 0
-            return
-        self.flags[F_BITS], self.flags[F_OUT_PAD] = 1, nxt.in_pad
-        _next_terms(self.P, pre, shift)
-
-
-def _next_terms(P, pre, shift):
-    if pre is not None:  # XNOR-Net: the next block's BN before its sign
-        P[P_NEXT_A], P[P_NEXT_B] = pre
-    elif shift is not None:  # ReActNet's RSign: x + b (fma(x, 1, b) is that sum, rounded once)
-        P[P_NEXT_A], P[P_NEXT_B] = 1.0, shift
-    else:
-        P[P_NEXT_A], P[P_NEXT_B] = 1.0, 0.0
 
 
 def _slices(batch: int, sub_batch: int) -> list[tuple[int, int]]:
@@ -218,15 +101,15 @@ class BinaryEngine(nn.Module):
         from mvlib.models.resnet18 import BinaryResNet18
 
         if not isinstance(model, BinaryResNet18):
-            raise TypeError(f"the engine compiles mvlib's BinaryResNet18 models, got {type(model).__name__}")
+            raise EngineUnsupported(f"the engine compiles mvlib's BinaryResNet18 models, got {type(model).__name__}")
         if model.norm_kind not in ("bn", "none"):
-            raise ValueError(f"norm={model.norm_kind!r} is not supported by the engine (bn and none are)")
+            raise EngineUnsupported(f"norm={model.norm_kind!r} is not supported by the engine (bn and none are)")
         if model.downsample_kind == "binary":
-            raise ValueError("binary_downsample=True (a binary 1x1 shortcut) is not fused; use convert_model")
+            raise EngineUnsupported("binary_downsample=True (a binary 1x1 shortcut) is not fused; use convert_model")
         self.model = model  # the float model whose modules run the real-valued parts (and the layout probe)
         self.style = model.style
         blocks = list(model.blocks)
-        self.plan = [_Block(b, self.style) for b in blocks]
+        self.plan = [BlockPlan(b, self.style) for b in blocks]
         self.stem_conv = model.stem[0]
         width = self.plan[0].cin
         self.stem_P = np.zeros((N_PARAMS, width), np.float32)
@@ -237,10 +120,9 @@ class BinaryEngine(nn.Module):
             self.stem_P[P_BN_A], self.stem_P[P_BN_B] = stem_bn
         self.stem_flags[F_BITS], self.stem_flags[F_OUT_PAD] = 1, self.plan[0].in_pad
         for i, blk in enumerate(blocks):  # each layer's epilogue packs the input of the next
-            pre = bn_affine(blk.pre_norm, blk.conv.in_channels)
-            shift = None if blk.conv.act.shift is None else _f32(blk.conv.act.shift)
+            pre, shift = input_sign_terms(blk)
             if i == 0:
-                _next_terms(self.stem_P, pre, shift)
+                next_terms(self.stem_P, pre, shift)
             else:
                 self.plan[i - 1].set_next(self.plan[i], pre, shift)
         self.plan[-1].set_next(None, None, None)
@@ -248,8 +130,12 @@ class BinaryEngine(nn.Module):
         self.eval()
 
     # ------------------------------------------------------------------
-    def buffers(self, batch: int, h: int = 32, w: int = 32) -> dict:
-        """Every array one forward at this batch size and image size needs, allocated once and kept."""
+    def work_buffers(self, batch: int, h: int = 32, w: int = 32) -> dict:
+        """Every array one forward at this batch size and image size needs, allocated once and kept.
+
+        Not named ``buffers``: that is :meth:`torch.nn.Module.buffers`, which ``.to()``, ``state_dict`` and
+        friends iterate over.
+        """
         threads = numba.get_num_threads()
         key = (batch, h, w, threads)
         if key in self._bufs:
@@ -344,7 +230,7 @@ class BinaryEngine(nn.Module):
         """The pooled features ``[B, C]`` of one (sub-)batch: stem, the 16 fused blocks, global pooling."""
         t0 = clock()
         B, _, H, W = x.shape
-        bufs = self.buffers(B, H, W)
+        bufs = self.work_buffers(B, H, W)
         x = x.to(torch.float32).contiguous(memory_format=torch.channels_last)
         y = self.stem_conv(x).contiguous(memory_format=torch.channels_last)  # the float model's own stem conv
         t1 = clock()

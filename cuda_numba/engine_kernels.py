@@ -41,9 +41,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .bitops import (TILE_P, TILE_V, tree_vote_masks, xor_popcount_tile, xor_popcount_tile_hmv,
-                     xor_popcount_tile_mv, xor_popcount_tile_s)
-from .cpu_kernels import _im2col_row
+from .bitops import TILE_P, TILE_V
+from .chunk_conv import chunk_rows, chunk_tiles, next_pixel, pixel_of
 from .simd import epilogue16, fma16, fma32, sign_word_fma
 
 # voter modes of a binary layer
@@ -91,12 +90,8 @@ def _epilogue_rows(m0, rows, Co, NWo, S, VB, P, flags, res, xout, nbits, Ho, Wo)
     zero = np.float32(0.0)
     opad = flags[F_OUT_PAD]
     Hp, Wp = Ho + 2 * opad, Wo + 2 * opad
-    HoWo = Ho * Wo
     c16 = Co - Co % 16
-    b = m0 // HoWo
-    r = m0 - b * HoWo
-    ho = r // Wo
-    wo = r - ho * Wo
+    b, ho, wo = pixel_of(m0, Ho, Wo)
     for i in range(rows):
         m = m0 + i
         xo = m * Co
@@ -128,13 +123,7 @@ def _epilogue_rows(m0, rows, Co, NWo, S, VB, P, flags, res, xout, nbits, Ho, Wo)
                 word |= np.uint64(1) << np.uint64(c & 63)
         if want_bits and Co % 64:
             nbits[dst + (Co >> 6)] = word
-        wo += 1
-        if wo == Wo:
-            wo = 0
-            ho += 1
-            if ho == Ho:
-                ho = 0
-                b += 1
+        b, ho, wo = next_pixel(b, ho, wo, Ho, Wo)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -148,7 +137,7 @@ def block_kernel(xflat, B, H, W, NW, in_pad, panel, base, pix_u, C, Co, G, kh, k
     ``nbits``: the next layer's packed input (zero border of ``flags[F_OUT_PAD]``);
     ``scr_*``: per-thread scratch ``[n_items, ...]`` (sums, im2col rows, votes).
     ``xout`` may be ``res`` (an identity shortcut updates the stream in place).
-    The convolution part follows :func:`cuda_numba.cpu_kernels._conv_kernel`.
+    The convolution part is the layer kernel's own (:mod:`cuda_numba.chunk_conv`), into the thread's scratch.
     """
     mode = flags[F_MODE]
     tie = flags[F_TIE]
@@ -158,10 +147,8 @@ def block_kernel(xflat, B, H, W, NW, in_pad, panel, base, pix_u, C, Co, G, kh, k
     Kg = (T * c + 63) // 64
     K = G * Kg
     co_pad = panel.shape[0] // K
-    n_ot = co_pad // TILE_V
     NWo = (Co + 63) // 64
     M = B * Ho * Wo
-    HoWo = Ho * Wo
     n_chunks = (M + chunk - 1) // chunk
     per_item = (n_chunks + n_items - 1) // n_items
     direct = in_pad == pad and G == 1 and C % 64 == 0
@@ -186,59 +173,13 @@ def block_kernel(xflat, B, H, W, NW, in_pad, panel, base, pix_u, C, Co, G, kh, k
         for ch in range(item * per_item, min(n_chunks, (item + 1) * per_item)):
             m0 = ch * chunk
             rows = min(chunk, M - m0)
-            if not direct:
-                A[: chunk * K] = 0
             if not popcount:
                 VB[: rows * NWo] = 0
-            b = m0 // HoWo
-            ho = (m0 - b * HoWo) // Wo
-            wo = m0 - b * HoWo - ho * Wo
-            for i in range(rows):
-                urow[i] = pix_u[ho * Wo + wo]
-                if direct:
-                    pix_off[i] = ((b * Hp + ho * stride) * Wp + wo * stride) * NW
-                else:
-                    pix_off[i] = i * K
-                    _im2col_row(A, i * K, xflat, b, ho, wo, H, W, NW, c, G, Kg, kh, kw, stride, pad)
-                wo += 1
-                if wo == Wo:
-                    wo = 0
-                    ho += 1
-                    if ho == Ho:
-                        ho = 0
-                        b += 1
-            for ot in range(n_ot):
-                o0 = ot * TILE_V
-                nl = min(TILE_V, Co - o0)
-                w_off = ot * K * TILE_V
-                lane_mask = (np.uint64(1) << np.uint64(nl)) - np.uint64(1)
-                for i0 in range(0, rows, TILE_P):
-                    np_ = min(TILE_P, rows - i0)
-                    for p in range(TILE_P):
-                        roff[p] = pix_off[i0 + p] if p < np_ else pix_off[i0]
-                    if popcount:
-                        for p in range(TILE_P):
-                            toff[p] = urow[i0 + p] * co_pad + o0 if p < np_ else 0
-                        if np_ == TILE_P and nl == TILE_V:
-                            xor_popcount_tile_s(src, roff, src_nseg, sstride, slen, panel, w_off, base, toff,
-                                                S, i0 * Co + o0, Co)
-                        else:
-                            xor_popcount_tile(src, roff, src_nseg, sstride, slen, panel, w_off, D, 0)
-                            for p in range(np_):
-                                for l in range(nl):
-                                    S[(i0 + p) * Co + o0 + l] = base[toff[p] + l] - 2 * np.int64(D[p * TILE_V + l])
-                        continue
-                    for p in range(TILE_P):
-                        toff[p] = urow[i0 + p] * G * co_pad + o0 if p < np_ else 0
-                    if mode == MODE_MV:
-                        V[0] = xor_popcount_tile_mv(src, roff, src_nseg, sstride, slen, panel, w_off, base, toff)
-                        votes = V[0]
-                    else:
-                        xor_popcount_tile_hmv(src, roff, G, Kg, Kg, panel, w_off, base, toff, co_pad, V)
-                        votes = tree_vote_masks(V, G, fanins, tie, planes)
-                    for p in range(np_):
-                        bits = (votes >> np.uint64(p * TILE_V)) & lane_mask
-                        VB[(i0 + p) * NWo + (o0 >> 6)] |= bits << np.uint64(o0 & 63)
+            chunk_rows(m0, rows, chunk, direct, xflat, A, pix_u, pix_off, urow, H, W, Hp, Wp, NW, c, G, Kg, K, kh, kw,
+                       stride, pad, Ho, Wo)
+            # the chunk's sums or votes go to the thread's scratch (row 0 = the chunk's first), not to an output
+            chunk_tiles(src, pix_off, urow, rows, src_nseg, sstride, slen, panel, base, Co, co_pad, G, Kg, K,
+                        popcount, mode == MODE_MV, fanins, tie, S, 0, VB, 0, NWo, roff, toff, D, V, planes)
             _epilogue_rows(m0, rows, Co, NWo, S, VB, P, flags, res, xout, nbits, Ho, Wo)
 
 

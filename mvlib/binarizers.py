@@ -20,7 +20,26 @@ def sign_pm1(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, one, -one)
 
 
-class ClippedSTESign(torch.autograd.Function):
+class _SignWithSurrogate(torch.autograd.Function):
+    """``sign(x)`` forward; backward ``grad * surrogate_grad(surrogate, x)``, the one definition of each derivative.
+
+    A subclass names its estimator in ``surrogate`` (a key of :func:`surrogate_grad`).
+    """
+    surrogate = ""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return sign_pm1(x)
+
+    @classmethod
+    def backward(cls, ctx, grad):
+        (x,) = ctx.saved_tensors
+        # x has grad's dtype (autograd casts the incoming gradient to the output's, which is x's)
+        return grad * surrogate_grad(cls.surrogate, x)
+
+
+class ClippedSTESign(_SignWithSurrogate):
     """Sign with the clipped straight-through estimator.
 
     Forward:  ``y = sign(x)`` (+1 for x >= 0, else -1).
@@ -30,19 +49,10 @@ class ClippedSTESign(torch.autograd.Function):
     Bengio et al., "Estimating or propagating gradients through stochastic
     neurons", 2013.
     """
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return sign_pm1(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * (x.abs() <= 1).to(grad.dtype)
+    surrogate = "ste"
 
 
-class ApproxSign(torch.autograd.Function):
+class ApproxSign(_SignWithSurrogate):
     """Sign with the ApproxSign (piecewise-polynomial) surrogate gradient.
 
     Forward:  ``y = sign(x)``.
@@ -52,16 +62,7 @@ class ApproxSign(torch.autograd.Function):
     Paper: Liu et al., "Bi-Real Net", ECCV 2018 (also used by ReActNet,
     Liu et al., ECCV 2020).
     """
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return sign_pm1(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * torch.clamp(2.0 - 2.0 * x.abs(), min=0.0)
+    surrogate = "approxsign"
 
 
 class WeightSTESign(ClippedSTESign):
@@ -95,7 +96,11 @@ def get_binarizer(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def surrogate_grad(name: str, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    """Closed-form surrogate derivative of a named binarizer at ``x`` (``inplace``: overwrite ``x``)."""
+    """Closed-form surrogate derivative of a named binarizer at ``x``, in ``x``'s dtype (``inplace``: overwrite ``x``).
+
+    The one definition of each derivative: the binarizers' backward, the fused RSign
+    (:mod:`mvlib.layers`, :mod:`mvlib.fused`) and the voters' estimators all call it.
+    """
     if name == "ste":
         if inplace:
             return x.abs_().le_(1.0)  # le_ keeps x's float dtype: 1.0 / 0.0

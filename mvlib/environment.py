@@ -2,15 +2,22 @@
 
 Two identities of the code, each a sha256 (16 hex digits) taken once per process:
 
-* :func:`code_hash` — what the *numbers* depend on. It covers the modules of
-  ``mvlib/`` and ``cuda_numba/`` that compute (layers, voters, models,
-  training, kernels, the study's experiments), each reduced to its code:
-  comments, docstrings, blank lines and trailing spaces do not count
-  (:func:`normalized_source`). Left out are the modules that only read,
-  write, check, schedule or present results (:data:`CODE_IDENTITY_EXCLUDES`).
+* :func:`code_hash` — what the *numbers* of a run record depend on. It
+  covers the modules of ``mvlib/`` and ``cuda_numba/`` that the modules
+  making run records reach by imports (:data:`RECORD_ROOTS`: training,
+  evaluation, voter substitution, the appendix, the voter-drop study), each
+  reduced to its code — comments, docstrings, blank lines and trailing
+  spaces do not count (:func:`normalized_source`). The reach stops at the
+  modules that only read, write, check, schedule or present results
+  (:data:`CODE_IDENTITY_EXCLUDES`). A module no record-making module
+  imports (a benchmark, the synthesis flow, a new tool) is not part of it.
   A run record carries this hash, and a finished run is reused only by a
   process whose hash is the same (:mod:`mvlib.study.records`): rewording a
-  docstring or changing a plot retrains nothing.
+  docstring, changing a plot, the kernel benchmark or an unused module
+  retrains nothing.
+* :func:`notebook_code_hash` — the same over what one notebook reaches; part
+  of its step's key, so that notebook 05 re-executes when the benchmark
+  changes and notebook 07 when the synthesis flow does.
 * :func:`source_hash` — every byte of every ``.py`` file of both packages. A
   pipeline step is re-executed when it changes (:mod:`mvlib.study.pipeline`),
   so a rendered notebook always comes from the code in the tree; its runs are
@@ -25,6 +32,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import io
+import json
 import platform
 import subprocess
 import tokenize
@@ -75,9 +83,90 @@ def source_files(root: Path = REPO_ROOT) -> list[Path]:
     return [p for pkg in CODE_PACKAGES for p in sorted((root / pkg).rglob("*.py"))]
 
 
+# Where run records are made (trained, evaluated, written): a record's code identity is everything these modules
+# reach. The notebooks' own code and what only they import (the kernel benchmark, the synthesis flow) make no run
+# record; each step's key covers its notebook's reach instead (:func:`notebook_code_hash`), so a change to the
+# benchmark re-executes notebook 05 and retrains nothing.
+RECORD_ROOTS = ("mvlib/study/experiment.py", "mvlib/study/voter_study.py", "mvlib/study/appendix.py",
+                "mvlib/study/voter_drop.py", "mvlib/study/pareto_runs.py", "mvlib/study/airbench_run.py",
+                "mvlib/study/ddp_worker.py", "mvlib/study/train.py")
+
+
+def _module_file(root: Path, dotted: str) -> Path | None:
+    """The file of module ``dotted`` of the two packages under ``root`` (None for anything else)."""
+    parts = dotted.split(".")
+    if not dotted or parts[0] not in CODE_PACKAGES:
+        return None
+    base = root.joinpath(*parts)
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return None
+
+
+def python_source(path: Path) -> str:
+    """The Python code of a module, or of a notebook (its code cells; IPython's ``%`` / ``!`` lines left out)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix != ".ipynb":
+        return text
+    cells = [c for c in json.loads(text).get("cells", []) if c.get("cell_type") == "code"]
+    lines = [line for c in cells for line in "".join(c.get("source", "")).splitlines()]
+    return "\n".join(line for line in lines if not line.lstrip().startswith(("%", "!"))) + "\n"
+
+
+def imported_files(root: Path, path: Path) -> set[Path]:
+    """The files of the two packages that ``path`` imports (at module level or inside functions).
+
+    Importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` too, so those count; a name taken
+    from a package (``from .models import build_model``) is that package, or the submodule of that name.
+    """
+    rel = path.relative_to(root).with_suffix("").parts if path.is_relative_to(root) else (path.stem,)
+    in_package = rel[0] in CODE_PACKAGES
+    module = ".".join(rel[:-1] if rel[-1] == "__init__" else rel) if in_package else ""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[Path] = set()
+    for node in ast.walk(ast.parse(python_source(path))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - (node.level - 1)] if package else []
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            targets = [source] + [f"{source}.{a.name}" for a in node.names]
+        else:
+            continue
+        for target in targets:
+            parts = target.split(".")
+            for i in range(1, len(parts) + 1):
+                f = _module_file(root, ".".join(parts[:i]))
+                if f is not None:
+                    found.add(f)
+    return found
+
+
+def reached_files(root: Path, starts: list[Path]) -> list[Path]:
+    """The package files that ``starts`` reach by imports, transitively, in :func:`source_files` order.
+
+    An excluded module (:data:`CODE_IDENTITY_EXCLUDES`) is neither counted nor followed: what it imports
+    counts only where a computing module imports it too. A start that is an excluded module is followed.
+    """
+    excluded = {root / rel for rel in CODE_IDENTITY_EXCLUDES}
+    todo, seen = list(starts), set(starts)
+    while todo:
+        path = todo.pop()
+        for f in imported_files(root, path) - seen:
+            seen.add(f)
+            if f not in excluded:
+                todo.append(f)
+    return [p for p in source_files(root) if p in seen and p not in excluded]
+
+
 def code_files(root: Path = REPO_ROOT) -> list[Path]:
-    """The source files whose code makes up :func:`code_hash`, in a fixed order."""
-    return [p for p in source_files(root) if p.relative_to(root).as_posix() not in CODE_IDENTITY_EXCLUDES]
+    """The source files whose code makes up :func:`code_hash` (the reach of :data:`RECORD_ROOTS`), in order."""
+    return reached_files(root, [root / rel for rel in RECORD_ROOTS if (root / rel).is_file()])
 
 
 def _docstring_lines(tree: ast.AST, lines: list[str]) -> set[int]:
@@ -131,6 +220,16 @@ def _hash_files(root: Path, files: list[Path], content) -> str:
 def compute_code_hash(root: Path = REPO_ROOT) -> str:
     """sha256 (16 hex digits) of the relative path and normalized code of every file of :func:`code_files`."""
     return _hash_files(root, code_files(root), lambda p: normalized_source(p.read_text(encoding="utf-8")).encode())
+
+
+def notebook_code_hash(notebook: Path, root: Path = REPO_ROOT) -> str:
+    """sha256 (16 hex digits) of the normalized code of every package file ``notebook`` reaches by imports.
+
+    Part of a step's key: a change to a module only that notebook uses (the kernel benchmark of notebook 05,
+    the synthesis flow of notebook 07) re-executes that step, while the records of the others stay reusable.
+    """
+    return _hash_files(root, reached_files(root, [Path(notebook)]),
+                       lambda p: normalized_source(p.read_text(encoding="utf-8")).encode())
 
 
 def compute_source_hash(root: Path = REPO_ROOT) -> str:
@@ -189,6 +288,11 @@ def environment_info(device: str = "cpu") -> dict[str, Any]:
         "cpu_threads": torch.get_num_threads(),
         "device": device,
     }
+    try:  # the bit kernels' and fused passes' threads: like torch's, they set the float order of a training run
+        import numba
+        info["numba_threads"] = numba.get_num_threads()
+    except ImportError:
+        pass
     try:
         import torchvision
         info["torchvision"] = torchvision.__version__

@@ -54,8 +54,13 @@ _CHUNKS = 32
 
 
 def kernels_enabled() -> bool:
-    """True when the numba kernels may be used (numba importable, ``MVLIB_FUSED`` not ``0``)."""
-    return numba is not None and os.environ.get("MVLIB_FUSED", "1") != "0"
+    """True when the numba kernels may be used (numba importable, ``MVLIB_FUSED`` not ``0``, not being traced).
+
+    Under ``torch.compile`` the layers take the torch path: the compiler cannot trace into a numba call, and it
+    fuses the same elementwise expressions itself.
+    """
+    return (numba is not None and os.environ.get("MVLIB_FUSED", "1") != "0"
+            and not torch.compiler.is_compiling())
 
 
 def as_rows(t: torch.Tensor) -> np.ndarray | None:
@@ -253,7 +258,7 @@ def weight_ste_grad(g: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> to
         with _launch():
             _weight_ste(_oik(g), _oik(w), _chan(scale, w.shape[0]), _oik(out))
         return out
-    return (g * scale.view(-1, 1, 1, 1)) * (w.abs() <= 1).to(g.dtype)
+    return (g * scale.view(-1, 1, 1, 1)) * surrogate_grad("ste", w).to(g.dtype)
 
 
 def round_scale_(s: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,8 @@
-"""BatchNorm over the global batch of all data-parallel ranks, on any backend (gloo on CPU too).
+"""Data-parallel training's process group, and BatchNorm over the global batch of all ranks (gloo on CPU too).
+
+:func:`init_distributed` joins the process group torchrun describes and
+:func:`close_distributed` leaves it; :func:`mvlib.train.fit` calls the first,
+a worker process the second before it exits.
 
 Why: under DistributedDataParallel every rank sees ``batch / world`` images.
 A plain BatchNorm normalizes by the statistics of that slice, so N ranks
@@ -15,6 +19,8 @@ floating-point additions.
 runs under torchrun with more than one rank.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 import torch.distributed as dist
@@ -71,3 +77,30 @@ def use_global_batchnorm(model: nn.Module) -> int:
     for m in layers:
         m.__class__ = GlobalBatchNorm2d
     return len(layers)
+
+
+def init_distributed(device: str) -> tuple[int, int]:
+    """(rank, world) and a process group when launched by torchrun with WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        # before the group exists: torch.distributed.nn.functional's collectives take group.WORLD as a default
+        # argument, bound when it is first imported; imported later (DDP and GlobalBatchNorm2d import it lazily),
+        # those defaults hold the group for the life of the process, so close_distributed could not end its threads
+        import torch.distributed.nn.functional  # noqa: F401
+        dist.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
+    return dist.get_rank(), world
+
+
+def close_distributed() -> None:
+    """Destroy the process group, if any, which waits for its communication threads to end.
+
+    Why a torchrun worker calls it before it exits: a gloo thread frees a finished collective, and
+    the tensors it was given, a moment after the ranks' wait returns. Still running at interpreter
+    exit, it can free one while Python finalizes; it cannot take the GIL then, is ended inside a C++
+    destructor, and the process aborts ("terminate called without an active exception") after a run
+    that trained.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -21,14 +21,20 @@ import torch.nn as nn
 
 from .binarizers import sign_pm1
 from .layers import binary_convs
+from .voter_spec import VoterSpec
 from .voters import (block_partial_sums, build_voter, hierarchical_vote, majority_vote, normalize_fanins,
                      outer_tie_mask)
 
-VoterSpec = dict[str, Any] | str | None
+# What a voter may be given as: a VoterSpec, its parameters (the dict a run record keeps), a bare name (the
+# threshold voter has no VoterSpec), or None for no voter.
+VoterArg = VoterSpec | dict[str, Any] | str | None
 
 
-def voter_from_spec(spec: VoterSpec) -> nn.Module | None:
-    """``None`` | ``"mv"`` | ``{"name": "hmv", "fanins": [4], "tie": "pos", ...}`` -> a fresh voter module."""
+def voter_from_spec(spec: VoterArg) -> nn.Module | None:
+    """A VoterSpec, its parameters (``{"name": "hmv", "fanins": [4], "tie": "pos", ...}``), a name or None -> a
+    fresh voter module (None for None)."""
+    if isinstance(spec, VoterSpec):
+        spec = spec.to_dict()
     if spec is None or isinstance(spec, str):
         return build_voter(spec)
     if not isinstance(spec, dict) or "name" not in spec:
@@ -88,7 +94,7 @@ def select_layers(model: nn.Module, layers: LayerSpec = None):
     return out
 
 
-def set_voter(model: nn.Module, spec: VoterSpec, layers: LayerSpec = None) -> nn.Module:
+def set_voter(model: nn.Module, spec: VoterArg, layers: LayerSpec = None) -> nn.Module:
     """Put a voter (a fresh module per layer) on the chosen binary convolutions; ``None`` removes it.
 
     ``layers`` as in :func:`select_layers`: by default the binary 3x3

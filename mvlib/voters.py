@@ -41,13 +41,10 @@ from torch.utils.checkpoint import checkpoint
 
 from . import fused
 from .binarizers import get_binarizer, sign_pm1, surrogate_grad
-
-TIE_RULES = ("pos", "neg", "first")
-OUTPUT_SCALES = ("none", "alpha", "matched")
-SURROGATE_NORMS = ("sqrt_fanin", "fanin", "batch_std")
-# The default normalization of the pre-activation the surrogate sees (u = s / c).
-# Chosen on validation: see "Surrogate normalization" above and results/probes/retrain_choice_cpu.json.
-DEFAULT_SURROGATE_NORM = "batch_std"
+# The vocabulary lives in the torch-free mvlib.voter_spec (the circuits and the bit kernels read it too); it is
+# imported here so that every caller of mvlib.voters keeps finding it where it always was.
+from .voter_spec import (DEFAULT_SURROGATE_NORM, OUTPUT_SCALES, SURROGATE_NORMS, TIE_RULES,  # noqa: F401
+                         normalize_fanins)
 # From this many leaf blocks the hierarchical voter's training path keeps only its operands and recomputes the
 # tree in the backward pass. Why: the float simulation keeps m partial sums per output plus every level's counts,
 # so its memory grows with the leaves: at width 64 a ReActNet-18 training step kept 254 MiB per image for 64
@@ -81,14 +78,6 @@ def _tie_vote(votes: torch.Tensor, tie: str) -> torch.Tensor:
     else:
         at_tie = votes[..., 0]
     return torch.where(t > 0, torch.ones_like(t), torch.where(t < 0, -torch.ones_like(t), at_tie))
-
-
-def normalize_fanins(fanins: int | Sequence[int]) -> tuple[int, ...]:
-    """``4`` -> ``(4,)``; ``(4, 2)`` stays; every fan-in must be an int >= 2."""
-    fs = (fanins,) if isinstance(fanins, int) else tuple(fanins)
-    if not fs or any((not isinstance(g, int)) or g < 2 for g in fs):
-        raise ValueError(f"fan-ins must be integers >= 2, got {fanins!r}")
-    return fs
 
 
 def hierarchical_vote(block_sums: torch.Tensor, fanins: int | Sequence[int], tie: str = "pos") -> torch.Tensor:

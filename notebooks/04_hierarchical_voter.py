@@ -58,10 +58,12 @@ from mvlib.files import write_atomic
 from mvlib.study.experiment import baselines_by_seed
 from mvlib.study.records import resolve_results_dir
 from mvlib.study.report import show
-from mvlib.study.voter_study import disagreement_table, retrain, substitute, voter_spec
+from mvlib.study.voter_study import (disagreement_table, retrain, retrained_voters, substitute, sweep_voters,
+                                     voter_spec)
 STEP = "04_hierarchical_voter"
 groups = [g for g in cfg["hmv_groups"] if cfg["width"] % g == 0]  # G must divide every layer's input channels
 nested = [list(f) for f in cfg["hmv_nested"] if cfg["width"] % math.prod(f) == 0]
+sweep = sweep_voters(cfg)  # the same G (and trees) with every tie rule, as VoterSpecs
 norm = cfg["mv_surrogate_norm"]
 sweep_vpc = cfg["hmv_sweep_val_per_class"]
 tables_dir = resolve_results_dir(cfg["results_dir"]) / "tables"
@@ -116,11 +118,9 @@ for name, by_seed in baselines.items():
         for recal in [False] + ([True] if cfg["hmv_recal"] else []):
             runs[(name, seed, "mv", "-", recal)] = substitute(cfg, STEP, base, voter_spec(norm=norm), recal=recal,
                                                               sweep_val_per_class=sweep_vpc)
-            for g in groups + nested:
-                for tie in cfg["hmv_ties"]:
-                    key = "x".join(map(str, g)) if isinstance(g, list) else str(g)
-                    runs[(name, seed, key, tie, recal)] = substitute(cfg, STEP, base, voter_spec(g, tie, norm=norm),
-                                                                     recal=recal, sweep_val_per_class=sweep_vpc)
+            for voter in sweep:
+                runs[(name, seed, voter.fanin_text(), voter.tie, recal)] = substitute(
+                    cfg, STEP, base, voter, recal=recal, sweep_val_per_class=sweep_vpc)
 acc = pd.DataFrame([{"model": k[0], "seed": k[1], "G": k[2], "tie": k[3], "recal": k[4],
                      "val_top1": r.metrics["val_top1"], "val_images": r.metrics["val_images"],
                      "variant": r.metrics["variant"]} for k, r in runs.items()])
@@ -154,11 +154,9 @@ plt.show()
 main = {}
 for name, by_seed in baselines.items():
     for seed, base in by_seed.items():
-        for g in cfg["hmv_retrain_groups"]:
-            for tie in cfg["hmv_retrain_ties"]:
-                if cfg["width"] % g == 0:
-                    _, run = retrain(cfg, STEP, base, voter_spec(g, tie, norm=norm))
-                    main[(name, seed, run.metrics["variant"])] = run
+        for voter in retrained_voters(cfg):
+            _, run = retrain(cfg, STEP, base, voter)
+            main[(name, seed, run.metrics["variant"])] = run
         # the exact voter retrained in notebook 03 (reused when that run exists)
         main[(name, seed, "retrain-approx")] = retrain(cfg, "03_mv_retraining", base, voter_spec(norm=norm))[1]
         main[(name, seed, "baseline")] = base

@@ -33,8 +33,8 @@
 #
 # **Result.** Every number below is measured by this run and printed where it is computed: bit-exactness of every
 # kernel, the per-layer speed-up against torch fp32 `conv2d` (kernel only and with the packing of fp32
-# activations), the roofline that bounds it (the micro-kernel's peak on L1-resident data against torch's fp32
-# matmul peak, measured in the same process), a whole ReActNet-18 layer by layer and on the fused inference engine
+# activations), the roofline that bounds it (the XOR-popcount micro-kernel's peak on L1-resident data against
+# the fp32 FMA and int8 multiply-add micro-kernels' peaks, `cuda_numba/roofline.py`, measured in the same process), a whole ReActNet-18 layer by layer and on the fused inference engine
 # against mvlib's float path, torch's fp32 / bf16 / int8 paths and (where installed) Larq Compute Engine, and the
 # trained models' predictions on the bit kernels against the float simulation (0 differing expected). The
 # README's kernel and engine blocks are generated from the files this notebook writes (`results/bench/`).
@@ -97,9 +97,11 @@ result = bench.run(batches=tuple(cfg["kernel_batches"]), reps=cfg["kernel_reps"]
 result["machine"]
 
 # %%
-peak = result["peak"]  # measured in the same run: L1-resident micro-kernel, 2048^3 fp32 matmul
-print(f"peaks: XOR-popcount {peak['binary_tmacs']:.2f} T binary MAC/s, torch fp32 {peak['fp32_gmacs']:.0f} GMAC/s "
-      f"-> a kernel at its peak is {peak['ceiling']:.1f}x a torch convolution at its peak")
+peak = result["peak"]  # measured in the same run: the micro-kernels of cuda_numba.roofline, torch's matmul beside
+print(f"peaks: XOR-popcount {peak['binary_tmacs']:.2f} T binary MAC/s, fp32 FMA {peak['fp32_gmacs']:.0f} GMAC/s, "
+      f"int8 {peak['int8_gmacs']:.0f} GMAC/s ({peak['int8_path']}), torch fp32 matmul {peak['torch_mm_gmacs']:.0f} "
+      f"GMAC/s -> a kernel at the binary peak is {peak['ceiling']:.1f}x a convolution at the fp32 peak; above "
+      f"their peak: {peak['exceeded_by'] or 'nothing'}")
 summary = pd.DataFrame(result["summary"]).T.rename_axis("batch")
 show(summary)
 

@@ -95,7 +95,7 @@ print(f"cell counts by type at N={n_show}")
 show_table(by_type[sorted(by_type.columns, key=lambda k: -by_type[k].sum())], index=True)
 
 # %%
-show = ["popcount", "pc_cmp", "pc_thr", "mv"] + [f"hmv{g}_pos" for g in groups]
+show = flow.circuits(groups, ("pos",))  # the base circuits and every G with tie +1
 area, depth = flow.pivot(df, "area_ge"), flow.pivot(df, "depth")
 fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
 for c in show:

@@ -166,7 +166,7 @@ with part("3-4 voter rows of the variants"):
 order_var = vdv.ordering_table(var)
 b = order_var[order_var.factor == "b"]
 show(b.drop(columns=["factor", "split", "k", "point", "width", "epochs"]))
-fig = bar_compare([c.split(", voter ")[0].split("-", 2)[-1] + "\n" + c.split(", voter ")[1] for c in b.condition],
+fig = bar_compare([vdv.variant_label(c) for c in b.condition],
                   {n: list(b[f"{n} drop"]) for n in vd.MODELS}, ylabel="drop (points, validation)",
                   errors={n: list(b[f"{n} ± 95 %"]) for n in vd.MODELS},
                   title="experiment 3: real vs binary 1×1 downsample, voter in 3×3 or 3×3 + 1×1")
@@ -234,14 +234,4 @@ display(Markdown("\n\n".join(lines)))
 show(pd.DataFrame(timing), digits=1)
 
 # %%
-k1 = order[order.condition == "naive, k = 1"]
-ks = order[order["k"].notna()]
-flip = ks.loc[ks.difference.idxmax()] if len(ks) else None
-display(Markdown(
-    f"**Result ({cfg['profile']}, {len(cfg['seeds'])} seeds).** At the trained weight scale the naive voter costs "
-    f"ReActNet-18 {k1['reactnet18 drop'].iloc[0]:.1f} and Bi-RealNet-18 {k1['birealnet18 drop'].iloc[0]:.1f} points "
-    f"(validation); rescaling the weights, which leaves the float networks' predictions unchanged, moves the "
-    f"difference of the drops from {ks.difference.min():+.1f} to {ks.difference.max():+.1f} points "
-    f"(largest at k = {vd.k_label(flip.k)}). Verdict: "
-    + "; ".join(f"({r.factor}) {r.verdict}" for r in verdict.itertuples()) + "."
-    if len(k1) and len(ks) else "not enough records for a result sentence"))
+display(Markdown(vdv.result_sentence(order, verdict, cfg["profile"], len(cfg["seeds"]))))

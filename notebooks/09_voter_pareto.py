@@ -64,34 +64,16 @@ from IPython.display import Markdown, display
 from mvlib.files import write_atomic
 from mvlib.hw import flow
 from mvlib.study import pareto
-from mvlib.study.config import recipe_for
-from mvlib.study.experiment import (baselines_by_seed, evaluate_record, load_run_model, run_config, train_recipe,
-                                    with_seed)
+from mvlib.study.pareto_runs import STEP, disagreement, point_baselines, point_plan, run_points
 from mvlib.study.plots import plot_pareto
 from mvlib.study.records import resolve_results_dir
 from mvlib.study.report import show
-from mvlib.study.voter_study import disagreement_table, retrain, voter_spec
 
-STEP = "09_voter_pareto"
 TABLES = resolve_results_dir(cfg["results_dir"]) / "tables"
-width, norm = cfg["width"], cfg["mv_surrogate_norm"]
-# every choice below is checked before any work: a bad width fraction, fan-in or seed is an error here
-families = pareto.voter_families(width, cfg["pareto_groups"], cfg["pareto_trees"])
-controls = pareto.control_widths(width, cfg["pareto_width_fractions"])
-missing = sorted(set(cfg["pareto_seeds"]) - set(cfg["seeds"]))
-if missing:
-    raise ValueError(f"pareto_seeds {missing} have no baseline: notebook 01 trains the seeds {cfg['seeds']}")
-# one evaluation split for every point; one retraining recipe for every voter point
-point_cfg = pareto.point_config(cfg)
-# when that recipe and those splits are notebooks 03/04's own, their retrained runs are these points' runs
-shared = pareto.shares_runs(cfg)
-owner = {"mv": "03_mv_retraining", "hmv": "04_hierarchical_voter"} if shared else {}
-fkey = {f: "x".join(map(str, f)) for f in families}
-show(pd.Series({"voters": ", ".join(fkey.values()), "control widths": str(controls), "seeds": str(cfg["pareto_seeds"]),
-                "ties": str(cfg["pareto_ties"]), "tie choice": cfg["pareto_tie_choice"],
-                "retraining images per class": point_cfg["mv_retrain_train_per_class"],
-                "evaluation (val / test per class)": f"{point_cfg['val_eval_per_class']} / {point_cfg['test_per_class']}",
-                "runs shared with notebooks 03/04": shared}, name="value").to_frame())
+width = cfg["width"]
+# every choice is checked before any work: a bad width fraction, fan-in or seed is an error here
+plan = point_plan(cfg)
+show(plan.summary(cfg).to_frame())
 timing = []
 
 # %% [markdown]
@@ -102,13 +84,8 @@ timing = []
 
 # %%
 t0 = time.time()
-baselines = {m: baselines_by_seed(cfg, m, cfg["pareto_seeds"]) for m in cfg["mv_models"]}
-dis = pd.concat([disagreement_table(cfg, base, [list(f) for f in families], cfg["pareto_ties"],
-                                    cfg["hmv_disagreement_batches"], cfg["hmv_sweep_val_per_class"]).assign(seed=s)
-                 for by_seed in baselines.values() for s, base in by_seed.items()], ignore_index=True)
-dis["fanins"] = dis["fanins"].astype(str)
-chosen = pareto.choose_ties(dis, cfg["pareto_ties"])
-ties = {f: (cfg["pareto_ties"] if cfg["pareto_tie_choice"] == "all" else [chosen[fkey[f]]]) for f in families}
+baselines = point_baselines(cfg)
+dis, chosen, ties = disagreement(cfg, plan, baselines)
 summary = dis.groupby(["fanins", "tie"], sort=False)[["disagree_rate", "outer_tie_rate"]].mean().mul(100).unstack("tie")
 show(summary.round(2))
 display(Markdown("Tie rule with the lowest disagreement, per voter: "
@@ -139,42 +116,7 @@ timing.append({"part": "synthesis", "seconds": time.time() - t0})
 
 # %%
 t0 = time.time()
-rows = []
-
-
-def add(model, seed, kind, w, run, fanins=(), tie=""):
-    rows.append({"model": model, "seed": seed, "kind": kind, "width": w, "fanins": "x".join(map(str, fanins)),
-                 "tie": tie, "circuit": pareto.circuit_of(kind, fanins, tie),
-                 "point": pareto.point_label(kind, w, fanins, tie, base_width=width), "run_id": run.run_id,
-                 "code_hash": run.metrics["code_hash"], "val_top1": run.metrics["val_top1"], "top1": run.metrics["top1"]})
-
-
-def evaluate_popcount(base, w):
-    """The popcount network on the points' shared splits (its own record: the run of notebook 01 is kept as is)."""
-    c = with_seed(run_config(point_cfg, width=w), base.params["seed"])
-    return evaluate_record(c, STEP, lambda: load_run_model(base), base.params["model"], f"popcount-w{w}",
-                           {"source_run": base.run_id, "model": base.params["model"], "voter": None})
-
-
-for model, by_seed in baselines.items():
-    for seed, base in by_seed.items():
-        add(model, seed, "popcount", width, evaluate_popcount(base, width))
-        add(model, seed, "mv", width, retrain(point_cfg, owner.get("mv", STEP), base, voter_spec(norm=norm))[1])
-        for f in families:
-            kind = "hmv" if len(f) == 1 else "tree"
-            for tie in ties[f]:
-                step = owner.get("hmv", STEP) if kind == "hmv" else STEP
-                add(model, seed, kind, width, retrain(point_cfg, step, base, voter_spec(list(f), tie, norm=norm))[1],
-                    f, tie)
-        for w in controls:  # notebook 01's recipe at width w, then the same retraining through the exact voter
-            c = recipe_for(with_seed(run_config(cfg, width=w), seed), model)
-            # a ResNet teacher does not depend on the student's width: notebook 01's serves
-            t_step = "01_baseline" if c["distill"] and c["teacher_model"] != "same" else None
-            _, narrow = train_recipe(c, STEP, model, f"baseline-w{w}", teacher_step=t_step)
-            add(model, seed, "popcount", w, evaluate_popcount(narrow, w))
-            add(model, seed, "mv", w, retrain(run_config(point_cfg, width=w), STEP, narrow, voter_spec(norm=norm),
-                                              variant=f"w{w}-retrain-approx")[1])
-runs = pd.DataFrame(rows)
+runs = run_points(cfg, plan, baselines, ties)
 timing.append({"part": "training and evaluation", "seconds": time.time() - t0})
 
 # %% [markdown]

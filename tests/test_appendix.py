@@ -187,3 +187,18 @@ def test_a_contrast_at_chance_says_nothing(tmp_path):
     verdicts = appendix_report.contrast_verdicts(summary)
     assert verdicts[("cifar10", "birealnet18")][1] == AT_FLOOR and verdicts[("cifar10", "xnornet18")][1] == AT_FLOOR
     assert f"at this scale: **{AT_FLOOR}**" in appendix_report.pattern_statement(_results(tmp_path))
+
+
+def test_the_appendix_downsample_key_builds_the_official_shortcut():
+    from mvlib.models import build_model
+    from mvlib.models.resnet18 import BinaryWeightConv2d
+    cfg = load_profile("ci")
+    assert appendix.downsample_options(cfg, "reactnet18") == {}           # real: the parameters of before
+    paper = load_profile("paper")
+    assert paper["appendix_downsample"] == "weights"
+    opts = appendix.downsample_options(paper, "birealnet18")
+    assert opts == {"binary_downsample": "weights"} and appendix.downsample_options(paper, "reactneta") == {}
+    net = build_model("birealnet18", width=8, **opts)
+    assert any(isinstance(m, BinaryWeightConv2d) for m in net.modules())
+    with pytest.raises(ValueError, match="appendix_downsample"):
+        load_profile("ci", {"appendix_downsample": "float"})

@@ -12,7 +12,8 @@ from mvlib.study import pipeline
 from mvlib.study.config import load_profile, recipe_for
 from mvlib.study.estimate import count, disk_gb, measure, measure_batch, state_bytes
 from mvlib.study.experiment import TeacherTooWeak, train_baseline, train_run
-from mvlib.train import DEADLINE_ENV, DeadlineReached, fit, make_optimizer
+from mvlib.study.progress import DEADLINE_ENV
+from mvlib.train import DeadlineReached, fit, make_optimizer
 
 
 def test_paper_recipes_follow_the_official_code():
@@ -82,7 +83,7 @@ def test_best_val_pick_keeps_the_best_epoch_and_survives_resume(tmp_path):
         fit(again, tr, va, epochs=5, lr=0.05, pick="best_val", checkpoint_path=ck, progress=False, log=lambda s: None)
 
 
-def test_a_run_stopped_mid_way_ends_on_the_same_pick(tmp_path, monkeypatch):
+def test_a_run_stopped_mid_way_ends_on_the_same_pick(tmp_path):
     # a checkpoint in training keeps the optimizer and the best epoch's weights; resumed, the run ends where
     # an uninterrupted one ends, and its final checkpoint is the slim one
     tr, va = _tiny_loaders()
@@ -90,13 +91,11 @@ def test_a_run_stopped_mid_way_ends_on_the_same_pick(tmp_path, monkeypatch):
     torch.manual_seed(0)
     whole = build_model("reactnet18", width=4)
     fit(whole, tr, va, checkpoint_path=tmp_path / "a.pt", **kw)
-    monkeypatch.setenv(DEADLINE_ENV, "1")  # long past: stops after epoch 1's checkpoint
     torch.manual_seed(0)
-    with pytest.raises(DeadlineReached):
-        fit(build_model("reactnet18", width=4), tr, va, checkpoint_path=tmp_path / "b.pt", **kw)
+    with pytest.raises(DeadlineReached):  # a deadline long past: stops after epoch 1's checkpoint
+        fit(build_model("reactnet18", width=4), tr, va, checkpoint_path=tmp_path / "b.pt", deadline=1.0, **kw)
     mid = load_checkpoint(tmp_path / "b.pt")
     assert mid["epoch"] == 1 and "optimizer" in mid and "model" in mid["pick"]
-    monkeypatch.delenv(DEADLINE_ENV)
     resumed = build_model("reactnet18", width=4)
     fit(resumed, tr, va, checkpoint_path=tmp_path / "b.pt", **kw)
     a, b = load_checkpoint(tmp_path / "a.pt"), load_checkpoint(tmp_path / "b.pt")
@@ -107,15 +106,28 @@ def test_a_run_stopped_mid_way_ends_on_the_same_pick(tmp_path, monkeypatch):
 def test_deadline_stops_after_a_checkpointed_epoch_and_a_rerun_resumes(tmp_path, monkeypatch):
     tr, va = _tiny_loaders()
     ck = tmp_path / "last.pt"
-    monkeypatch.setenv(DEADLINE_ENV, "1")  # long past
+    monkeypatch.setenv(DEADLINE_ENV, "1")  # the pipeline's variable, long past: fit itself does not read it
+    assert len(fit(build_model("birealnet18", width=4), tr, va, epochs=2, progress=False, log=lambda s: None)) == 2
     with pytest.raises(DeadlineReached, match="after epoch 1/3"):
         fit(build_model("birealnet18", width=4), tr, va, epochs=3, checkpoint_path=ck, progress=False,
-            log=lambda s: None)
+            log=lambda s: None, deadline=1.0)  # long past
     assert load_checkpoint(ck)["epoch"] == 1
-    monkeypatch.delenv(DEADLINE_ENV)
     hist = fit(build_model("birealnet18", width=4), tr, va, epochs=3, checkpoint_path=ck, progress=False,
                log=lambda s: None)
     assert len(hist) == 3 and load_checkpoint(ck)["epoch"] == 3
+
+
+def test_a_recorded_run_stops_at_the_pipeline_deadline_and_resumes(tmp_path, data_root, monkeypatch):
+    # the study reads the pipeline's deadline and passes it to fit
+    cfg = load_profile("ci", {"results_dir": str(tmp_path / "results"), "data_dir": str(data_root), "progress": False,
+                              "width": 4, "train_per_class": 5, "test_per_class": 2, "epochs": 2})
+    monkeypatch.setenv(DEADLINE_ENV, "1")  # long past
+    with pytest.raises(DeadlineReached, match="after epoch 1/2"):
+        train_baseline(cfg, "birealnet18")
+    monkeypatch.delenv(DEADLINE_ENV)
+    lines = []
+    _, run = train_baseline(cfg, "birealnet18", log=lines.append)
+    assert any(line.startswith("resumed from") for line in lines) and run.metrics["epochs"] == 2
 
 
 def test_resnet_teacher_trains_first_and_a_weak_one_stops_the_study(tmp_path, data_root):

@@ -7,6 +7,7 @@ from mvlib.hw import cost as hw_cost
 from mvlib.layers import binary_convs
 from mvlib.models import build_model
 from mvlib.study import pareto
+from mvlib.voter_spec import VoterSpec
 
 
 def _runs(spec):
@@ -98,9 +99,11 @@ def test_tie_choice_and_checks():
     with pytest.raises(ValueError, match="must divide the stage-1 width 16"):
         pareto.voter_families(16, [4], [[4, 8]])
     assert pareto.voter_families(16, [2, 16], [[4, 4]]) == [(2,), (16,), (4, 4)]
-    assert pareto.point_label("hmv", 16, (4,), "pos", 16) == "HMV G=4 tie pos"
-    assert pareto.point_label("mv", 12, base_width=16) == "MV w12"
-    assert pareto.circuit_of("tree", (2, 2, 2, 2), "neg") == "hmv2x2x2x2_neg"
+    assert pareto.point_label(VoterSpec.hierarchical(4), 16, 16) == "HMV G=4 tie pos"
+    assert pareto.point_label(VoterSpec.exact(), 12, base_width=16) == "MV w12"
+    assert pareto.point_label(None, 16, 16) == "popcount w16"
+    assert pareto.circuit_of(VoterSpec.hierarchical((2, 2, 2, 2), "neg")) == "hmv2x2x2x2_neg"
+    assert pareto.point_kind(VoterSpec.hierarchical((2, 2), "neg")) == "tree" and pareto.point_kind(None) == "popcount"
 
 
 @pytest.mark.parametrize("name", ["reactnet18", "birealnet18"])
@@ -125,6 +128,25 @@ def test_network_costs_sum_the_layers():
     assert row.area_ge == pytest.approx(sum(layer["fanin"] / 9 for layer in layers))
     assert row.ge_evals_per_image == pytest.approx(sum(layer["fanin"] / 9 * layer["outputs"] for layer in layers))
     assert row.max_depth == max(layer["fanin"] // 36 for layer in layers)
-    synth, designs = pareto.circuits_needed(4, [2], [(2,), (2, 2)], ["pos"])
+    synth, designs = pareto.circuits_needed(4, [2], [VoterSpec.hierarchical(f) for f in [(2,), (2, 2)]])
     assert ("hmv2x2_pos", 36) in synth and ("popcount", 18) in synth and ("hmv2_pos", 18) not in synth
     assert designs[-2:] == [("hmv2_pos", 4), ("hmv2x2_pos", 4)]
+
+
+def test_point_plan_checks_before_any_work_and_names_what_it_measures():
+    from mvlib.study.config import load_profile
+    from mvlib.study.pareto_runs import OWNERS, point_plan
+
+    cfg = load_profile("cpu")
+    plan = point_plan(cfg)
+    assert plan.width == cfg["width"] and plan.controls == tuple(pareto.control_widths(cfg["width"],
+                                                                                        cfg["pareto_width_fractions"]))
+    assert {v.fanins for v in plan.candidates} == set(plan.families)
+    assert plan.shared == pareto.shares_runs(cfg) and plan.owners == (OWNERS if plan.shared else {})
+    assert plan.summary(cfg)["voters"] == ", ".join("x".join(map(str, f)) for f in plan.families)
+    with pytest.raises(ValueError, match=r"pareto_seeds \[99\] have no baseline"):
+        point_plan({**cfg, "pareto_seeds": [99]})
+    with pytest.raises(ValueError, match="whole number of channels"):
+        point_plan({**cfg, "pareto_width_fractions": [0.3]})
+    with pytest.raises(ValueError, match="must divide the stage-1 width"):
+        point_plan({**cfg, "pareto_groups": [3]})

@@ -163,6 +163,18 @@ def test_executed_notebooks_name_their_paths_inside_the_checkout(tmp_path, tiny_
     assert meta["output_path"] == "results/notebooks/ci/01_ok.ipynb"
 
 
+def test_a_profile_runs_the_steps_it_names_only(tmp_path, tiny_notebooks):
+    nbdir = tiny_notebooks(tmp_path / "notebooks", {"01_a": "x = 1", "02_b": "x = 2", "99_report": "x = 3"})
+    results = tmp_path / "results"
+    pipeline.run_pipeline("ci", overrides={"results_dir": str(results), "study_steps": ["01", "99_report"]},
+                          log=lambda s: None, notebook_dir=nbdir)
+    out = results / "notebooks" / "ci"
+    assert sorted(p.name for p in out.glob("*.done.json")) == ["01_a.done.json", "99_report.done.json"]
+    with pytest.raises(ValueError, match=r"study_steps names unknown step\(s\) \['07'\]"):
+        pipeline.run_pipeline("ci", overrides={"results_dir": str(results), "study_steps": ["07"]},
+                              log=lambda s: None, notebook_dir=nbdir)
+
+
 def _timed_notebooks(write, nbdir, stamps, sources):
     write(nbdir, {name: f"import os, time, json\nt0 = time.time()\n{src}\n"
                         f"open({str(stamps)!r} + '/{name}.json', 'w').write(json.dumps("

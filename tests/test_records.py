@@ -150,13 +150,14 @@ def test_finish_refuses_disagreeing_history_and_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_kill_between_checkpoint_and_history_leaves_a_consistent_record(tmp_path, data_root):
-    env = {**os.environ, "MVLIB_DATA": str(data_root)}
+    env = {**os.environ, "MVLIB_DATA": str(data_root), "PYTHONPATH": REPO}
     results = tmp_path / "results"
-    cmd = [sys.executable, "-m", "mvlib.study.train", "--profile", "ci", "--model", "birealnet18",
-           f"results_dir={results}", "epochs=2", "width=4", "train_per_class=5", "test_per_class=2",
-           "val_per_class=2", "progress=false"]
-    killed = subprocess.run(cmd, cwd=REPO, env={**env, "MVLIB_KILL_AFTER_CHECKPOINT": "2"}, capture_output=True,
-                            text=True, timeout=600)
+    args = ["--profile", "ci", "--model", "birealnet18", f"results_dir={results}", "epochs=2", "width=4",
+            "train_per_class=5", "test_per_class=2", "val_per_class=2", "progress=false"]
+    cmd = [sys.executable, "-m", "mvlib.study.train", *args]
+    # the same command, killed right after the final checkpoint (a test-only wrapper: tests/kill_during_training.py)
+    killer = [sys.executable, os.path.join(REPO, "tests", "kill_during_training.py"), "checkpoint", "2", *args]
+    killed = subprocess.run(killer, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert killed.returncode == -9
     run_dir = next(p for p in results.glob("runs/01_baseline/*") if p.is_dir())
     assert len(list(csv.DictReader(open(run_dir / "history.csv")))) == 1  # the kill cut the history short
@@ -218,17 +219,64 @@ def test_code_hash_covers_the_library_and_skips_presentation(tmp_path):
     files = {p.relative_to(environment.REPO_ROOT).as_posix() for p in environment.code_files()}
     assert "mvlib/voters.py" in files and "cuda_numba/cpu_kernels.py" in files and "mvlib/study/experiment.py" in files
     assert "mvlib/study/report.py" not in files and "mvlib/study/plots.py" not in files
-    for pkg in ("mvlib", "cuda_numba"):
-        (tmp_path / pkg).mkdir()
-        (tmp_path / pkg / "a.py").write_text("x = 1\n")
+    _tiny_tree(tmp_path, {"mvlib/a.py": "x = 1\n"}, experiment="from .. import a\n")
     h = environment.compute_code_hash(tmp_path)
     (tmp_path / "mvlib" / "a.py").write_text("x = 2\n")
     assert environment.compute_code_hash(tmp_path) != h
 
 
+def _tiny_tree(root, files: dict, experiment: str = "", notebook: str = ""):
+    """Two packages with ``files`` ({relative path: source}), a record-making ``mvlib/study/experiment.py`` and
+    one notebook source."""
+    for pkg in ("mvlib", "cuda_numba", "mvlib/study"):
+        (root / pkg).mkdir(exist_ok=True)
+        (root / pkg / "__init__.py").write_text("")
+    for rel, src in {"mvlib/study/experiment.py": experiment, **files}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(src)
+    (root / "notebooks").mkdir(exist_ok=True)
+    (root / "notebooks" / "05_x.py").write_text(notebook)
+    return root / "notebooks" / "05_x.py"
+
+
+def test_code_hash_is_what_the_record_making_modules_reach(tmp_path):
+    nb = _tiny_tree(tmp_path, {"mvlib/layers.py": "from .kernels import k\ndef f(): pass\n",
+                               "mvlib/kernels/__init__.py": "def k(): pass\n",
+                               "mvlib/study/plots.py": "from ..unused import u\n",   # excluded: not followed
+                               "mvlib/unused.py": "u = 1\n", "cuda_numba/ops.py": "import numpy\n",
+                               "cuda_numba/bench.py": "from . import ops\n"},
+                    experiment="from ..layers import f\nfrom . import plots\ndef g():\n    import cuda_numba.ops\n",
+                    notebook="from mvlib.study import experiment\nfrom cuda_numba import bench\n")
+    files = {p.relative_to(tmp_path).as_posix() for p in environment.code_files(tmp_path)}
+    assert files == {"mvlib/__init__.py", "mvlib/study/__init__.py", "mvlib/study/experiment.py", "mvlib/layers.py",
+                     "mvlib/kernels/__init__.py", "cuda_numba/__init__.py", "cuda_numba/ops.py"}
+    h, nb_h = environment.compute_code_hash(tmp_path), environment.notebook_code_hash(nb, tmp_path)
+    (tmp_path / "mvlib" / "unused.py").write_text("u = 2\n")           # reached only through a report module
+    (tmp_path / "mvlib" / "new_tool.py").write_text("import torch\n")   # imported by nothing
+    assert environment.compute_code_hash(tmp_path) == h and environment.notebook_code_hash(nb, tmp_path) == nb_h
+    (tmp_path / "cuda_numba" / "bench.py").write_text("from . import ops\nREPS = 3\n")  # the notebook's own reach
+    assert environment.compute_code_hash(tmp_path) == h                  # no record depends on it: nothing retrains
+    assert environment.notebook_code_hash(nb, tmp_path) != nb_h          # its step re-executes
+    (tmp_path / "mvlib" / "layers.py").write_text("from .kernels import k\nfrom .new_tool import *\ndef f(): pass\n")
+    assert environment.compute_code_hash(tmp_path) != h                  # used by a computing module: it counts
+    assert "mvlib/new_tool.py" in {p.relative_to(tmp_path).as_posix() for p in environment.code_files(tmp_path)}
+
+
+def test_every_module_that_makes_records_is_part_of_the_record_identity():
+    import ast
+    makers = {"claim_run", "evaluate_record", "train_recipe", "train_run", "train_baseline"}
+    files = set(environment.code_files()) | {environment.REPO_ROOT / r for r in environment.RECORD_ROOTS}
+    for path in environment.source_files():
+        if path.name == "records.py":
+            continue  # where claim_run is defined
+        names = {n.attr if isinstance(n, ast.Attribute) else n.id for n in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(n, (ast.Attribute, ast.Name))}
+        if names & makers:
+            assert path in files, f"{path} makes run records but is outside RECORD_ROOTS' reach"
+
+
 def test_code_hash_ignores_comments_docstrings_and_blank_lines_but_not_code(tmp_path):
-    for pkg in ("mvlib", "cuda_numba"):
-        (tmp_path / pkg).mkdir()
+    _tiny_tree(tmp_path, {}, experiment="from .. import a\n")
     src = tmp_path / "mvlib" / "a.py"
     src.write_text('"""Module doc."""\nimport math\n\n\ndef f(x):\n    """Doc."""\n    return x + 1  # why\n')
     h, s = environment.compute_code_hash(tmp_path), environment.compute_source_hash(tmp_path)
@@ -250,8 +298,14 @@ def test_code_hash_leaves_out_what_reads_writes_or_draws_records():
     for rel in environment.CODE_IDENTITY_EXCLUDES:
         assert (environment.REPO_ROOT / rel).is_file(), f"{rel} listed but absent"
         assert rel not in files
-    for rel in ("mvlib/layers.py", "mvlib/train.py", "mvlib/study/voter_study.py", "cuda_numba/engine.py"):
+    for rel in ("mvlib/layers.py", "mvlib/train.py", "mvlib/study/voter_study.py", "cuda_numba/engine.py",
+                "mvlib/study/ddp_worker.py", "mvlib/teacher.py", "mvlib/artifact.py"):
         assert rel in files
+    # the benchmark and the synthesis flow make no record: their notebooks' keys cover them
+    for rel, nb in (("cuda_numba/bench_network.py", "05_kernels"), ("mvlib/hw/verilog.py", "07_hardware_cost")):
+        assert rel not in files
+        reach = environment.reached_files(environment.REPO_ROOT, [environment.REPO_ROOT / "notebooks" / f"{nb}.py"])
+        assert environment.REPO_ROOT / rel in reach
 
 
 # ------------------------------------------------------------------ faults

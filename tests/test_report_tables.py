@@ -89,11 +89,16 @@ def test_kernel_table_and_verdict_against_the_goals():
     assert "kernel only 11.0× (median over 3 layer shapes, 10.0–12.0×): the 20× goal **not reached**" in text
     assert "with packing 8.0×" in text and "the 10× goal **not reached**" in text
     # torch's convolutions at 90 % of the matmul figure: the ratio bounds the speed-up; at 120 % it bounds nothing
-    assert "reach up to 90 % of that matmul figure, so the ratio bounds the speed-up against them: the 20× goal " \
+    assert "reach up to 90 % of that fp32 figure, so the ratio bounds the speed-up against them: the 20× goal " \
            "lies above it" in text
+    assert "torch's fp32 matmul at 140 GMAC/s" in text  # a results file of the earlier roofline, named as such
+    fma = _bench()
+    fma["peak"].update(torch_mm_gmacs=120.0, int8_gmacs=260.0, int8_path="avx2")
+    assert "the fp32 FMA micro-kernel at 140 GMAC/s (torch's matmul 120; int8 peak 260 GMAC/s, avx2)" in \
+        rv.kernel_verdict(fma)
     over = _bench()
     over["layers"] = [{**r, "torch_frac_peak": 1.2} for r in over["layers"]]
-    assert "reach up to 120 % of that matmul figure, so it is not torch's peak" in rv.kernel_verdict(over)
+    assert "reach up to 120 % of that fp32 figure, so it is not torch's peak" in rv.kernel_verdict(over)
     reached = rv.kernel_verdict(_bench(xnor=(21.0, 22.0, 23.0), pack=(10.0, 11.0, 12.0)))
     assert "the 20× goal **reached**" in reached and "the 10× goal **reached**" in reached
     bad = _bench()

@@ -52,9 +52,12 @@ def test_short_training_improves_accuracy(tmp_path, data_root):
     assert forced.run_id != run.run_id and (run.dir / "metrics.json").is_file()
 
 
-def _train_cli(results, data_root, env_extra=None):
-    env = {**os.environ, "MVLIB_DATA": str(data_root), **(env_extra or {})}
-    cmd = [sys.executable, "-m", "mvlib.study.train", "--profile", "ci", "--model", "birealnet18",
+def _train_cli(results, data_root, kill_after_epoch=None):
+    env = {**os.environ, "MVLIB_DATA": str(data_root), "PYTHONPATH": REPO}
+    # the kill comes from a test-only wrapper of the same command (tests/kill_during_training.py)
+    start = ([os.path.join(REPO, "tests", "kill_during_training.py"), "epoch", str(kill_after_epoch)]
+             if kill_after_epoch else ["-m", "mvlib.study.train"])
+    cmd = [sys.executable, *start, "--profile", "ci", "--model", "birealnet18",
            f"results_dir={results}", "epochs=3", "train_per_class=30", "test_per_class=5", "progress=false"]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
@@ -63,7 +66,7 @@ def _train_cli(results, data_root, env_extra=None):
 def test_kill9_and_resume_gives_identical_parameters(tmp_path, data_root):
     ref = _train_cli(tmp_path / "a" / "results", data_root)
     assert ref.returncode == 0, ref.stderr
-    killed = _train_cli(tmp_path / "b" / "results", data_root, {"MVLIB_KILL_AFTER_EPOCH": "2"})
+    killed = _train_cli(tmp_path / "b" / "results", data_root, kill_after_epoch=2)
     assert killed.returncode == -9
     resumed = _train_cli(tmp_path / "b" / "results", data_root)
     assert resumed.returncode == 0, resumed.stderr
@@ -225,7 +228,7 @@ def test_training_step_benchmark_through_voters():
                                                                                           "tie": "neg"})])
 def test_engine_evaluation_equals_the_float_model(name, voter):
     """eval_engine is an exec key (not in a run's identity) because every metric it gives is the float model's."""
-    from mvlib.study.experiment import engine_evaluate
+    from mvlib.study.run_setup import engine_evaluate
     from mvlib.train import evaluate
     from mvlib.voter_ops import set_voter
     torch.manual_seed(1)
@@ -241,3 +244,22 @@ def test_engine_evaluation_equals_the_float_model(name, voter):
     compile_engine(model)  # the engine path is taken, not the float fallback
     assert engine_evaluate(model, batches) == evaluate(model, batches)
     assert model.training  # evaluation restores the mode
+
+
+def test_engine_evaluation_falls_back_only_for_what_the_engine_refuses(monkeypatch, capsys):
+    import cuda_numba.engine
+    from mvlib.models import build_teacher
+    from mvlib.study import run_setup
+    from mvlib.train import evaluate
+    batches = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))]
+    teacher = build_teacher("resnet18", width=4)  # refused: evaluated as a float model, and said so
+    run_setup._say_float_fallback.cache_clear()
+    assert run_setup.engine_evaluate(teacher, batches) == evaluate(teacher, batches)
+    said = capsys.readouterr().out
+    assert "RealResNet evaluated as a float model (the engine compiles mvlib's BinaryResNet18" in said
+
+    def broken(model):
+        raise ValueError("not a refusal")
+    monkeypatch.setattr(cuda_numba.engine, "compile_engine", broken)
+    with pytest.raises(ValueError, match="not a refusal"):  # any other error surfaces
+        run_setup.engine_evaluate(build_model("reactnet18", width=4), batches)

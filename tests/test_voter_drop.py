@@ -95,6 +95,21 @@ def test_factor_verdicts_follow_the_intervals():
     assert set(empty[empty.factor != "a"].verdict) == {"not measured in this profile"}
 
 
+
+def test_variant_label_and_result_sentence():
+    assert vdv.variant_label("w16-e1-binary1x1, voter 3x3+1x1: naive") == "binary1x1\n3x3+1x1: naive"
+    with pytest.raises(ValueError, match="is not '<recipe>, voter"):
+        vdv.variant_label("01 baselines: naive")
+    deck_like, reversed_ = ([10, 11, 12], [30, 32, 31]), ([40, 42, 41], [5, 6, 7])
+    order = _order(_rows("a", "naive, k = 1", *reversed_, k=1.0), _rows("a", "naive, k = 1/8", *deck_like, k=0.125))
+    table, _ = vdv.factor_verdicts(order)
+    s = vdv.result_sentence(order, table, "cpu", 3)
+    assert s.startswith("**Result (cpu, 3 seeds).**")
+    assert "ReActNet-18 41.0 and Bi-RealNet-18 6.0 points" in s  # drops at k = 1, from the rows
+    assert "largest at k = 1/8" in s and "(a) reproduces the deck's ordering" in s
+    assert vdv.result_sentence(order[order.condition != "naive, k = 1"], table, "cpu", 3) == \
+        "not enough records for a result sentence"
+
 # ---------------------------------------------------------------------------------------------- tiny real runs
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, data_root):

@@ -10,7 +10,7 @@ from mvlib.layers import BinaryConv2d, binary_convs
 from mvlib.models import build_model
 from mvlib.voter_ops import (calibrate_matched_scale, recalibrate_bn, select_layers, set_voter, voter_disagreement,
                              voter_from_spec)
-from mvlib.study.voter_study import naive_suffix, variant_name, voter_spec
+from mvlib.study.voter_study import naive_suffix, voter_spec
 from mvlib.voters import HierarchicalVoter, MajorityVoter
 
 
@@ -64,11 +64,11 @@ def test_select_layers_and_specs():
         select_layers(model, ["stem"])
     v = voter_from_spec(voter_spec(fanins=[4, 2], tie="first", estimator="ste"))
     assert v.fanins == (4, 2) and v.tie == "first" and v.estimator == "ste"
-    assert variant_name(voter_spec(), naive_suffix("none", False)) == "naive"
-    assert variant_name(voter_spec(), naive_suffix("matched", False)) == "naive-matched"
-    assert variant_name(voter_spec(), naive_suffix("none", True)) == "naive+recal"
-    assert variant_name(voter_spec(4), "naive") == "hmv-g4-tiepos-naive"
-    assert variant_name(voter_spec([4, 2], "neg"), "retrain-approx") == "hmv-g4x2-tieneg-retrain-approx"
+    assert voter_spec().variant(naive_suffix("none", False)) == "naive"
+    assert voter_spec().variant(naive_suffix("matched", False)) == "naive-matched"
+    assert voter_spec().variant(naive_suffix("none", True)) == "naive+recal"
+    assert voter_spec(4).variant("naive") == "hmv-g4-tiepos-naive"
+    assert voter_spec([4, 2], "neg").variant("retrain-approx") == "hmv-g4x2-tieneg-retrain-approx"
 
 
 def test_matched_scale_equals_float_conv_mean_abs_output():

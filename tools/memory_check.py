@@ -28,9 +28,10 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from mvlib.models import TEACHERS
+from mvlib.models import TEACHERS, TRAINED_BY_OWN_RECIPE
 from mvlib.study.config import load_profile, recipe_for
-from mvlib.study.estimate import _model, count, measure_batch
+from mvlib.study.estimate import build_network, count, measure_batch
+from mvlib.teacher import Recipe
 
 PROBE_BATCHES = (4, 8)  # images: small enough for any key on a CPU box, far enough apart for the slope
 # On a CPU, below this the two peaks differ by less than the allocator's noise (tens of MiB): the line then says "<=" and
@@ -60,7 +61,7 @@ def probe(net: str, width: int, voter: str, device: str) -> list[float]:
     Adam's moments, whose one-off peak (hundreds of MiB of compiler memory on a cold cache) would otherwise
     hide the step's own. The peak is reset before each measured step."""
     dev = torch.device(device)
-    model = _model(net, width, voter).to(dev).train()
+    model = build_network(net, width, voter).to(dev).train()
     opt = torch.optim.Adam(model.parameters(), 1e-4)
 
     def step(b):
@@ -90,7 +91,9 @@ def train_batches(cfg: dict) -> dict:
     for (step, kind, net, width, voter) in count(cfg).rows:
         if kind != "train":
             continue
-        if net in TEACHERS:
+        if net in TRAINED_BY_OWN_RECIPE:  # the airbench teacher's batch is its recipe's, not teacher_batch_size
+            b = Recipe.batch_size
+        elif net in TEACHERS:
             b = cfg["teacher_batch_size"]
         elif step.startswith("06"):
             b = cfg["appendix_batch_size"] or cfg["batch_size"]
@@ -104,7 +107,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="paper")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--only", default="", help="keys whose voter starts with this (e.g. hmv)")
+    ap.add_argument("--only", default="", help="keys whose voter tag starts with this (e.g. hmv)")
     ap.add_argument("--memory-gib", type=float, default=0.0, help="compare with this memory, not this device's")
     ap.add_argument("--child", nargs=3, metavar=("NET", "WIDTH", "VOTER"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -136,7 +139,7 @@ def main() -> int:
         base = p2 - per_image * PROBE_BATCHES[1]
         need = {b: (base + per_image * b) / 1024 for b in sorted({batch, measure_batch(cfg["batch_size"], args.device)})}
         fits = all(gib * 1024 <= total for gib in need.values())
-        print(f"  {net:<12} width {width:>2} voter {voter:<15} {'<=' if bound else '  '}{per_image:7.1f} MiB/image; "
+        print(f"  {net:<12} width {width:>2} voter {voter:<24} {'<=' if bound else '  '}{per_image:7.1f} MiB/image; "
               + ", ".join(f"batch {b}: {'<=' if bound else '  '}{gib:6.1f} GiB" for b, gib in need.items())
               + ("" if fits else "  DOES NOT FIT"))
         if not fits:

@@ -35,14 +35,15 @@ RECOMPUTE_ROWS = [(16, 128, f) for f in ([4], [8], [16], [4, 4], [2, 2, 2, 2])] 
 
 
 def recompute_probe(reps: int) -> None:
-    from mvlib.study.estimate import _model
+    from mvlib.study.estimate import build_network
+    from mvlib.voter_spec import VoterSpec
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; reactnet18, one training step, best of "
           f"{reps} (s); MiB per image kept for the backward pass")
     for width, batch, fanins in RECOMPUTE_ROWS:
         x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
         steps, kept = {}, {}
         for recompute in (False, True):
-            model = _model("reactnet18", width, "hmv" + "x".join(map(str, fanins))).train()
+            model = build_network("reactnet18", width, VoterSpec.hierarchical(fanins).tag()).train()
             for layer in model.modules():
                 if isinstance(layer, HierarchicalVoter):
                     layer.recompute = recompute

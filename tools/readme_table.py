@@ -62,6 +62,8 @@ def kernels_block(bench: dict) -> str:
     big = [r for r in rows if r["cin"] >= 128]
     t_lo, t_hi = min(r["torch_frac_peak"] for r in big), max(r["torch_frac_peak"] for r in big)
     m = bench["machine"]
+    # the FMA micro-kernel's peak (cuda_numba.roofline); a results file of the earlier roofline has torch's matmul
+    fp32 = "the fp32 FMA micro-kernel" if "torch_mm_gmacs" in peak else "torch's fp32 matmul"
     small = ", ".join(f"{bench['summary'][b]['xnor_ratio']:.1f}× at batch {b}" for b in ("16", "1") if b in bench["summary"])
     return (f"  {m['threads']} threads, {m['clock']} time, best of {bench['reps']} interleaved calls, batch 128, median over "
             f"the seven 3×3 shapes: XNOR + popcount **{s['xnor_ratio']:.2f}×** torch fp32 `conv2d` kernel-only "
@@ -70,9 +72,9 @@ def kernels_block(bench: dict) -> str:
             + (f"a converted ReActNet-18 (width {net['width']}, batch {net['batch']}) runs at {net['speedup']:.2f}× the "
                f"float model's images/s (identical logits: {net['identical_logits']}). " if net else "")
             + f"The same run measures a roofline: the micro-kernel peaks at {peak['binary_tmacs']:.2f} T binary MAC/s "
-            f"on L1-resident data, torch's fp32 matmul at {peak['fp32_gmacs']:.0f} GMAC/s, a ratio of "
+            f"on L1-resident data, {fp32} at {peak['fp32_gmacs']:.0f} GMAC/s, a ratio of "
             f"**{peak['ceiling']:.1f}×**; torch's convolutions on the 128–512-channel layers run at "
-            f"{100 * t_lo:.0f}–{100 * t_hi:.0f} % of that matmul figure"
+            f"{100 * t_lo:.0f}–{100 * t_hi:.0f} % of that fp32 figure"
             + (", so it is not torch's peak on this CPU and the ratio is no upper bound on the speed-up. "
                if t_hi > 1.0 else
                f", so the ratio bounds what an XOR-popcount kernel can show against them: the goals of 20× "

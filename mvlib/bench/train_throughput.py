@@ -4,6 +4,7 @@ Run::
 
     python -m mvlib.bench.train_throughput                      # reactnet18 + birealnet18, widths 16 64, batch 128
     python -m mvlib.bench.train_throughput --models reactnet18 --widths 64 --steps 5
+    python -m mvlib.bench.train_throughput --models reactnet18 --widths 32 64 --no-reference --compile
 
 For every (model, width, batch size) it times one *training step* -- forward,
 cross-entropy, backward, ``Adam.step`` -- of
@@ -38,12 +39,14 @@ import json
 import os
 import platform
 import statistics
+import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..cpu_fast import tune_cpu_allocator
+from ..environment import cpu_name
 from ..models import build_model
 from ..voter_ops import set_voter
 from .reference_unfused import reference_from
@@ -87,11 +90,15 @@ VOTERS = {"none": None, "mv": {"name": "mv"}, "hmv4": {"name": "hmv", "fanins": 
 
 def bench_one(model_name: str, width: int, batch: int, device: torch.device, steps: int, warmup: int,
               reference: bool = True, official: bool = False, seed: int = 0, voter: str = "none",
-              bf16: bool = False) -> dict:
+              bf16: bool = False, compiled: bool = False) -> dict:
     """Images/s of mvlib (and the references) for one configuration.
 
     ``bf16``: also time ``mvlib-bf16``, the same model (a copy of its parameters) trained under bf16
     autocast; ``ratio_bf16_vs_fp32`` is its images/s over mvlib's float32 images/s.
+
+    ``compiled``: also time ``mvlib-compiled``, the same model under ``torch.compile`` (inductor; the layers'
+    torch path, which the compiler fuses); ``compile_s`` is its first step, tracing and code generation
+    included, and ``ratio_compiled_vs_eager`` its images/s over mvlib's.
 
     ``voter`` (``none``, ``mv``, ``hmv4``): training through a voter in every binary
     convolution (retraining's step); the references exist for the popcount network only.
@@ -112,9 +119,18 @@ def bench_one(model_name: str, width: int, batch: int, device: torch.device, ste
         variants["official"] = make_step(reference_from(model, official_quirks=True), x, y)
     if bf16:
         variants["mvlib-bf16"] = make_step(copy.deepcopy(model), x, y, bf16=True)
+    compile_s = None
+    if compiled:
+        step = make_step(torch.compile(copy.deepcopy(model)), x, y)
+        t0 = time.perf_counter()
+        step()  # tracing and code generation: once per run, not per step
+        compile_s = time.perf_counter() - t0
+        variants["mvlib-compiled"] = step
     variants = {"mvlib": make_step(model, x, y), **variants}
     times = time_variants(variants, device, steps, warmup)
     row = {"model": model_name, "width": width, "batch": batch, "voter": voter}
+    if compile_s is not None:
+        row["compile_s"] = compile_s
     for name, ts in times.items():
         med = statistics.median(ts)
         row[f"{name}_img_s"] = batch / med
@@ -125,13 +141,15 @@ def bench_one(model_name: str, width: int, batch: int, device: torch.device, ste
             row[f"ratio_vs_{name}"] = row["mvlib_img_s"] / row[f"{name}_img_s"]
     if bf16:
         row["ratio_bf16_vs_fp32"] = row["mvlib-bf16_img_s"] / row["mvlib_img_s"]
+    if compiled:
+        row["ratio_compiled_vs_eager"] = row["mvlib-compiled_img_s"] / row["mvlib_img_s"]
     return row
 
 
 def environment(device: torch.device) -> dict:
     """What the numbers were measured on."""
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-           "machine": platform.processor() or platform.machine(), "device": str(device)}
+           "machine": platform.machine(), "cpu": cpu_name(), "device": str(device)}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     try:
@@ -149,6 +167,9 @@ def format_row(row: dict) -> str:
             parts.append(f"{name} {row[f'{name}_img_s']:8.1f} img/s  x{row[f'ratio_vs_{name}']:.2f}")
     if "mvlib-bf16_img_s" in row:
         parts.append(f"mvlib bf16 {row['mvlib-bf16_img_s']:8.1f} img/s  x{row['ratio_bf16_vs_fp32']:.2f} of fp32")
+    if "mvlib-compiled_img_s" in row:
+        parts.append(f"compiled {row['mvlib-compiled_img_s']:8.1f} img/s  x{row['ratio_compiled_vs_eager']:.2f} "
+                     f"of eager (compiling: {row['compile_s']:.0f} s)")
     return " | ".join(parts)
 
 
@@ -172,6 +193,8 @@ def main(argv=None) -> list[dict]:
                          "for every variant of the run alike")
     ap.add_argument("--bf16", action="store_true",
                     help="also time mvlib trained under bf16 autocast (precision=bf16) and print its ratio to fp32")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time mvlib under torch.compile (inductor) and print its ratio to the eager step")
     ap.add_argument("--json", default="", help="also write the rows and the environment to this file")
     args = ap.parse_args(argv)
     if args.threads:
@@ -192,7 +215,7 @@ def main(argv=None) -> list[dict]:
                 for voter in args.voters:
                     row = bench_one(model_name, width, batch, device, args.steps, args.warmup,
                                     reference=not args.no_reference, official=args.official, voter=voter,
-                                    bf16=args.bf16)
+                                    bf16=args.bf16, compiled=args.compile)
                     rows.append(row)
                     print(format_row(row), flush=True)
     if args.json:

@@ -13,6 +13,9 @@ Everything notebook 07 shows comes from here:
   the blocks share no input).
 * :func:`savings`, :func:`deck_table`, :func:`network_table` -- the comparisons.
 
+A hierarchical voter's circuit name is its :meth:`mvlib.voter_spec.VoterSpec.circuit_name`
+(:func:`hierarchical_voters` lists the voters of a sweep).
+
 Run ``python -m mvlib.hw`` to fill the cache for the full study.
 """
 from __future__ import annotations
@@ -26,24 +29,25 @@ import numpy as np
 import pandas as pd
 
 from . import cost, synth
-from ..voters import normalize_fanins
-from .verilog import TIES, build, circuit_fanins, parse_circuit
+from ..voter_spec import TIE_RULES, VoterSpec
+from .verilog import build, circuit_fanins, parse_circuit
 
 BASELINE = "pc_cmp"  # XNOR + popcount + comparison: what the voters are compared against
 DECK_N, DECK_G = 512, 4  # the deck's M512 ~ M4(M128 x 4)
 
 
-def circuits(groups=(2, 4, 8, 16), ties=TIES, base=("popcount", "pc_cmp", "pc_thr", "mv"), trees=()) -> list[str]:
+def circuits(groups=(2, 4, 8, 16), ties=TIE_RULES, base=("popcount", "pc_cmp", "pc_thr", "mv"), trees=()) -> list[str]:
     """Circuit names: the base circuits, ``hmv<G>_<tie>`` for every G and tie, then every tree and tie.
 
     ``trees`` are fan-in tuples, outer level first: ``(4, 4)`` adds ``hmv4x4_<tie>``.
     """
-    return list(base) + [f"hmv{g}_{t}" for g in groups for t in ties] + [tree_name(f, t) for f in trees for t in ties]
+    return list(base) + [v.circuit_name() for v in hierarchical_voters(groups, ties, trees)]
 
 
-def tree_name(fanins, tie: str) -> str:
-    """``((4, 2), "pos")`` -> ``"hmv4x2_pos"``; ``(4, "neg")`` -> ``"hmv4_neg"``."""
-    return "hmv" + "x".join(map(str, normalize_fanins(fanins))) + f"_{tie}"
+def hierarchical_voters(groups=(), ties=TIE_RULES, trees=()) -> list[VoterSpec]:
+    """Every single-level voter of ``groups`` with every tie, then every tree of ``trees`` with every tie."""
+    shapes = [(g,) for g in groups] + list(trees)
+    return [VoterSpec.hierarchical(f, t) for f in shapes for t in ties]
 
 
 def study_fanins(widths, deck: bool = True) -> list[int]:
@@ -111,22 +115,22 @@ def cost_rows(pairs, **kw) -> pd.DataFrame:
     return pd.DataFrame([_row(e) for e in get_many(list(pairs), **kw)])
 
 
-def composed(ns, groups=(2, 4, 8, 16), ties=TIES, trees=(), **kw) -> pd.DataFrame:
+def composed(ns, groups=(2, 4, 8, 16), ties=TIE_RULES, trees=(), **kw) -> pd.DataFrame:
     """Hierarchical voters from separately synthesized parts (summed over the used nodes, depths added).
 
     ``hmv<G>_<tie>`` for every G in ``groups``: G inner ``mv`` of N/G plus the
     outer ``vote<G>_<tie>``; then every fan-in tuple in ``trees`` (outer first):
     leaves ``mv`` of N/prod plus one ``vote<G_i>_<tie>`` per node of level i.
     """
-    shapes = [(g,) for g in groups] + [normalize_fanins(f) for f in trees]
-    todo = [(n, fs, t) for n in ns for fs in shapes for t in ties if valid(tree_name(fs, t), n)]
-    pairs = [p for n, fs, t in todo for p in [("mv", n // math.prod(fs))] + [(f"vote{g}_{t}", g) for g in fs]]
+    voters = hierarchical_voters(groups, ties, trees)
+    todo = [(n, v) for n in ns for v in voters if valid(v.circuit_name(), n)]
+    pairs = [p for n, v in todo for p in [("mv", n // v.leaves)] + [(f"vote{g}_{v.tie}", g) for g in v.fanins]]
     got = {(e["circuit"], e["n"]): e for e in get_many(pairs, **kw)}
     rows = []
-    for n, fs, t in todo:
-        used = tree_support(fs, t)  # parts the output ignores cost nothing in the flat circuit either
-        c = cost.compose_tree(got[("mv", n // math.prod(fs))], [got[(f"vote{g}_{t}", g)] for g in fs], used)
-        rows.append(_row({"circuit": tree_name(fs, t), "n": n, **c}, method="composed"))
+    for n, v in todo:
+        used = tree_support(v.fanins, v.tie)  # parts the output ignores cost nothing in the flat circuit either
+        c = cost.compose_tree(got[("mv", n // v.leaves)], [got[(f"vote{g}_{v.tie}", g)] for g in v.fanins], used)
+        rows.append(_row({"circuit": v.circuit_name(), "n": n, **c}, method="composed"))
     return pd.DataFrame(rows)
 
 
@@ -150,7 +154,7 @@ def tree_support(fanins, tie: str) -> tuple[int, ...]:
     ``((2, 2), "first")`` -> (1, 1, 1), ``((4, 2), "first")`` -> (1, 4, 4).
     """
     used = [1]
-    for g in normalize_fanins(fanins):
+    for g in VoterSpec.hierarchical(fanins).fanins:
         used.append(used[-1] * outer_support(g, tie))
     return tuple(used)
 
@@ -175,7 +179,7 @@ def savings(df: pd.DataFrame, base: str = BASELINE, value: str = "area_ge") -> p
 
 def deck_table(cache_dir: Path | None = None, allow_synth: bool = True, jobs: int = 1, log=print) -> pd.DataFrame:
     """The deck's M512 vs M4(M128 x 4): popcount+compare, MV, and HMV G=4 (flat and composed) at N=512."""
-    names = ["popcount", BASELINE, "mv"] + [f"hmv{DECK_G}_{t}" for t in TIES]
+    names = ["popcount", BASELINE, "mv"] + circuits((DECK_G,), base=())
     kw = dict(cache_dir=cache_dir, allow_synth=allow_synth, jobs=jobs, log=log)
     flat = sweep([DECK_N], names, **kw)
     comp = composed([DECK_N], groups=(DECK_G,), **kw)
@@ -226,7 +230,7 @@ def mapper_scatter(flat: pd.DataFrame, comp: pd.DataFrame) -> float:
 def statement(df: pd.DataFrame, net: pd.DataFrame, scatter: float, ns=None, g: int = 4) -> str:
     """The plain answer, from the numbers: are the voters lighter in digital logic, by how much, what is left out."""
     sv, area = savings(df), pivot(df)
-    hm = f"hmv{g}_pos"
+    hm = VoterSpec.hierarchical(g, "pos").circuit_name()
     ns = [n for n in (ns or (576, 4608)) if n in sv.columns] or [min(sv.columns), max(sv.columns)]
     lines = []
     for n in ns:

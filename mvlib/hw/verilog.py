@@ -62,14 +62,13 @@ import hashlib
 import heapq
 import itertools
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 
-TIES = ("pos", "neg", "first")
+from ..voter_spec import TIE_RULES, circuit_parts
+
 BASE_CIRCUITS = ("popcount", "pc_cmp", "pc_thr", "mv")
-_HMV = re.compile(r"^(hmv|vote)(\d+(?:x\d+)*)_(pos|neg|first)$")
 
 
 def generator_hash() -> str:
@@ -77,21 +76,23 @@ def generator_hash() -> str:
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
+def _levels(name: str) -> tuple[str, tuple[int, ...], str]:
+    """(``hmv`` or ``vote``, fan-ins, tie) of a voter circuit or an outer vote; the voter grammar is
+    :class:`mvlib.voter_spec.VoterSpec`'s (:func:`mvlib.voter_spec.circuit_parts`), so the names the study gives
+    its voters are the names built here."""
+    if not name.startswith(("hmv", "vote")):
+        raise ValueError(f"unknown circuit {name!r}: use {BASE_CIRCUITS}, hmv<G>_<tie>, hmv<G1>x<G2>..._<tie> "
+                         f"or vote<G>_<tie>, tie in {TIE_RULES}")
+    kind = "vote" if name.startswith("vote") else "hmv"
+    fs, tie = circuit_parts(name, kind)
+    if kind == "vote" and len(fs) > 1:
+        raise ValueError(f"circuit {name!r}: vote<G>_<tie> is one level (compose a tree from one vote per node)")
+    return kind, fs, tie
+
+
 def circuit_fanins(name: str) -> tuple[int, ...]:
     """Fan-ins of the hierarchy, outer level first: ``"hmv4x2_pos"`` -> ``(4, 2)``, ``"mv"`` -> ``()``."""
-    if name in BASE_CIRCUITS:
-        return ()
-    m = _HMV.match(name)
-    if not m:
-        raise ValueError(f"unknown circuit {name!r}: use {BASE_CIRCUITS}, hmv<G>_<tie>, hmv<G1>x<G2>..._<tie> "
-                         f"or vote<G>_<tie>, tie in {TIES}")
-    parts = m.group(2).split("x")
-    fs = tuple(int(p) for p in parts)
-    if any(g < 2 or str(g) != p for g, p in zip(fs, parts)):
-        raise ValueError(f"circuit {name!r}: every fan-in must be an integer >= 2 written without leading zeros")
-    if m.group(1) == "vote" and len(fs) > 1:
-        raise ValueError(f"circuit {name!r}: vote<G>_<tie> is one level (compose a tree from one vote per node)")
-    return fs
+    return () if name in BASE_CIRCUITS else _levels(name)[1]
 
 
 def parse_circuit(name: str) -> tuple[str, int, str]:
@@ -102,9 +103,8 @@ def parse_circuit(name: str) -> tuple[str, int, str]:
     """
     if name in BASE_CIRCUITS:
         return name, 1, ""
-    fs = circuit_fanins(name)  # validates the name
-    m = _HMV.match(name)
-    return m.group(1), math.prod(fs), m.group(3)
+    kind, fs, tie = _levels(name)
+    return kind, math.prod(fs), tie
 
 
 class Netlist:

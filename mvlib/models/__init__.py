@@ -12,6 +12,7 @@ from functools import partial
 import torch.nn as nn
 
 from ..layers import set_binarization
+from ..teacher import study_teacher
 
 from .diagnostics import set_shortcut_only
 from .norms import NORMS, variant_name  # re-exported: the norms and their run-record names
@@ -26,12 +27,15 @@ MODELS = {
     "reactneta": ReActNetA,
 }
 PAPER_WIDTHS = {"reactnet18": 64, "birealnet18": 64, "xnornet18": 64, "reactneta": 32}
-# real-valued distillation teachers (not binary: no voter, no norm choice)
-TEACHERS = {"resnet18": partial(RealResNet, "resnet18"), "resnet34": partial(RealResNet, "resnet34")}
+# real-valued distillation teachers (not binary: no voter, no norm choice). The ResNets train by mvlib.train.fit;
+# airbench (mvlib.teacher, flip TTA in eval mode) by its own recipe (mvlib.study.airbench_run), never by fit
+TEACHERS = {"resnet18": partial(RealResNet, "resnet18"), "resnet34": partial(RealResNet, "resnet34"),
+            "airbench": study_teacher}
+TRAINED_BY_OWN_RECIPE = ("airbench",)
 
 
 def build_teacher(name: str, num_classes: int = 10, width: int = 64) -> nn.Module:
-    """A real-valued CIFAR ResNet teacher by name (:data:`TEACHERS`)."""
+    """A real-valued CIFAR teacher by name (:data:`TEACHERS`); ``width`` is its first stage's channels."""
     try:
         ctor = TEACHERS[name]
     except KeyError:

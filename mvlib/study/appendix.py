@@ -98,10 +98,19 @@ def cells(cfg: dict[str, Any]) -> list[tuple[str, str, str, list[int]]]:
 
 
 def _cell_cfg(cfg: dict[str, Any], model: str, norm: str, dataset: str, seed: int) -> dict[str, Any]:
-    from .experiment import run_config
+    from .run_setup import run_config
     return run_config(cfg, **cell_settings(cfg, dataset), norm=norm, seed=seed,
                       width=relative_width(model, cfg["appendix_width"]),
                       agc_clip=cfg["appendix_agc_clip"] if norm in cfg["appendix_agc_norms"] else 0.0)
+
+
+def downsample_options(cfg: dict[str, Any], model: str) -> dict[str, Any]:
+    """The model options of ``appendix_downsample`` (ResNet-18s only; ReActNet-A has no 1x1 downsample shortcut).
+
+    ``real`` adds none, so a cell's parameters stay what they were before the key existed.
+    """
+    kind = cfg["appendix_downsample"]
+    return {} if kind == "real" or model == "reactneta" else {"binary_downsample": kind}
 
 
 def run_cell(cfg: dict[str, Any], model: str, norm: str, dataset: str, seed: int | None = None, log=print):
@@ -113,14 +122,16 @@ def run_cell(cfg: dict[str, Any], model: str, norm: str, dataset: str, seed: int
     """
     from .experiment import train_recipe  # experiment imports the trainer; keep this module light
     seed = cfg["appendix_seeds"][0] if seed is None else seed
-    return train_recipe(_cell_cfg(cfg, model, norm, dataset, seed), STEP, model, variant_name(norm), log=log)
+    return train_recipe(_cell_cfg(cfg, model, norm, dataset, seed), STEP, model, variant_name(norm),
+                        model_options=downsample_options(cfg, model) or None, log=log)
 
 
 def run_floor(cfg: dict[str, Any], model: str, dataset: str, log=print):
     """The shortcut-only network of ``model`` (no BN, every binary branch skipped), trained like a w/o-BN cell."""
     from .experiment import train_recipe
     c = _cell_cfg(cfg, model, "none", dataset, cfg["appendix_seeds"][0])
-    return train_recipe(c, STEP, model, FLOOR, model_options={"shortcut_only": True}, log=log)
+    return train_recipe(c, STEP, model, FLOOR, model_options={"shortcut_only": True, **downsample_options(cfg, model)},
+                        log=log)
 
 
 def branch_ratio_rows(cfg: dict[str, Any], run, batch: int = 64) -> list[dict[str, Any]]:
@@ -133,7 +144,7 @@ def branch_ratio_rows(cfg: dict[str, Any], run, batch: int = 64) -> list[dict[st
 
     from ..models import build_model
     from ..models.diagnostics import branch_ratios
-    from .experiment import load_run_model, loaders
+    from .run_setup import load_run_model, loaders
     p = run.params
     c = _cell_cfg(cfg, p["model"], p["norm"], p["dataset"], p["seed"])
     x = next(iter(loaders(c)[1]))[0][:batch]

@@ -7,7 +7,7 @@ papermill parameters) set others. An unknown key, a value of the wrong type or
 out of range is an error *before* any work starts, with the key named.
 
 Scopes say what a key is for, and so what enters a run's identity
-(:func:`mvlib.study.experiment.run_params`):
+(:func:`mvlib.study.run_setup.run_params`):
 
 * ``exec`` -- how and where things run (threads, device, progress, folders);
   never part of a result's identity;
@@ -45,7 +45,7 @@ from ..data import DATASETS
 from ..environment import REPO_ROOT
 from ..models import MODELS, NORMS, TEACHERS
 from ..voter_analysis import THRESHOLD_LEVELS
-from ..voters import OUTPUT_SCALES, SURROGATE_NORMS, TIE_RULES
+from ..voter_spec import OUTPUT_SCALES, SURROGATE_NORMS, TIE_RULES
 
 CONFIG_DIR = REPO_ROOT / "configs"
 # files of configs/ that are laid over a profile rather than being one (configs/smoke.yaml: --smoke)
@@ -75,6 +75,10 @@ def positive(v):
 
 def in_unit(v):
     return None if 0 <= v < 1 else "must lie in [0, 1)"
+
+
+def in_closed_unit(v):
+    return None if 0 <= v <= 1 else "must lie in [0, 1]"
 
 
 def one_of(*choices):
@@ -147,7 +151,7 @@ def device_name(v):
 # key: Key(type, default, meaning with units, scope, check)
 SCHEMA: dict[str, Key] = {
     # ---- where and how ---------------------------------------------------------------------------
-    "profile": Key(str, "cpu", "profile name (ci, cpu, paper)", "exec"),
+    "profile": Key(str, "cpu", "profile name (ci, cpu, long, paper)", "exec"),
     "data_dir": Key(str, "", "folder with train.npz/test.npz; '' = $MVLIB_DATA or torchvision download", "exec"),
     "results_dir": Key(str, "results", "where run records go (relative to the repository root)", "exec"),
     "device": Key(str, "auto", "auto, cpu, cuda or cuda:N", "exec", device_name),
@@ -159,7 +163,20 @@ SCHEMA: dict[str, Key] = {
     "study_jobs": Key(int, 1, "notebooks the pipeline runs at once (each on cores/jobs torch threads; the "
                       "timing notebook 05 alone); no effect on results beyond floating-point order", "exec",
                       at_least(1)),
+    "study_steps": Key(list, [], "the notebooks this profile's study runs, by number or name ([] = every one): a "
+                       "profile that answers some of the claims only", "exec",
+                       each(lambda v: None if isinstance(v, str) else 'must be a string: a number such as "01" '
+                                                                       '(quoted in YAML) or a name')),
     "force": Key(bool, False, "retrain / re-evaluate even where a finished run of the same identity exists", "exec"),
+    "artifacts": Key(bool, False, "every finished training run is also written as an artifact, "
+                     "<results_dir>/artifacts/<profile>/<step>/<run_id>.npz (weights, record, validation and test "
+                     "predictions; mvlib.study.run_artifacts); a run trained under other code is reused once its "
+                     "artifact reproduces those predictions, and a retraining starts from the weights of its "
+                     "source's artifact", "exec"),
+    "reuse_artifacts": Key(str, "verified", "with artifacts: verified (reuse a run of other code whose artifact "
+                           "reproduces its predictions; train again, with one line, where it does not), strict (the "
+                           "same, but a difference stops the run) or off (only runs of this code are reused)", "exec",
+                           one_of("verified", "strict", "off")),
     "eval_engine": Key(bool, True, "evaluate binary ResNet-18s on the CPU with cuda_numba's bit-exact inference "
                        "engine (the float model's logits, ~9x faster with hierarchical voters); others: the float "
                        "model", "exec"),
@@ -190,6 +207,10 @@ SCHEMA: dict[str, Key] = {
                      "pays only where the CPU has bf16 units (AVX512-BF16, AMX) or on a GPU: without them oneDNN's "
                      "bf16 convolutions are many times slower than fp32 (python -m mvlib.bench.train_throughput "
                      "--bf16 measures it)", "train", one_of("fp32", "bf16")),
+    "compile": Key(bool, False, "train under torch.compile (inductor): the binary layers' elementwise passes fused "
+                   "by the compiler instead of numba; another rounding order, hence part of a run's identity; "
+                   "the first step compiles (about a minute on 2 cores); evaluation stays eager "
+                   "(python -m mvlib.bench.train_throughput --compile measures the gain)", "train"),
     "momentum": Key(float, 0.9, "SGD momentum", "train", in_unit),
     "schedule": Key(str, "cosine", "cosine or linear decay to 0 over all steps", "train", one_of("cosine", "linear")),
     "warmup_steps": Key(int, 0, "linear warm-up steps (optimizer steps)", "train", at_least(0)),
@@ -204,17 +225,31 @@ SCHEMA: dict[str, Key] = {
     "two_step": Key(bool, False, "ReActNet two-step: step 1 binary activations + real weights, step 2 both binary",
                     "train"),
     "distill": Key(bool, False, "knowledge distillation from a real-valued teacher trained by the same code", "train"),
-    "teacher_epochs": Key(int, 0, "epochs of the real-valued teacher (distill=True)", "train", at_least(0)),
+    "kd_weight": Key(float, 1.0, "distilling: the student's loss is kd_weight x the distillation loss + (1 - "
+                     "kd_weight) x the cross-entropy with the labels (label_smoothing applies); 1 = ReActNet's "
+                     "distillation loss alone (computed alone: no cross-entropy term)", "train", in_closed_unit),
+    "teacher_epochs": Key(int, 0, "epochs of the real-valued teacher (distill=True); airbench: passes of its own "
+                          "recipe (airbench94: 10)", "train", at_least(0)),
     "teacher_model": Key(str, "same", "the teacher: same (the student's network with real weights and activations, "
-                         "the student's recipe) or a real CIFAR ResNet (resnet18, resnet34: ReActNet's teacher) "
-                         "trained with the teacher_* recipe", "train", one_of("same", *TEACHER_NAMES)),
-    "teacher_width": Key(int, 64, "base width of a resnet teacher (64 = the standard network)", "train", at_least(1)),
-    "teacher_optimizer": Key(str, "sgd", "optimizer of a resnet teacher", "train", one_of("adam", "adam-l2", "sgd")),
-    "teacher_lr": Key(float, 0.1, "peak learning rate of a resnet teacher (cosine to 0)", "train", positive),
-    "teacher_weight_decay": Key(float, 5e-4, "weight decay of a resnet teacher", "train", at_least(0.0)),
-    "teacher_batch_size": Key(int, 128, "training batch (images) of a resnet teacher", "train", at_least(1)),
+                         "the student's recipe), a real CIFAR ResNet (resnet18, resnet34: ReActNet's teacher) "
+                         "trained with the teacher_* recipe, or airbench (mvlib.teacher's net, trained by its own "
+                         "recipe on the student's training split: teacher_epochs and teacher_width apply, the other "
+                         "teacher_* recipe keys do not; batch 1024, so >= 1024 training images; measured and "
+                         "distilled from with its flip TTA)", "train", one_of("same", *TEACHER_NAMES)),
+    "teacher_width": Key(int, 64, "base width of a resnet teacher (64 = the standard network); airbench: its first "
+                         "block's width (64 = airbench94's 64/256/256, the others scale with it)", "train",
+                         at_least(1)),
+    "teacher_optimizer": Key(str, "sgd", "optimizer of a resnet teacher (not airbench's)", "train",
+                             one_of("adam", "adam-l2", "sgd")),
+    "teacher_lr": Key(float, 0.1, "peak learning rate of a resnet teacher (cosine to 0; not airbench's)", "train",
+                      positive),
+    "teacher_weight_decay": Key(float, 5e-4, "weight decay of a resnet teacher (not airbench's)", "train",
+                                at_least(0.0)),
+    "teacher_batch_size": Key(int, 128, "training batch (images) of a resnet teacher (not airbench's: 1024)", "train",
+                              at_least(1)),
     "teacher_min_val_top1": Key(float, 0.0, "a teacher below this validation top-1 (%) stops the study before any "
-                                "student learns from it", "train", at_least(0.0)),
+                                "student learns from it (airbench: the top-1 of its flip TTA, the forward the "
+                                "students learn from)", "train", at_least(0.0)),
     "norm": Key(str, "bn", "normalization: bn, none (variant nobn: every BN removed) or bnfree (BNN - BN = ?)",
                 "train", one_of(*NORMS)),
     "agc_clip": Key(float, 0.0, "adaptive gradient clipping factor lambda of a training run, classifier excluded; "
@@ -258,6 +293,10 @@ SCHEMA: dict[str, Key] = {
                                 "appendix seed (the others on the first)", "study", each(one_of(*MODEL_NAMES))),
     "appendix_two_step": Key(bool, False, "notebook 06's cells trained in two steps (the BNN-BN scripts: step 1 "
                              "binary activations, step 2 binary weights too, half the epochs each)", "study"),
+    "appendix_downsample": Key(str, "real", "1x1 downsample shortcut of notebook 06's ResNet-18 cells: real (fp32 "
+                               "conv), weights (binary weights on real activations: the BNN-BN scripts' "
+                               "BNN_NoBN networks) or binary (binary weights and activations)", "study",
+                               one_of("real", "weights", "binary")),
     "appendix_distill": Key(bool, False, "notebook 06's cells distilled from the teacher of teacher_model (the "
                             "BNN-BN scripts' --loss_type kd)", "study"),
     "appendix_augment": Key(bool, True, "pad-4 crop + flip in notebook 06 (off in cpu: chosen on validation)",

@@ -13,7 +13,12 @@ DistributedDataParallel (one GPU per rank, or gloo on CPU). Rank 0 writes the
 checkpoint after every epoch as a one-process run does, so a killed run
 resumes, and the notebook's process records the run from that checkpoint.
 BatchNorm uses the global batch (:mod:`mvlib.sync_bn`): N ranks train what one
-process would, up to the order of floating-point additions.
+process would, up to the order of floating-point additions. The pipeline's
+deadline reaches the workers as it reaches a notebook, through the
+environment they inherit (:func:`mvlib.study.progress.pipeline_deadline`).
+
+Imports: the worker rebuilds a run from :mod:`mvlib.study.run_setup`, never
+from :mod:`mvlib.study.experiment`, which imports this module to launch it.
 """
 from __future__ import annotations
 
@@ -26,9 +31,14 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import save_checkpoint
+from ..checkpoint import load_checkpoint, save_checkpoint
 from ..environment import REPO_ROOT
 from ..files import write_json
+from ..sync_bn import close_distributed
+from ..train import fit
+from . import records
+from .progress import pipeline_deadline, say
+from .run_setup import arch_of, build_from_params, evaluator, fit_recipe, load_run_model, loaders, resolve_device
 
 
 class DistributedRunFailed(RuntimeError):
@@ -57,11 +67,6 @@ def fit_distributed(cfg: dict[str, Any], params: dict[str, Any], model, checkpoi
 
 
 def main(argv=None) -> int:
-    from ..checkpoint import load_checkpoint
-    from ..train import close_distributed, fit
-    from . import records
-    from .experiment import arch_of, build_from_params, evaluator, fit_recipe, load_run_model, loaders, resolve_device
-    from .progress import say
     spec = json.loads(Path((argv or sys.argv[1:])[0]).read_text())
     cfg, params = spec["cfg"], spec["params"]
     rank, local = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
@@ -78,7 +83,7 @@ def main(argv=None) -> int:
     train_loader, val_loader, _, _ = loaders({**cfg, "device": dev})
     fit(model, train_loader, val_loader, **fit_recipe(cfg), teacher=teacher, checkpoint_path=spec["checkpoint"],
         arch=arch_of(params), device=dev, progress=False, log=say if rank == 0 else (lambda line: None),
-        evaluator=evaluator(cfg))
+        evaluator=evaluator(cfg), deadline=pipeline_deadline())
     # not on an error: a peer may still be inside a collective, and waiting for the threads would hang
     close_distributed()
     return 0

@@ -2,7 +2,7 @@
 
 For every finished run of the chosen steps that has a checkpoint
 (``results/runs/<step>/<run_id>``, weights in ``checkpoints/``), the run's
-model is rebuilt (:func:`mvlib.study.experiment.load_run_model`, with the voter
+model is rebuilt (:func:`mvlib.study.run_setup.load_run_model`, with the voter
 it was trained or evaluated with), then evaluated over the whole test split
 by the float simulation and by :func:`cuda_numba.compile_engine`, as trained
 and under the voters the study substitutes into a popcount network:
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from cuda_numba.convert import prediction_agreement
-from cuda_numba.engine import compile_engine, configure_threads
+from cuda_numba.engine import EngineUnsupported, compile_engine, configure_threads
 
 SUBSTITUTIONS = {
     "mv": "mv", "mv-alpha": {"name": "mv", "output_scale": "alpha"},
@@ -69,7 +69,7 @@ def variants_of(model, params: dict, batches, names):
 def check_run(run_dir: Path, names, data_dir=None, limit=0, checkpoints=None, log=print) -> list[dict]:
     import dataclasses
 
-    from .experiment import load_run_model
+    from .run_setup import load_run_model
     from .records import run_from_dir
 
     run = run_from_dir(run_dir)
@@ -88,7 +88,7 @@ def check_run(run_dir: Path, names, data_dir=None, limit=0, checkpoints=None, lo
     for name, m in variants_of(model, params, batches, names):
         try:
             engine = compile_engine(m)
-        except (TypeError, ValueError) as err:
+        except EngineUnsupported as err:
             rows.append({**base, "variant": name, "skipped": str(err)})
             continue
         t0 = time.perf_counter()

@@ -2,220 +2,54 @@
 
 Everything a notebook trains or evaluates goes through here, so a notebook
 holds narrative, parameters and calls. A run's parameters are
-:func:`run_params`: *every* data and training key of the configuration
-(:func:`mvlib.study.config.scope_keys`), plus the run's own arguments (model,
-voter, the run it starts from, ...). With the identity of the data read
-(:func:`data_identity`) and the code hash they make the run's identity
-(:mod:`mvlib.study.records`): a finished run of the same identity is reused,
-an interrupted one resumed, a different one never overwritten.
+:func:`~mvlib.study.run_setup.run_params`: *every* data and training key of
+the configuration (:func:`mvlib.study.config.scope_keys`), plus the run's own
+arguments (model, voter, the run it starts from, ...). With the identity of
+the data read (:func:`~mvlib.study.run_setup.data_identity`) and the code
+hash they make the run's identity (:mod:`mvlib.study.records`): a finished
+run of the same identity is reused, an interrupted one resumed, a different
+one never overwritten.
 
 A run's settings that differ from the configuration's (the epochs of a
 retraining, the dataset of an appendix cell) are given as configuration
-overrides (:func:`run_config`), checked like any key, so they enter the
-identity the same way. The validation split (``val_per_class``) is evaluated
-after every epoch; the test split once, for the record.
+overrides (:func:`~mvlib.study.run_setup.run_config`), checked like any key,
+so they enter the identity the same way. The validation split
+(``val_per_class``) is evaluated after every epoch; the test split once, for
+the record. A training run stops at the pipeline's deadline, if one is set
+(:func:`mvlib.study.progress.pipeline_deadline`, passed to ``fit``).
+
+The pieces a run is set up from (device, data, model, recipe, evaluator) are
+in :mod:`mvlib.study.run_setup`; the names notebooks use are imported here.
 """
 from __future__ import annotations
 
 import copy
 import time
-from functools import lru_cache
 from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
-from ..checkpoint import CheckpointError, load_checkpoint, load_model_weights
-from ..cpu_fast import tune_cpu_allocator
-from ..data import BatchLoader, dataset_num_classes, load_split, resolve_data_dir, split_identity
-from ..models import MODELS, TEACHERS, build_model, build_teacher
-from ..train import evaluate, fit
+from ..checkpoint import load_checkpoint, load_model_weights
+from ..models import MODELS, TEACHERS, TRAINED_BY_OWN_RECIPE, build_model, build_teacher
+from ..train import fit
 from ..voter_ops import set_voter
 from . import records
-from .config import check_value, recipe_for, scope_keys
-from .progress import pipeline_threads, say
+from .config import recipe_for
+from .airbench_run import airbench_config, train_airbench_teacher
+from .ddp_worker import fit_distributed
+from .progress import pipeline_deadline, say
+from .run_artifacts import reuse_other_code, start_weights, write_run_artifact
+from .run_setup import (apply_process_settings, arch_of, data_identity, evaluator, final_metrics, fit_recipe,
+                        load_run_model, lookup_finished, loaders, resolve_device, run_config, run_params, with_seed)
 
 Log = Callable[[str], None]
 
 
-def resolve_device(cfg: dict[str, Any]) -> str:
-    dev = cfg.get("device", "auto")
-    if dev == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return dev
-
-
-_ALLOCATOR_TUNED = False
-
-
-def apply_process_settings(cfg: dict[str, Any]) -> None:
-    """This process's settings for a run (none changes a value computed).
-
-    * torch threads: the configuration's ``threads`` when > 0, else the
-      pipeline's current budget, if any. Called at the start of every run
-      and after every epoch, so that a notebook follows the budget while the
-      pipeline starts and ends the notebooks beside it.
-    * glibc's allocator keeps freed large blocks (:func:`mvlib.cpu_fast.tune_cpu_allocator`,
-      once per process; ``MVLIB_TUNE_MALLOC=0`` leaves it alone): without it a
-      1000-image evaluation batch or a training activation is a fresh mmap
-      whose pages fault in on first touch (a third of the CPU time was system
-      time with two notebooks running; +13 % training images/s measured).
-    """
-    global _ALLOCATOR_TUNED
-    if not _ALLOCATOR_TUNED:
-        _ALLOCATOR_TUNED = True
-        tune_cpu_allocator()
-    n = cfg.get("threads", 0) or pipeline_threads()
-    if n and torch.get_num_threads() != n:
-        if not cfg.get("threads", 0):
-            say(f"torch threads {torch.get_num_threads()} -> {n} (the pipeline's budget)")
-        torch.set_num_threads(n)
-
-
-def run_config(cfg: dict[str, Any], **overrides) -> dict[str, Any]:
-    """``cfg`` with some keys set for one run; each value checked like a configuration key."""
-    return {**cfg, **{k: check_value(k, v) for k, v in overrides.items()}}
-
-
-def with_seed(cfg: dict[str, Any], seed: int) -> dict[str, Any]:
-    """The configuration of one seed's runs."""
-    return run_config(cfg, seed=seed)
-
-
-# ----------------------------------------------------------------- data
-def _split_args(cfg: dict[str, Any], split: str) -> tuple:
-    per_class = {"train": cfg["train_per_class"], "val": cfg["val_eval_per_class"], "test": cfg["test_per_class"]}[split]
-    return (cfg["dataset"], split, cfg["data_dir"] or None, cfg["train_file"], per_class, cfg["val_per_class"])
-
-
-def _file_stamp(dataset: str, split: str, data_dir, train_file: str):
-    """(path, size, mtime) of the file a split is read from (None for torchvision's download)."""
-    folder = resolve_data_dir(dataset, data_dir)
-    if folder is None:
-        return None
-    path = folder / ("test.npz" if split == "test" else train_file)
-    try:
-        st = path.stat()
-    except OSError:
-        return str(path)  # missing: the read below says so
-    return str(path), st.st_size, st.st_mtime_ns
-
-
-@lru_cache(maxsize=12)
-def _split_cached(dataset, split, data_dir, train_file, per_class, val_per_class, stamp):
-    x, y = load_split(dataset, split, data_dir, train_file=train_file, per_class=per_class,
-                      val_per_class=val_per_class)
-    return x, y, split_identity(dataset, split, data_dir, train_file, per_class, val_per_class)
-
-
-def _split(cfg: dict[str, Any], split: str):
-    """``(images, labels, identity)`` of one split, from one read: the identity a record gets is that of the data
-    the run reads. Kept per process, keyed by the file's size and modification time as well as the arguments, so
-    a data file changed on disk is read again (a notebook's kernel that trains, sees the file replaced and trains
-    again records the new data's identity *and* trains on it)."""
-    args = _split_args(cfg, split)
-    return _split_cached(*args, _file_stamp(args[0], split, args[2], args[3]))
-
-
-def data_identity(cfg: dict[str, Any]) -> dict[str, Any]:
-    """What the runs of ``cfg`` read: the identity (contents, membership) of its train, validation and test splits."""
-    return {split: _split(cfg, split)[2] for split in ("train", "val", "test")}
-
-
-def loaders(cfg: dict[str, Any]) -> tuple[BatchLoader, BatchLoader, BatchLoader, int]:
-    """(train, validation, test loaders, number of classes) of the configuration.
-
-    The uint8 splits are read once per process and kept (a few hundred MB at
-    most); the loaders hold them on the run's device and augment there. Only
-    the train loader shuffles and augments, seeded by ``cfg["seed"]``.
-    """
-    dev, ds = resolve_device(cfg), cfg["dataset"]
-    out = []
-    for split in ("train", "val", "test"):
-        x, y, _ = _split(cfg, split)
-        train = split == "train"
-        # dataset= picks the normalization constants (CIFAR-100's differ from CIFAR-10's)
-        out.append(BatchLoader(x, y, cfg["batch_size"] if train else cfg["eval_batch_size"], train=train,
-                               augment=cfg["augment"] and train, device=dev, seed=cfg["seed"], dataset=ds))
-    return out[0], out[1], out[2], dataset_num_classes(ds)
-
-
-# ----------------------------------------------------------------- runs
-def run_params(cfg: dict[str, Any], **extra) -> dict[str, Any]:
-    """A run's parameters: every data and training key of ``cfg``, the profile, and ``extra``."""
-    return {**{k: cfg[k] for k in scope_keys("data", "train")}, "profile": cfg["profile"], **extra}
-
-
-def fit_recipe(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of :func:`mvlib.train.fit` that the configuration fixes (one process or N ranks)."""
-    return {"epochs": cfg["epochs"], "optimizer": cfg["optimizer"], "lr": cfg["lr"], "schedule": cfg["schedule"],
-            "warmup_steps": cfg["warmup_steps"], "weight_decay": cfg["weight_decay"], "momentum": cfg["momentum"],
-            "label_smoothing": cfg["label_smoothing"], "agc_clip": cfg["agc_clip"], "pick": cfg["checkpoint_pick"],
-            "precision": cfg["precision"]}
-
-
-def arch_of(params: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint must match to load into a model built from ``params``."""
-    return {k: params.get(k) for k in ("model", "width", "num_classes", "norm", "model_options")}
-
-
-def build_from_params(params: dict[str, Any]) -> nn.Module:
-    if params["model"] in TEACHERS:
-        return build_teacher(params["model"], num_classes=params["num_classes"], width=params["width"])
-    model = build_model(params["model"], num_classes=params["num_classes"], width=params["width"],
-                        norm=params.get("norm", "bn"), **(params.get("model_options") or {}))
-    if params.get("voter") is not None:
-        set_voter(model, params["voter"], params.get("voter_layers"))
-    return model
-
-
-def load_run_model(run: records.Run, device: str = "cpu") -> nn.Module:
-    """Rebuild a finished run's model from its parameters and checkpoint."""
-    if not run.checkpoint.is_file():
-        profile = run.params.get("profile", "cpu")
-        raise CheckpointError(f"run {run.run_id} has its record but not its weights ({run.checkpoint} is missing: "
-                              f"checkpoints are not committed); `python -m mvlib.study.pipeline --profile {profile} "
-                              f"--only {run.step.split('_', 1)[0]} --rerun` trains the runs of step {run.step} "
-                              f"that lack their weights again (`make study` does it by itself when a later step "
-                              f"needs them)")
-    params = run.params
-    model = build_from_params(params)
-    load_model_weights(model, run.checkpoint, arch_of(params))
-    return model.to(device).eval()
-
-
-def engine_evaluate(model: nn.Module, loader, device="cpu", max_batches: int = 0) -> dict[str, float]:
-    """:func:`mvlib.train.evaluate` with the logits from cuda_numba's inference engine where it compiles the model.
-
-    The engine's logits equal the float model's bit for bit (its tests; ``results/bench/engine_check_*``
-    on the trained baselines), so every metric is the same, at a fraction of the time for the
-    hierarchical voters (their float simulation builds a partial sum per block). A network the
-    engine does not compile (teachers, BN-Free, binary 1x1 shortcuts, real weights) is evaluated
-    as a float model.
-    """
-    if str(device) != "cpu":
-        return evaluate(model, loader, device, max_batches)
-    from cuda_numba.engine import compile_engine
-    try:
-        engine = compile_engine(model)
-    except (TypeError, ValueError):  # the engine's "not supported" errors
-        return evaluate(model, loader, device, max_batches)
-    return evaluate(model, loader, device, max_batches, forward=engine)
-
-
-def evaluator(cfg: dict[str, Any]):
-    """The evaluation function of ``cfg``: :func:`engine_evaluate` when ``eval_engine``, else the float model's."""
-    return engine_evaluate if cfg["eval_engine"] else evaluate
-
-
-def _final_metrics(model, val_loader, test_loader, dev, evaluate=evaluate) -> dict[str, Any]:
-    """Validation numbers always; test numbers (``top1``, ``top5``) only when ``test_loader`` is given."""
-    val = evaluate(model, val_loader, dev)
-    out = {"val_top1": val["top1"], "val_top5": val["top5"], "val_images": val["n"]}
-    if test_loader is not None:
-        test = evaluate(model, test_loader, dev)
-        out.update(top1=test["top1"], top5=test["top5"], test_images=test["n"])
-    return out
+def cpu_hours(history: list[dict[str, Any]]) -> float:
+    """CPU hours of a training history: the process's CPU time over all its threads, summed over the epochs of
+    every chunk (a data-parallel run counts its first process only)."""
+    return sum(r.get("cpu_seconds", 0.0) for r in history) / 3600
 
 
 def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, model_options: dict | None = None,
@@ -232,9 +66,17 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
     final model on the validation split only (runs that choose settings).
     ``lookup_only``: train nothing, return the newest finished run of this
     identity (FileNotFoundError when there is none).
+
+    With ``cfg["artifacts"]`` (:mod:`mvlib.study.run_artifacts`): a run of
+    other code that the running code reproduces is reused (also by
+    ``lookup_only``); a finished run gets its artifact, now or when it is
+    next reused; ``init_from``'s weights come from its artifact.
     """
     if model_name not in MODELS and model_name not in TEACHERS:
         raise ValueError(f"unknown model {model_name!r}; choose one of {sorted(MODELS)} (teachers: {sorted(TEACHERS)})")
+    if model_name in TRAINED_BY_OWN_RECIPE:  # fit would train it by the wrong recipe under the right name
+        raise ValueError(f"{model_name} trains by its own recipe, not fit's: train_recipe with teacher_model: "
+                         f"{model_name} trains it (mvlib.study.airbench_run)")
     apply_process_settings(cfg)
     train_loader, val_loader, test_loader, ncls = loaders(cfg)  # data errors before any folder is made
     params = run_params(cfg, model=model_name, num_classes=ncls, model_options=model_options or {}, voter=voter,
@@ -244,13 +86,14 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
                         teacher_run=teacher[1].run_id if teacher else None, **(extra or {}),
                         **({} if test else {"evaluated_on": "val"}))
     data = data_identity(cfg)
+    splits = {"val": val_loader, "test": test_loader if test else None}
+    # a run of other code, reproduced from its artifact, stands for this one (never with force: that retrains)
+    reused = (reuse_other_code(cfg, step, model_name, variant, params, data, splits, log)
+              if cfg["artifacts"] and not cfg["force"] else None)
     if lookup_only:
-        found = records.find_finished(step, model_name, variant, params, data, cfg["results_dir"])
-        if found is None:
-            raise FileNotFoundError(f"no finished {step} run of {model_name} ({variant}, seed {cfg['seed']}) for "
-                                    f"profile {cfg['profile']!r} with this configuration, data and code: run that "
-                                    f"step first")
-        return found
+        return reused[1] if reused is not None else lookup_finished(cfg, step, model_name, variant, params, data)
+    if reused is not None:
+        return reused[0].to(resolve_device(cfg)), reused[1]
     dev = resolve_device(cfg)
     # the model and its voter are built before any folder is made: a bad option fails here
     torch.manual_seed(cfg["seed"])
@@ -262,18 +105,24 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
     if voter is not None:
         set_voter(model, voter, voter_layers)
     with records.claim_run(step, model_name, variant, params, data, cfg["results_dir"], force=cfg["force"],
-                           device=dev, reusable=lambda r: r.checkpoint.is_file()) as run:
+                           device=dev, reusable=lambda r: r.checkpoint.is_file() or r.artifact.is_file()) as run:
         if run.finished:
             log(f"reusing finished run {run.run_id}: val top1 {run.metrics['val_top1']:.2f}%")
-            return load_run_model(run, dev), run
+            model = load_run_model(run, dev)
+            if cfg["artifacts"]:  # finished before artifacts were asked for: written now, from its checkpoint
+                write_run_artifact(run, model, splits, log)
+            return model, run
         if not run.checkpoint.is_file():
             if init_from is not None:  # weights of the run it starts from; the voter stays as set above
-                model.load_state_dict(load_run_model(init_from).state_dict(), strict=False)
+                # from the artifact with artifacts on, so that a reused and a fresh source start alike; from it
+                # also where the checkpoint is missing (start_weights refuses an artifact without latent weights)
+                artifact = cfg["artifacts"] or (not init_from.checkpoint.is_file() and init_from.artifact.is_file())
+                source = start_weights(init_from) if artifact else load_run_model(init_from)
+                model.load_state_dict(source.state_dict(), strict=False)
             if prepare is not None:
                 prepare(model)
         t0 = time.time()
         if cfg["ddp_procs"] > 1:  # N worker processes train; this process keeps the record
-            from .ddp_worker import fit_distributed
             fit_distributed(cfg, params, model, run.checkpoint, teacher[1] if teacher else None, log=log)
             load_model_weights(model, run.checkpoint)  # the picked epoch's weights, as fit leaves them
             hist = load_checkpoint(run.checkpoint)["history"]
@@ -281,20 +130,22 @@ def train_run(cfg: dict[str, Any], step: str, model_name: str, variant: str, *, 
             hist = fit(model, train_loader, val_loader, **fit_recipe(cfg), teacher=teacher[0] if teacher else None,
                        checkpoint_path=run.checkpoint, arch=arch_of(params), device=dev, progress=cfg["progress"],
                        on_epoch=lambda h: (run.write_history(h), apply_process_settings(cfg)), log=log,
-                       evaluator=evaluator(cfg))
+                       evaluator=evaluator(cfg), deadline=pipeline_deadline())
         # the checkpoint is the truth: its history is what the record keeps (a kill may have cut history.csv)
         state = load_checkpoint(run.checkpoint)
         run.write_history(state["history"])
         seconds = sum(r["seconds"] for r in hist) if hist else time.time() - t0
         run.finish({"model": model_name, "variant": variant, "profile": cfg["profile"], "dataset": cfg["dataset"],
-                    **_final_metrics(model, val_loader, test_loader if test else None, dev, evaluator(cfg)),
-                    "seconds": round(seconds, 1),
+                    **final_metrics(model, val_loader, test_loader if test else None, dev, evaluator(cfg)),
+                    "seconds": round(seconds, 1), "cpu_hours": round(cpu_hours(hist), 3),
                     "epochs": cfg["epochs"], "picked_epoch": (state.get("pick") or {}).get("epoch", state["epoch"]),
                     "train_images": len(train_loader.labels),
                     "train_file": cfg["train_file"], "device": dev},
                    epochs=cfg["epochs"], checkpoint_epoch=state["epoch"])
         log(f"finished {run.run_id}: val top1 {run.metrics['val_top1']:.2f}%"
             + (f", test top1 {run.metrics['top1']:.2f}%" if test else ""))
+        if cfg["artifacts"]:
+            write_run_artifact(run, model, splits, log)
         return model.eval(), run
 
 
@@ -322,7 +173,7 @@ def evaluate_record(cfg: dict[str, Any], step: str, model: nn.Module | Callable[
         net = model() if callable(model) and not isinstance(model, nn.Module) else model
         _, val_loader, test_loader, _ = loaders(cfg)
         run.finish({"model": model_name, "variant": variant, "profile": cfg["profile"], "dataset": cfg["dataset"],
-                    **_final_metrics(net, val_loader, test_loader if test else None, dev, evaluator(cfg)),
+                    **final_metrics(net, val_loader, test_loader if test else None, dev, evaluator(cfg)),
                     "seconds": round(time.time() - t0, 1),
                     "evaluation_only": True})
         return run
@@ -340,16 +191,21 @@ def teacher_config(cfg: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, 
     A ResNet teacher (ReActNet's ResNet-34): its own width and the
     ``teacher_*`` recipe, one step, cross-entropy; the same for every
     student, so the students of one seed share one teacher run.
+    ``airbench``: :func:`mvlib.study.airbench_run.airbench_config` (its own
+    recipe, shared the same way). ``kd_weight`` shapes the students only:
+    every teacher's is 1, so students of several weights share a teacher.
     """
     if cfg["teacher_model"] == "same":
-        return None, run_config(cfg, epochs=cfg["teacher_epochs"], two_step=False, distill=False), {
+        return None, run_config(cfg, epochs=cfg["teacher_epochs"], two_step=False, distill=False, kd_weight=1.0), {
             "binary_activations": False, "binary_weights": False}
+    if cfg["teacher_model"] in TRAINED_BY_OWN_RECIPE:
+        return cfg["teacher_model"], airbench_config(cfg), {}
     # every student key that a ResNet teacher does not use is set to one value, so its identity is the same
     # for every student
     t = run_config(cfg, epochs=cfg["teacher_epochs"], width=cfg["teacher_width"], optimizer=cfg["teacher_optimizer"],
                    lr=cfg["teacher_lr"], weight_decay=cfg["teacher_weight_decay"], batch_size=cfg["teacher_batch_size"],
                    schedule="cosine", warmup_steps=0, label_smoothing=0.0, agc_clip=0.0, two_step=False,
-                   distill=False, norm="bn", step2_weight_decay=-1.0)
+                   distill=False, norm="bn", step2_weight_decay=-1.0, kd_weight=1.0)
     return cfg["teacher_model"], t, {}
 
 
@@ -363,7 +219,8 @@ def train_recipe(cfg: dict[str, Any], step: str, model_name: str, variant: str =
     ``<variant>-step1-binact``), the second half starts from it with both
     binary and ``step2_weight_decay``. Distillation: the teacher of
     :func:`teacher_config` is trained first (variant ``teacher-real`` or
-    ``teacher-resnet34``, in ``step``) by the same code, checked against
+    ``teacher-resnet34``, in ``step``) by the same code (``teacher-airbench``:
+    by :mod:`mvlib.teacher`'s own loop, :func:`train_airbench_teacher`), checked against
     ``teacher_min_val_top1``, and the binary network learns from its softmax
     (ReActNet's distributional loss). ``test=False``: every run of the
     recipe is evaluated on the validation split only. With ``lookup_only``
@@ -380,8 +237,11 @@ def train_recipe(cfg: dict[str, Any], step: str, model_name: str, variant: str =
         t_name, t_cfg, t_opts = teacher_config(cfg)
         # the student's own options (a binary 1x1, a BN-free init) do not shape a real-valued teacher: one
         # teacher run serves every variant of a network and seed
-        res = train_run(t_cfg, teacher_step or step, t_name or model_name, f"teacher-{t_name or 'real'}",
-                        model_options=t_opts, **kw)
+        if t_name in TRAINED_BY_OWN_RECIPE:
+            res = train_airbench_teacher(t_cfg, teacher_step or step, **kw)
+        else:
+            res = train_run(t_cfg, teacher_step or step, t_name or model_name, f"teacher-{t_name or 'real'}",
+                            model_options=t_opts, **kw)
         t_run = res if lookup_only else res[1]
         if t_run.metrics["val_top1"] < cfg["teacher_min_val_top1"]:
             raise TeacherTooWeak(f"teacher run {t_run.run_id} reaches {t_run.metrics['val_top1']:.2f} % validation "

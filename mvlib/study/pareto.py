@@ -35,8 +35,8 @@ from typing import Any
 import pandas as pd
 
 from ..hw import cost as hw_cost
-from ..hw.flow import tree_name, tree_support
-from ..hw.verilog import circuit_fanins
+from ..hw.flow import tree_support
+from ..voter_spec import VoterSpec
 from .stats import UNRESOLVED, holm, t_interval, welch
 
 KINDS = ("popcount", "mv", "hmv", "tree")  # tree: nested fan-ins (more than one level)
@@ -78,29 +78,54 @@ def voter_families(width: int, groups, trees) -> list[tuple[int, ...]]:
     return fams
 
 
-def point_label(kind: str, width: int, fanins=(), tie: str = "", base_width: int | None = None) -> str:
-    """``popcount w12``, ``MV``, ``HMV G=4 tie pos``, ``tree 4x4 tie first`` (the width only when not the base)."""
-    w = "" if width == base_width else f" w{width}"
-    if kind == "popcount":
-        return f"popcount{w or f' w{width}'}"
-    if kind == "mv":
-        return f"MV{w}"
-    name = "HMV G=" if kind == "hmv" else "tree "
-    return f"{name}{'x'.join(map(str, fanins))} tie {tie}{w}"
+def hierarchical_points(cfg: dict[str, Any]) -> list[VoterSpec]:
+    """The front's hierarchical voters: every ``pareto_groups`` G, then every ``pareto_trees`` tree (checked by
+    :func:`voter_families`), each with every ``pareto_ties`` rule, with the voter study's surrogate normalization.
+
+    Every rule is costed; which are retrained (all, or the one chosen by disagreement) the notebook decides.
+    """
+    families = voter_families(cfg["width"], cfg["pareto_groups"], cfg["pareto_trees"])
+    return [VoterSpec.hierarchical(f, tie, norm=cfg["mv_surrogate_norm"]) for f in families
+            for tie in cfg["pareto_ties"]]
 
 
-def circuit_of(kind: str, fanins=(), tie: str = "") -> str:
-    return {"popcount": "popcount", "mv": "mv"}.get(kind) or tree_name(fanins, tie)
+def point_kind(voter: VoterSpec | None) -> str:
+    """The design's kind (:data:`KINDS`): ``popcount`` for no voter, ``tree`` for a voter of several levels."""
+    if voter is None:
+        return "popcount"
+    return "tree" if len(voter.fanins) > 1 else voter.kind
 
 
-def circuits_needed(width: int, controls, families, ties) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+def point_label(voter: VoterSpec | None, width: int, base_width: int | None = None) -> str:
+    """``popcount w12``, ``MV``, ``HMV G=4 tie pos``, ``tree 4x4 tie first``: the voter's label
+    (:meth:`~mvlib.voter_spec.VoterSpec.label`), the width appended when not the base; a popcount network always
+    names its width."""
+    if voter is None:
+        return f"popcount w{width}"
+    return voter.label() + ("" if width == base_width else f" w{width}")
+
+
+def circuit_of(voter: VoterSpec | None) -> str:
+    """The costed circuit of a design: ``popcount`` for a popcount network, else the voter's circuit."""
+    return "popcount" if voter is None else voter.circuit_name()
+
+
+def point_columns(voter: VoterSpec | None, width: int, base_width: int) -> dict[str, Any]:
+    """The columns that say what a point is: kind, width, fan-ins (``4x4``), tie (empty but for the hierarchical
+    voters), circuit and label (``point``)."""
+    return {"kind": point_kind(voter), "width": width, "fanins": voter.fanin_text() if voter else "",
+            "tie": voter.tie if voter and voter.kind == "hmv" else "", "circuit": circuit_of(voter),
+            "point": point_label(voter, width, base_width)}
+
+
+def circuits_needed(width: int, controls, voters) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     """What the front costs: the ``(circuit, fan-in)`` pairs to synthesize, and the ``(circuit, width)`` designs.
 
-    Popcount and exact voter at the base and control widths; every hierarchical voter and tree with
-    every tie rule at the base width (all tie rules are costed even where only one is retrained).
+    Popcount and exact voter at the base and control widths; every hierarchical voter of ``voters`` at the base
+    width (:func:`hierarchical_points`: all tie rules are costed even where only one is retrained).
     """
-    hmv = [tree_name(f, t) for f in families for t in ties]
-    designs = [(c, w) for c in ("popcount", "mv") for w in [width, *controls]] + [(c, width) for c in hmv]
+    designs = [(c, w) for c in ("popcount", "mv") for w in [width, *controls]] + [
+        (circuit_of(v), width) for v in voters]
     synth = [(c, n) for c, w in designs for n in hw_cost.fanins([w])]
     return list(dict.fromkeys(synth)), designs
 
@@ -108,14 +133,15 @@ def circuits_needed(width: int, controls, families, ties) -> tuple[list[tuple[st
 def profile_circuits(cfg: dict[str, Any]):
     """:func:`circuits_needed` of a configuration (its width, pareto_* keys)."""
     w = cfg["width"]
-    return circuits_needed(w, control_widths(w, cfg["pareto_width_fractions"]),
-                           voter_families(w, cfg["pareto_groups"], cfg["pareto_trees"]), cfg["pareto_ties"])
+    return circuits_needed(w, control_widths(w, cfg["pareto_width_fractions"]), hierarchical_points(cfg))
 
 
 def inputs_read(circuit: str) -> float:
     """Fraction of its inputs a voter's output depends on: 1, except for degenerate trees (G = 2, tie first)."""
-    fs = circuit_fanins(circuit) if circuit.startswith("hmv") else ()
-    return tree_support(fs, circuit.rsplit("_", 1)[1])[-1] / math.prod(fs) if fs else 1.0
+    if not circuit.startswith("hmv"):
+        return 1.0
+    voter = VoterSpec.from_circuit(circuit)
+    return tree_support(voter.fanins, voter.tie)[-1] / voter.leaves
 
 
 def studied_width(points: pd.DataFrame) -> int:

@@ -41,20 +41,22 @@ from pathlib import Path
 
 from ..environment import REPO_ROOT
 from ..files import write_atomic, write_json
-from ..train import DEADLINE_ENV, deadline_passed
 from . import records
 from .config import load_overlay, load_profile, parse_cli_overrides
-from .progress import error_line
+from .progress import DEADLINE_ENV, deadline_passed, error_line, pipeline_deadline
 from .records import resolve_results_dir
 from .runner import (KERNEL_NAME, StepFailed, StepReachedDeadline, StoppedAtDeadline, check_appendix_data,
                      check_data, ensure_kernel)
 from .runner import run_step as run_graph_step
-from .scheduler import (DEADLINE, DONE, FAILED, Scheduler, StepLauncher, StepStatus, deadline_from_env,
-                        die_with_parent)
+from .scheduler import DEADLINE, DONE, FAILED, Scheduler, StepLauncher, StepStatus, die_with_parent
 from .steps import ALONE, NOTEBOOK_DIR, StepGraph, is_report, step_number
 
 __all__ = ["ALONE", "KERNEL_NAME", "NOTEBOOK_DIR", "REPO_ROOT", "PipelineBusy", "StepFailed", "StoppedAtDeadline",
            "main", "results_lock", "run_pipeline", "run_step", "smoke_overrides", "steps"]
+
+
+# profiles whose run prints the estimate before its first notebook (a day or more of machine time)
+ESTIMATED = ("paper", "long")
 
 
 class PipelineBusy(RuntimeError):
@@ -154,7 +156,7 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
     after that many hours, and a training run stops after the epoch that
     crosses it (its checkpoint kept); :class:`StoppedAtDeadline` then says to
     rerun the same command, which resumes. ``estimate_first`` (default: the
-    ``paper`` profile, not in smoke mode): print :func:`mvlib.study.estimate.estimate`
+    profiles of :data:`ESTIMATED`, not in smoke mode): print :func:`mvlib.study.estimate.estimate`
     for the chosen steps before the first one starts. ``rerun``: execute the
     chosen steps although they are current (their runs with weights are
     reused, the others trained again). ``plan`` (default): add the steps whose
@@ -180,7 +182,7 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     overrides.pop("study_jobs", None)  # a pipeline setting, not a notebook parameter
-    all_steps = graph.steps()
+    all_steps = profile_steps(graph, cfg["study_steps"])
     chosen = all_steps if not only else [s for s in all_steps if s in only or step_number(s) in only]
     unknown = set(only or []) - set(chosen) - {step_number(s) for s in chosen}
     if unknown:
@@ -205,9 +207,9 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
         if appendix_step and not graph.is_current(appendix_step, profile, overrides, out_dir):
             check_appendix_data(cfg)
         before = {s: _read(out_dir / f"{s}.done.json") for s in chosen}
-        if estimate_first if estimate_first is not None else (profile == "paper" and not smoke and record):
+        if estimate_first if estimate_first is not None else (profile in ESTIMATED and not smoke and record):
             from .estimate import estimate
-            from .experiment import resolve_device
+            from .run_setup import resolve_device
             hours = estimate(cfg, resolve_device(cfg), log=log)
             log(f"chosen steps: {sum(h for s, h in hours.items() if s in chosen):.1f} h estimated"
                 + (f"; --max-hours {max_hours} stops cleanly and a rerun resumes" if max_hours else ""))
@@ -218,7 +220,7 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
             # a smoke run's timings are read by nobody: its timing step takes a slot like any other
             done = make_scheduler(chosen=chosen, waits_for=graph.waits_for(chosen, cfg), jobs=jobs, launch=launch,
                                   log=log, scratch_dir=out_dir / f".threads-{os.getpid()}",
-                                  alone=() if smoke else ALONE, deadline=deadline_from_env()).run()
+                                  alone=() if smoke else ALONE, deadline=pipeline_deadline()).run()
         else:
             done = _run_in_order(graph, chosen, profile, overrides, force, out_dir, results, log, rerun_steps)
         total = time.time() - t_all
@@ -235,11 +237,22 @@ def run_pipeline(profile: str = "cpu", only: list[str] | None = None, force: boo
     return done
 
 
+def profile_steps(graph: StepGraph, wanted: list[str]) -> list[str]:
+    """The notebooks of a profile's study: those ``study_steps`` names (by number or name), or every one."""
+    steps = graph.steps()
+    if not wanted:
+        return steps
+    unknown = set(wanted) - set(steps) - {step_number(s) for s in steps}
+    if unknown:
+        raise ValueError(f"study_steps names unknown step(s) {sorted(unknown)}; steps are {steps}")
+    return [s for s in steps if s in wanted or step_number(s) in wanted]
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog="exit codes: 0 done (or nothing to run), 1 an error (one line names it), "
                                         "3 --max-hours ran out (rerun to resume), 130 stopped by Ctrl-C")
-    ap.add_argument("--profile", default="cpu", help="configs/<profile>.yaml (ci, cpu, paper)")
+    ap.add_argument("--profile", default="cpu", help="configs/<profile>.yaml (ci, cpu, long, paper)")
     ap.add_argument("--only", nargs="*", help="run only these steps (names or number prefixes)")
     ap.add_argument("--force", action="store_true", help="re-execute steps already done, and the runs inside them")
     ap.add_argument("--rerun", action="store_true",
@@ -252,7 +265,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-hours", type=float, default=None,
                     help="stop cleanly after this many hours (a rerun of the same command resumes)")
     ap.add_argument("--estimate", action="store_true", help="print the images and hours per notebook, then exit")
-    ap.add_argument("--no-estimate", action="store_true", help="do not print the estimate before a paper run")
+    ap.add_argument("--no-estimate", action="store_true", help="do not print the estimate before a paper or long run")
     # how a parallel run starts its children (not for users)
     ap.add_argument("--overrides-json", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--notebook-dir", default=None, help=argparse.SUPPRESS)
@@ -273,7 +286,7 @@ def _run_command(args: argparse.Namespace) -> tuple[int, StepStatus]:
         overrides = json.loads(args.overrides_json) if args.overrides_json else parse_cli_overrides(args.set)
         if args.estimate:
             from .estimate import estimate
-            from .experiment import resolve_device
+            from .run_setup import resolve_device
             cfg = load_profile(args.profile, smoke_overrides(args.profile, overrides) if args.smoke else overrides)
             estimate(cfg, resolve_device(cfg))
             return 0, StepStatus(DONE)

@@ -1,9 +1,14 @@
-"""Progress lines that reach the terminal from inside a notebook kernel.
+"""What the pipeline tells the notebook kernels it starts: progress lines, thread budget, deadline.
 
 A notebook run by papermill has no terminal: what it prints lands in the
 executed copy. :func:`say` prints a line *and*, when the pipeline has set
 ``$MVLIB_PROGRESS_FILE``, appends it to that file, which the pipeline tails
 and shows live (``[01_baseline] reactnet18 seed 1: epoch 2/4 ...``).
+
+The pipeline reaches a kernel through its environment only (a kernel is a
+process papermill starts), so this module is where the study reads it:
+:func:`pipeline_threads` and :func:`pipeline_deadline`. The training loop
+(:func:`mvlib.train.fit`) reads none of it; the study passes it on.
 """
 from __future__ import annotations
 
@@ -26,6 +31,23 @@ def pipeline_threads() -> int | None:
             return max(1, int(f.read().strip()))
     except (OSError, ValueError):  # not written yet, or mid-replace: keep the current threads
         return None
+
+
+# ``--max-hours`` as a Unix time: no step starts after it, and a training run stops after the epoch that
+# crosses it (its checkpoint kept). Set by the pipeline; its children, kernels and torchrun workers inherit it.
+DEADLINE_ENV = "MVLIB_DEADLINE"
+
+
+def pipeline_deadline() -> float | None:
+    """``$MVLIB_DEADLINE`` as seconds since the epoch, or None (unset or empty: no limit)."""
+    value = os.environ.get(DEADLINE_ENV)
+    return float(value) if value else None
+
+
+def deadline_passed() -> bool:
+    """Whether the pipeline's deadline, if any, lies in the past."""
+    deadline = pipeline_deadline()
+    return deadline is not None and time.time() >= deadline
 
 
 def say(line: str) -> None:

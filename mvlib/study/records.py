@@ -6,7 +6,10 @@ Layout::
                                  env.json      commit and dirty flag, versions, machine
                                  history.csv   one row per finished epoch (training runs)
                                  metrics.json  final numbers; written last: its presence = finished
+                                 verified-<code>.json  written once, when code <code> reproduced the run's
+                                               artifact and reused the run (mvlib.study.run_artifacts)
     results/runs/<step>/.<hash>.lock           held while a process works on that identity
+    results/artifacts/<profile>/<step>/<run_id>.npz   the run's weights and predictions (``artifacts`` on)
     checkpoints/<step>/<run_id>/last.pt        outside git (ignored folder)
 
 A run's *identity* is the resolved parameters (every data and training key
@@ -26,6 +29,13 @@ a run finished when its history, checkpoint and metrics disagree.
 The *group* of a run is its identity without the seed and the seed's own
 source runs: the runs of one group are one row of ``summary.csv``, a mean
 over seeds (:mod:`mvlib.study.stats`).
+
+A run that later code reproduced from its artifact and reused stays one run,
+in its own folder under the code that trained it: nothing is copied, no
+second ``metrics.json`` is written. Its ``verified-<code>.json`` markers say
+which code reproduced it; the summaries list it once, as a run of the code
+that verified it last (``code_hash``; ``trained_under`` names the code that
+trained it), so that it is a row beside the runs that code trained.
 """
 from __future__ import annotations
 
@@ -48,7 +58,8 @@ from ..environment import REPO_ROOT, code_hash, environment_info
 from ..files import remove_stale_temporaries, write_atomic, write_json
 
 RUNS_COLUMNS = ["step", "run_id", "model", "variant", "profile", "dataset", "seed", "top1", "top5", "val_top1",
-                "seconds", "group", "code_hash"]
+                "seconds", "group", "code_hash", "trained_under"]
+VERIFIED = "verified-{code}.json"  # a run folder's marker: code <code> reproduced and reused this run
 # parameters that differ between the seeds of one row (the seed, and the runs of that seed it started from)
 SEED_FIELDS = ("seed", "source_run", "init_run", "teacher_run")
 
@@ -120,6 +131,11 @@ class Run:
         return self.checkpoint_dir / "last.pt"
 
     @property
+    def artifact(self) -> Path:
+        """Where its artifact is (:mod:`mvlib.study.run_artifacts`): beside ``runs/``, so committed with it."""
+        return self.dir.parents[2] / "artifacts" / str(self.params.get("profile")) / self.step / f"{self.run_id}.npz"
+
+    @property
     def finished(self) -> bool:
         return (self.dir / "metrics.json").is_file()
 
@@ -181,6 +197,12 @@ def read_record_json(path: Path) -> dict[str, Any]:
                           f"to run it again") from None
 
 
+def verifications(run_dir: Path) -> list[dict[str, Any]]:
+    """The ``verified-<code>.json`` markers of a run folder, oldest first (``verified_at`` is UTC ISO time)."""
+    found = [read_record_json(p) for p in Path(run_dir).glob(VERIFIED.format(code="*"))]
+    return sorted(found, key=lambda v: v.get("verified_at", ""))
+
+
 def _num(v: str):
     for cast in (int, float):
         try:
@@ -221,6 +243,20 @@ def find_finished(step: str, model: str, variant: str, params: dict[str, Any], d
     identity = identity_of(step, model, variant, params, data)
     done = [r for r in _runs_of(results, step, identity) if r.finished]
     return done[-1] if done else None
+
+
+@contextlib.contextmanager
+def hold_identity(step: str, model: str, variant: str, params: dict[str, Any], data: dict[str, Any],
+                  results_dir="results") -> Iterator[None]:
+    """The lock :func:`claim_run` takes on this identity, without making or choosing a folder.
+
+    Held while a run of other code is verified for it, so that two processes never verify, mark and
+    reuse (or train) the same identity at once.
+    """
+    identity = identity_of(step, model, variant, params, data)
+    h = canonical_hash(identity)
+    with _identity_lock(resolve_results_dir(results_dir) / "runs" / step, h, f"run {step}/{model}-{variant} ({h})"):
+        yield
 
 
 @contextlib.contextmanager
@@ -321,7 +357,12 @@ def all_metrics(results_dir="results", on_corrupt: Callable[[RecordError], None]
         ppath = mpath.parent / "params.json"
         if ppath.is_file():  # the group by the current rule, not the one the record was written under
             try:
-                m["group"] = group_of(read_record_json(ppath)["identity"])
+                identity = read_record_json(ppath)["identity"]
+                verified = verifications(mpath.parent)
+                if verified:  # a row of the code that reproduced it last, beside the runs that code trained
+                    m["trained_under"], m["code_hash"] = identity["code_hash"], verified[-1]["verified_under"]
+                    identity = {**identity, "code_hash": m["code_hash"]}
+                m["group"] = group_of(identity)
             except (RecordError, KeyError) as e:
                 if on_corrupt is None:
                     raise RecordError(f"corrupt run record {ppath}: {e}") from None

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..environment import REPO_ROOT, code_hash
+from ..voter_spec import VoterSpec
 from .records import all_metrics, resolve_results_dir, run_from_dir
 from .summary import latest_per_seed
 
@@ -115,13 +116,20 @@ def timing_sentence(timing: dict, budget_min: float | None = None) -> str:
 
 
 def hmv_table(rows: list[dict]) -> pd.DataFrame:
-    """Hierarchical-voter rows of notebook 04: G, tie rule, mode, validation / test top-1 (mean over seeds)."""
-    hmv = [r for r in rows if str(r.get("step", "")).startswith("04") and str(r.get("variant", "")).startswith("hmv-")]
+    """Hierarchical-voter rows of notebook 04: G, tie rule, mode, validation / test top-1 (mean over seeds).
+
+    G, tie and mode are read from the variant by :meth:`mvlib.voter_spec.VoterSpec.from_variant`, the inverse of
+    the name the run was given."""
+    hmv = []
+    for r in rows:
+        tagged = VoterSpec.from_variant(str(r.get("variant", "")))
+        if str(r.get("step", "")).startswith("04") and tagged is not None:
+            voter, mode = tagged
+            hmv.append({**{k: r.get(k) for k in ("model", "variant", "seed", "val_top1", "top1", "top5")},
+                        "G": voter.fanin_text(), "tie": voter.tie, "mode": mode})
     if not hmv:
         return pd.DataFrame()
-    df = pd.DataFrame([{k: r.get(k) for k in ("model", "variant", "seed", "val_top1", "top1", "top5")} for r in hmv])
-    parts = df["variant"].str.extract(r"hmv-g(?P<G>[0-9x]+)-tie(?P<tie>[a-z]+)-(?P<mode>.+)")
-    df = pd.concat([df, parts], axis=1)
+    df = pd.DataFrame(hmv)
     out = (df.groupby(["model", "mode", "tie", "G", "variant"], as_index=False)
            .agg(val_top1=("val_top1", "mean"), top1=("top1", "mean"), seeds=("seed", "nunique")))
     out["_g"] = out["G"].map(fanin_key)

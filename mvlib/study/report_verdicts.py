@@ -9,10 +9,9 @@ method, and says which.
 """
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 
+from ..voter_spec import VoterSpec
 from .report import fanin_key
 from .report_tables import HOW, TIE_LABELS, fanin_label, model_rank, network, number, pm
 from .stats import AT_FLOOR, FLOOR_MARGIN, UNRESOLVED, at_floor, holm
@@ -20,7 +19,6 @@ from .summary import difference_interval, select
 
 # The project's goals for the bit kernels: XNOR + popcount against torch fp32 conv2d at batch 128.
 KERNEL_GOALS = {"kernel only": 20.0, "with packing": 10.0}
-HMV_VARIANT = re.compile(r"hmv-g(?P<G>[0-9x]+)-tie(?P<tie>[a-z]+)-(?P<mode>.+)")
 
 
 # ---------------------------------------------------------------------------------------------- §2
@@ -35,9 +33,12 @@ def hmv_costs(rows: list[dict], profile: str, code: str | None = "current", ties
     """
     keys = set()
     for r in rows:
-        m = HMV_VARIANT.fullmatch(str(r.get("variant", "")))
-        if m and str(r.get("step", "")).startswith("04") and m["tie"] in ties and r.get("profile") == profile:
-            keys.add((r["model"], m["G"], m["tie"], m["mode"], r["variant"]))
+        tagged = VoterSpec.from_variant(str(r.get("variant", "")))
+        if tagged is None or not str(r.get("step", "")).startswith("04") or r.get("profile") != profile:
+            continue
+        voter, mode = tagged
+        if voter.tie in ties:
+            keys.add((r["model"], voter.fanin_text(), voter.tie, mode, r["variant"]))
     out, ivs = [], []
     for model, fan, tie, mode, variant in keys:
         retrained = mode == "retrain-approx"
@@ -141,14 +142,18 @@ def kernel_verdict(bench: dict, engine: dict | None = None, trained: dict | None
                  f"(G = 4): {big['hmv_ratio'].median():.1f}×.")
     peak = bench.get("peak")
     if peak:
-        # torch's convolutions measured against the matmul figure: above 100 %, that figure is no peak of torch's
+        # torch's convolutions measured against the fp32 figure: above 100 %, that figure is no peak of torch's
         frac = big["torch_frac_peak"].max() if "torch_frac_peak" in big else float("nan")
         bound = frac == frac and frac <= 1.0
         above = [f"{g:.0f}×" for g in goals.values() if g > peak["ceiling"]]
+        if "torch_mm_gmacs" in peak:  # the FMA micro-kernel's peak, with torch's matmul beside it
+            fp32 = (f"the fp32 FMA micro-kernel at {peak['fp32_gmacs']:.0f} GMAC/s (torch's matmul "
+                    f"{peak['torch_mm_gmacs']:.0f}; int8 peak {peak['int8_gmacs']:.0f} GMAC/s, {peak['int8_path']})")
+        else:  # a results file of the earlier roofline: torch's matmul stood for the fp32 peak
+            fp32 = f"torch's fp32 matmul at {peak['fp32_gmacs']:.0f} GMAC/s"
         text = (f"Roofline of the same run: the XOR-popcount micro-kernel peaks at {peak['binary_tmacs']:.2f} T "
-                f"binary MAC/s (L1-resident data), torch's fp32 matmul at {peak['fp32_gmacs']:.0f} GMAC/s, a ratio of "
-                f"{peak['ceiling']:.1f}×; torch's convolutions at this batch reach up to {100 * frac:.0f} % of that "
-                "matmul figure")
+                f"binary MAC/s (L1-resident data), {fp32}, a ratio of {peak['ceiling']:.1f}×; torch's convolutions "
+                f"at this batch reach up to {100 * frac:.0f} % of that fp32 figure")
         if not bound:
             text += ", so it is not torch's peak on this machine and the ratio bounds nothing."
         elif above:
@@ -187,7 +192,7 @@ def hardware_verdict(costs: pd.DataFrame, net: pd.DataFrame | None, scatter: flo
              + (f", within the ±{100 * noise:.0f} % resolution of heuristic synthesis (twice the mapper's scatter "
                 f"of {100 * scatter:.1f} %, at least 2 %)." if within else
                 f" (median {number(100 * mv.median(), 1, True)} %; resolution ±{100 * noise:.0f} %).")]
-    hm = f"hmv{g}_pos"
+    hm = VoterSpec.hierarchical(g, "pos").circuit_name()
     if hm in sv.index:
         h = sv.loc[hm].dropna()
         lines.append(f"The hierarchical voter G = {g} (tie +1) saves {number(100 * h.min(), 1, True)} to "

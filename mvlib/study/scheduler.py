@@ -2,7 +2,7 @@
 
 ``study_jobs`` (profile key, or ``--jobs``) > 1 runs that many notebooks at once; the cores are split evenly
 among the running notebooks and the split follows them (a notebook left alone gets every core back at its
-next epoch or record: :func:`mvlib.study.experiment.apply_process_settings`, which reads the budget file
+next epoch or record: :func:`mvlib.study.run_setup.apply_process_settings`, which reads the budget file
 named by :data:`mvlib.study.progress.THREADS_ENV`). Why: on the 2-core CPU, notebook 01 trained at 86 s per
 epoch beside notebook 06 (67 s alone on both cores) while 06 kept its speed alone: about 1.7x the images/s of
 one notebook at a time (width 16). The timing notebook (:data:`mvlib.study.steps.ALONE`) waits for an idle
@@ -29,7 +29,6 @@ from typing import Callable, Protocol
 
 from ..environment import REPO_ROOT
 from ..files import write_json
-from ..train import DEADLINE_ENV
 from .progress import THREADS_ENV
 from .runner import StepFailed, StoppedAtDeadline
 from .steps import ALONE, is_report, step_number
@@ -155,12 +154,6 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-def deadline_from_env() -> float | None:
-    """``$MVLIB_DEADLINE`` (set by ``--max-hours``) as seconds since the epoch, or None."""
-    value = os.environ.get(DEADLINE_ENV)
-    return float(value) if value else None
 
 
 def die_with_parent(parent: int) -> None:

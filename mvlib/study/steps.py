@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from ..environment import REPO_ROOT, code_hash, source_hash
+from ..environment import REPO_ROOT, code_hash, notebook_code_hash, source_hash
 from . import records
 from .config import load_profile
 from .records import resolve_results_dir
@@ -33,7 +33,7 @@ READS_SHARED = {"09": ("01", "03", "04")}
 # Steps that time code: they run with the machine to themselves.
 ALONE = ("05",)
 # keys that change how a step runs, not what it computes: they stay out of its key
-RUN_ONLY_KEYS = ("progress", "study_jobs")
+RUN_ONLY_KEYS = ("progress", "study_jobs", "study_steps")
 
 
 def step_number(step: str) -> str:
@@ -54,14 +54,16 @@ def step_config(profile: str, overrides: dict, force: bool = False) -> tuple[dic
 class StepGraph:
     """The steps of one notebook folder, what each reads, and which of them must execute.
 
-    ``code_hash`` and ``source_hash`` give the identities a step's key holds (the running code's by default);
+    ``code_hash``, ``source_hash`` and ``notebook_code_hash`` give the identities a step's key holds (the running
+    code's by default);
     passing others shows what a change of code does to the steps without changing the code.
     """
 
     def __init__(self, notebook_dir: Path = NOTEBOOK_DIR, code_hash: Callable[[], str] = code_hash,
-                 source_hash: Callable[[], str] = source_hash):
+                 source_hash: Callable[[], str] = source_hash,
+                 notebook_code_hash: Callable[[Path], str] = notebook_code_hash):
         self.notebook_dir = Path(notebook_dir)
-        self.code_hash, self.source_hash = code_hash, source_hash
+        self.code_hash, self.source_hash, self.notebook_code_hash = code_hash, source_hash, notebook_code_hash
 
     def steps(self) -> list[str]:
         """Notebook names in execution order (file name order: 01_…, 02_…, 99_report)."""
@@ -92,7 +94,10 @@ class StepGraph:
 
     def _of_this_code(self, metrics: Path) -> bool:
         """Whether a finished record comes from the running code (a step reads no other: identities hold the
-        code hash), so that deleting an older study's records changes no digest."""
+        code hash), or was reproduced and reused by it (its ``verified-<code>.json``), so that deleting an older
+        study's records changes no digest."""
+        if (metrics.parent / records.VERIFIED.format(code=self.code_hash())).is_file():
+            return True
         try:
             return json.loads(metrics.read_text()).get("code_hash") == self.code_hash()
         except (OSError, json.JSONDecodeError):
@@ -125,6 +130,9 @@ class StepGraph:
         h = hashlib.sha256(src.read_bytes())
         h.update(json.dumps({k: v for k, v in cfg.items() if k not in RUN_ONLY_KEYS}, sort_keys=True).encode())
         h.update((self.source_hash() if is_report(src.stem) else self.code_hash()).encode())
+        if not is_report(src.stem):  # what only this notebook uses (the benchmark, the synthesis flow)
+            paired = src.with_suffix(".py")  # the notebook's source (jupytext pairing), else its code cells
+            h.update(self.notebook_code_hash(paired if paired.is_file() else src).encode())
         return h.hexdigest()[:16]
 
     def is_current(self, step: str, profile: str, overrides: dict, out_dir: Path) -> bool:
@@ -143,8 +151,9 @@ class StepGraph:
         """The finished training runs of the running code in step ``number`` whose checkpoint is missing.
 
         Checkpoints are not committed (``checkpoints/`` is ignored), so in a fresh clone every training run
-        is in this list; of several runs of one identity only the newest counts (a run trained again to
-        bring back its weights leaves the older record in place).
+        is in this list, but for those with a committed artifact (its weights); of several runs of one
+        identity only the newest counts (a run trained again to bring back its weights leaves the older
+        record in place).
         """
         newest: dict[str, Path] = {}
         for mpath in sorted(results.glob(f"runs/{number}_*/*/metrics.json")):
@@ -156,7 +165,8 @@ class StepGraph:
                 continue
             ident = json.loads((mpath.parent / "params.json").read_text()).get("identity_hash", mpath.parent.name)
             newest[f"{mpath.parent.parent.name}/{ident}"] = mpath.parent  # sorted: the newest (UTC time) wins
-        return sorted(d.name for d in newest.values() if not records.run_from_dir(d).checkpoint.is_file())
+        return sorted(d.name for d in newest.values()
+                      if not (run := records.run_from_dir(d)).checkpoint.is_file() and not run.artifact.is_file())
 
     def plan_steps(self, chosen: list[str], profile: str, overrides: dict, out_dir: Path, force: bool = False,
                    rerun: list[str] | None = None, all_steps: list[str] | None = None) -> tuple[list[str], dict]:

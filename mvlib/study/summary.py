@@ -64,6 +64,8 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["top1_se_test"] = round(binomial_se(row["top1"], n_test), 4) if n_test and row["top1"] is not None \
             else None
         row["seconds"] = round(sum(r.get("seconds") or 0 for r in runs) / len(runs), 1)
+        cpu = [r["cpu_hours"] for r in runs if isinstance(r.get("cpu_hours"), (int, float))]
+        row["cpu_hours"] = round(sum(cpu) / len(cpu), 3) if cpu else None  # training runs only: CPU time per run
         row["group"] = g
         row["code_hash"] = first.get("code_hash")
         row["run_ids"] = " ".join(r["run_id"] for r in runs)

@@ -16,7 +16,8 @@ import pandas as pd
 from cuda_numba.convert import convert_model, prediction_agreement
 
 from ..voter_ops import set_voter
-from .experiment import find_baseline, load_run_model, loaders, with_seed
+from .experiment import find_baseline
+from .run_setup import load_run_model, loaders, with_seed
 from .records import all_metrics, run_from_dir
 from .summary import select
 

@@ -28,8 +28,8 @@ import torch
 from ..voter_analysis import calibrate_threshold_voters, layer_sign_flips, rescale_binary_weights
 from ..voter_ops import set_voter
 from . import records
-from .experiment import (data_identity, evaluate_record, load_run_model, loaders, resolve_device, run_config,
-                         run_params, train_recipe, with_seed)
+from .experiment import evaluate_record, train_recipe
+from .run_setup import data_identity, load_run_model, loaders, resolve_device, run_config, run_params, with_seed
 from .progress import say
 from .voter_study import layer_sensitivity, study_cfg, substitute, voter_spec
 
@@ -121,8 +121,9 @@ def rescale_sweep(cfg: dict, baselines: dict, ks, log=say) -> pd.DataFrame:
                     model = rescale_binary_weights(load_run_model(base, dev), k, inplace=True)
                     return set_voter(model, spec).eval()
                 run = evaluate_record(c, STEP, build, name, f"naive-k{k:g}",
-                                      {"source_run": base.run_id, "model": name, "voter": spec, "voter_layers": None,
-                                       "weight_scale": k, "calib_batches": 0, "recal_batches": 0}, test=False,
+                                      {"source_run": base.run_id, "model": name, "voter": spec.to_dict(),
+                                       "voter_layers": None, "weight_scale": k, "calib_batches": 0,
+                                       "recal_batches": 0}, test=False,
                                       log=lambda line, k=k: log(f"{name} seed {seed} naive k={k_label(k)}: {line}"))
                 rows.append(_row("a", f"naive, k = {k_label(k)}", ref, run, "val", k=k))
     return pd.DataFrame(rows)

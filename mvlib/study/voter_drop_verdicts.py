@@ -11,7 +11,7 @@ import pandas as pd
 
 from .deck import deck_numbers
 from .stats import AT_FLOOR, FLOOR_MARGIN, UNRESOLVED, at_floor, holm, t_interval, welch
-from .voter_drop import MODELS
+from .voter_drop import MODELS, k_label
 
 ORDERING = {"yes": "deck's ordering", "no": "reversed", UNRESOLVED: UNRESOLVED, AT_FLOOR: AT_FLOOR}
 
@@ -131,3 +131,28 @@ def factor_verdicts(order: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                  f"the 01 baselines; test): {v}." + (f"{detail}." if detail else ""))
     out.append({"factor": "d", "verdict": v, "conditions": len(d)})
     return pd.DataFrame(out), lines
+
+
+def variant_label(condition: str) -> str:
+    """A bar label of experiment 3: ``w16-e1-binary1x1, voter 3x3+1x1: naive`` -> ``binary1x1`` over
+    ``3x3+1x1: naive`` (the recipe, shared by every bar, left out)."""
+    recipe, sep, voter = condition.partition(", voter ")
+    if not sep:
+        raise ValueError(f"condition {condition!r} is not '<recipe>, voter <layers>: <convention>'")
+    return f"{recipe.split('-', 2)[-1]}\n{voter}"
+
+
+def result_sentence(order: pd.DataFrame, verdict: pd.DataFrame, profile: str, seeds: int) -> str:
+    """The notebook's closing sentence: the naive voter's drops at the trained scale, how far rescaling the
+    weights moves their difference, and the verdict of each factor."""
+    k1 = order[order.condition == "naive, k = 1"]
+    ks = order[order["k"].notna()]
+    if not len(k1) or not len(ks):
+        return "not enough records for a result sentence"
+    flip = ks.loc[ks.difference.idxmax()]
+    return (f"**Result ({profile}, {seeds} seeds).** At the trained weight scale the naive voter costs "
+            f"ReActNet-18 {k1['reactnet18 drop'].iloc[0]:.1f} and Bi-RealNet-18 {k1['birealnet18 drop'].iloc[0]:.1f} "
+            f"points (validation); rescaling the weights, which leaves the float networks' predictions unchanged, "
+            f"moves the difference of the drops from {ks.difference.min():+.1f} to {ks.difference.max():+.1f} points "
+            f"(largest at k = {k_label(flip.k)}). Verdict: " + "; ".join(f"({r.factor}) {r.verdict}" for r in verdict.itertuples())
+            + ".")

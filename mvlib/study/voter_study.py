@@ -18,43 +18,54 @@ the test split is evaluated for the main rows only.
 
 Variant names (``variant`` in the run records): ``naive``,
 ``naive-alpha``, ``naive-matched``, ``naive+recal``, ``retrain-approx``,
-``retrain-ste``; hierarchical voters prefix ``hmv-g{G}-tie{rule}-`` (nested
-fan-ins as ``hmv-g4x2-...``).
+``retrain-ste``; hierarchical voters prefix their tag ``hmv-g{G}-tie{rule}-`` (nested
+fan-ins as ``hmv-g4x2-...``; :meth:`mvlib.voter_spec.VoterSpec.variant`).
+
+A voter is a :class:`mvlib.voter_spec.VoterSpec` throughout; a run record keeps its parameters
+(:meth:`~mvlib.voter_spec.VoterSpec.to_dict`). The voters notebook 04 sweeps and retrains come from the
+configuration by :func:`sweep_voters` and :func:`retrained_voters`.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import pandas as pd
 
 from ..voter_ops import calibrate_matched_scale, recalibrate_bn, set_voter, voter_disagreement
-from ..voters import DEFAULT_SURROGATE_NORM, normalize_fanins
+from ..voter_spec import DEFAULT_SURROGATE_NORM, VoterSpec
 from . import records
 from .config import recipe_for
-from .experiment import (apply_process_settings, evaluate_record, load_run_model, loaders, resolve_device,
-                         run_config, train_run, with_seed)
+from .experiment import evaluate_record, train_run
+from .run_setup import apply_process_settings, load_run_model, loaders, resolve_device, run_config, with_seed
 from .progress import say
 
 ESTIMATOR_TAGS = {"approxsign": "approx", "ste": "ste"}
 
 
 def voter_spec(fanins: int | Sequence[int] | None = None, tie: str = "pos", estimator: str = "approxsign",
-               norm: str = DEFAULT_SURROGATE_NORM, output_scale: str = "none") -> dict[str, Any]:
-    """A JSON-able voter spec for :func:`mvlib.voter_ops.set_voter` and run parameters.
+               norm: str = DEFAULT_SURROGATE_NORM, output_scale: str = "none") -> VoterSpec:
+    """The voter of the study's rows: ``fanins=None`` is the exact voter (``mv``), otherwise the hierarchical one."""
+    options = {"estimator": estimator, "norm": norm, "output_scale": output_scale}
+    return VoterSpec.exact(**options) if fanins is None else VoterSpec.hierarchical(fanins, tie, **options)
 
-    ``fanins=None`` is the exact voter (``mv``); otherwise the hierarchical one.
+
+def sweep_voters(cfg: dict[str, Any]) -> list[VoterSpec]:
+    """Notebook 04's G x tie grid: every ``hmv_groups`` G, then every ``hmv_nested`` tree, whose leaf blocks divide
+    the width (every layer's input channels are a multiple of it), each with every ``hmv_ties`` rule.
+
+    The configuration keeps one list per notebook (the sweep, the retrained subset, the front, the synthesized
+    circuits differ by design and by profile); this turns its keys into voters, in the order the runs are made.
     """
-    spec: dict[str, Any] = {"name": "mv", "estimator": estimator, "norm": norm, "output_scale": output_scale}
-    if fanins is not None:
-        spec.update(name="hmv", fanins=list(normalize_fanins(fanins)), tie=tie)
-    return spec
+    shapes = [(g,) for g in cfg["hmv_groups"]] + [tuple(f) for f in cfg["hmv_nested"]]
+    return [voter_spec(f, tie, norm=cfg["mv_surrogate_norm"]) for f in shapes if cfg["width"] % math.prod(f) == 0
+            for tie in cfg["hmv_ties"]]
 
 
-def variant_name(spec: dict[str, Any], suffix: str) -> str:
-    """``naive`` / ``hmv-g4-tiepos-naive`` / ``hmv-g4x2-tiepos-retrain-approx`` for a spec and a suffix."""
-    if spec["name"] == "mv":
-        return suffix
-    return f"hmv-g{'x'.join(map(str, spec['fanins']))}-tie{spec['tie']}-{suffix}"
+def retrained_voters(cfg: dict[str, Any]) -> list[VoterSpec]:
+    """Notebook 04's retrained voters: ``hmv_retrain_groups`` x ``hmv_retrain_ties``, G dividing the width."""
+    return [voter_spec(g, tie, norm=cfg["mv_surrogate_norm"]) for g in cfg["hmv_retrain_groups"]
+            for tie in cfg["hmv_retrain_ties"] if cfg["width"] % g == 0]
 
 
 def naive_suffix(output_scale: str, recal: bool) -> str:
@@ -79,7 +90,7 @@ def _sweep_cfg(cfg: dict[str, Any], baseline: records.Run, val_per_class: int | 
     return c if val_per_class is None else run_config(c, val_eval_per_class=val_per_class)
 
 
-def prepared_model(cfg: dict[str, Any], baseline: records.Run, spec: dict[str, Any] | None, layers=None,
+def prepared_model(cfg: dict[str, Any], baseline: records.Run, spec: VoterSpec | None, layers=None,
                    recal: bool = False):
     """The baseline's model with ``spec`` on ``layers``, scale calibrated and BN recalibrated as asked.
 
@@ -89,14 +100,14 @@ def prepared_model(cfg: dict[str, Any], baseline: records.Run, spec: dict[str, A
     model = load_run_model(baseline, dev)
     set_voter(model, spec, layers)
     train_loader = loaders(cfg)[0]
-    if spec is not None and spec.get("output_scale") == "matched":
+    if spec is not None and spec.output_scale == "matched":
         calibrate_matched_scale(model, train_loader, cfg["mv_calib_batches"])
     if recal:
         recalibrate_bn(model, train_loader, cfg["mv_recal_batches"])
     return model.eval()
 
 
-def substitute(cfg: dict[str, Any], step: str, baseline: records.Run, spec: dict[str, Any], recal: bool = False,
+def substitute(cfg: dict[str, Any], step: str, baseline: records.Run, spec: VoterSpec, recal: bool = False,
                layers=None, sweep_val_per_class: int | None = None, variant: str | None = None,
                log=say) -> records.Run:
     """Evaluate the baseline with the voter substituted (no training) and write its run record.
@@ -111,17 +122,17 @@ def substitute(cfg: dict[str, Any], step: str, baseline: records.Run, spec: dict
     c = _sweep_cfg(cfg, baseline, sweep_val_per_class)
     apply_process_settings(c)
     model_name = baseline.params["model"]
-    variant = variant or variant_name(spec, naive_suffix(spec.get("output_scale", "none"), recal))
-    params = {"source_run": baseline.run_id, "model": model_name, "voter": spec,
+    variant = variant or spec.variant(naive_suffix(spec.output_scale, recal))
+    params = {"source_run": baseline.run_id, "model": model_name, "voter": spec.to_dict(),
               "voter_layers": layers if layers is None or isinstance(layers, str) else list(layers),
-              "calib_batches": cfg["mv_calib_batches"] if spec.get("output_scale") == "matched" else 0,
+              "calib_batches": cfg["mv_calib_batches"] if spec.output_scale == "matched" else 0,
               "recal_batches": cfg["mv_recal_batches"] if recal else 0}
     return evaluate_record(c, step, lambda: prepared_model(c, baseline, spec, layers, recal), model_name, variant,
                            params, test=sweep_val_per_class is None,
                            log=lambda line: log(f"{model_name} seed {c['seed']} {variant}: {line}"))
 
 
-def layer_sensitivity(cfg: dict[str, Any], baseline: records.Run, spec: dict[str, Any], val_per_class: int,
+def layer_sensitivity(cfg: dict[str, Any], baseline: records.Run, spec: VoterSpec, val_per_class: int,
                       log=say) -> pd.DataFrame:
     """Top-1/top-5 on validation with the voter in one binary convolution at a time (plus none and all)."""
     from ..layers import binary_convs
@@ -137,19 +148,19 @@ def layer_sensitivity(cfg: dict[str, Any], baseline: records.Run, spec: dict[str
         set_voter(model, None)
         if name != "none":
             set_voter(model, spec, None if name == "all" else [i])
-            if spec.get("output_scale") == "matched":
+            if spec.output_scale == "matched":
                 calibrate_matched_scale(model, train_loader, cfg["mv_calib_batches"])
         ev = evaluate(model, val_loader, dev)
         rows.append({"model": baseline.params["model"], "seed": c["seed"], "index": i, "layer": name,
-                     "output_scale": spec.get("output_scale"), "val_top1": ev["top1"], "val_top5": ev["top5"],
+                     "output_scale": spec.output_scale, "val_top1": ev["top1"], "val_top5": ev["top5"],
                      "val_images": ev["n"]})
     set_voter(model, None)
-    log(f"sensitivity of {baseline.params['model']} seed {c['seed']} ({spec.get('output_scale')}): "
+    log(f"sensitivity of {baseline.params['model']} seed {c['seed']} ({spec.output_scale}): "
         f"{len(names)} layers")
     return pd.DataFrame(rows)
 
 
-def retrain(cfg: dict[str, Any], step: str, baseline: records.Run, spec: dict[str, Any],
+def retrain(cfg: dict[str, Any], step: str, baseline: records.Run, spec: VoterSpec,
             variant: str | None = None, test: bool = True, log=say):
     """Train through the voter from the baseline's weights (``cfg``'s ``mv_retrain_*`` keys); (model, run).
 
@@ -163,9 +174,9 @@ def retrain(cfg: dict[str, Any], step: str, baseline: records.Run, spec: dict[st
     c = run_config(study_cfg(cfg, baseline), epochs=cfg["mv_retrain_epochs"], lr=cfg["mv_retrain_lr"],
                    train_per_class=cfg["mv_retrain_train_per_class"])
     model_name = baseline.params["model"]
-    variant = variant or variant_name(spec, f"retrain-{ESTIMATOR_TAGS[spec['estimator']]}")
+    variant = variant or spec.variant(f"retrain-{ESTIMATOR_TAGS[spec.estimator]}")
     recal_loader = loaders(c)[0]
-    return train_run(c, step, model_name, variant, init_from=baseline, voter=spec,
+    return train_run(c, step, model_name, variant, init_from=baseline, voter=spec.to_dict(),
                      prepare=lambda model: recalibrate_bn(model, recal_loader, cfg["mv_recal_batches"]),
                      extra={"prepare": "recalibrate_bn", "recal_batches": cfg["mv_recal_batches"]}, test=test,
                      log=lambda line: log(f"{model_name} seed {c['seed']} {variant}: {line}"))

@@ -132,6 +132,20 @@ def test_timing_verdict_against_the_budget():
     assert rv.timing_verdict({**timing, "wall_s": 6000.0}, 90).startswith("**Within the 90-minute budget: no**")
 
 
+def test_the_study_time_counts_only_while_a_notebook_ran():
+    from mvlib.study.report import busy_seconds
+    # two overlapping steps, then one alone after an idle hour, then one inside it
+    spans = [(0.0, 600.0), (300.0, 900.0), (4500.0, 5000.0), (4600.0, 4700.0)]
+    assert busy_seconds(spans) == 900.0 + 500.0
+    assert busy_seconds([]) == 0.0
+    timing = {"steps": {"01_baseline": 600.0, "05_kernels": 500.0}, "sum_s": 1700.0, "wall_s": 1400.0,
+              "span_s": 5000.0}
+    text = rv.timing_verdict(timing, 90)
+    assert text.startswith("**Within the 90-minute budget: yes**") and "23.3 min of wall time" in text
+    assert "more than one occasion: 83.3 min from the first one's start to the last one's end, 60.0 min" in text
+    assert "occasion" not in rv.timing_verdict({**timing, "span_s": 1430.0}, 90)
+
+
 def test_intervals_clipped_to_what_a_percentage_can_be():
     err, clipped = pl.clip_errors([5.0, 95.0, 50.0, 50.0], [10.0, 10.0, float("nan"), 3.0])
     assert err.tolist() == [[5.0, 10.0, 0.0, 3.0], [10.0, 5.0, 0.0, 3.0]] and clipped == 2

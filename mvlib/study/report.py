@@ -82,11 +82,13 @@ def step_records(results_dir="results", profile="cpu", code: str | None = None) 
 def study_timing(results_dir="results", profile="cpu", code: str | None = None) -> dict | None:
     """The study's measured wall time from the steps' ``done.json`` records, or None when none has run.
 
-    ``wall_s`` is the span from the first step's start to the last step's end
-    (steps may overlap when the pipeline runs several at once, so it is less
-    than ``sum_s``); the report step itself is left out of both, as it is
-    still running when the report is written. ``wall_s`` is None when a
-    record predates start times. ``code``: as :func:`step_records`.
+    ``wall_s`` is the time during which at least one step ran (steps overlap
+    when the pipeline runs several at once, so it is less than ``sum_s``),
+    ``span_s`` the span from the first step's start to the last step's end
+    (longer than ``wall_s`` when steps ran on separate occasions); the report
+    step itself is left out, as it is still running when the report is
+    written. Both are None when a record predates start times. ``code``: as
+    :func:`step_records`.
     """
     import datetime as dt
     recs = step_records(results_dir, profile, code)
@@ -96,9 +98,33 @@ def study_timing(results_dir="results", profile="cpu", code: str | None = None) 
     def t(stamp):
         return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").timestamp()
     timed = all("started_utc" in r and "finished_utc" in r for r in recs)
-    wall = (max(t(r["finished_utc"]) for r in recs) - min(t(r["started_utc"]) for r in recs)) if timed else None
+    spans = [(t(r["started_utc"]), t(r["finished_utc"])) for r in recs] if timed else []
     return {"steps": {r["step"]: float(r["seconds"]) for r in recs}, "sum_s": sum(float(r["seconds"]) for r in recs),
-            "wall_s": wall, "threads": {r["step"]: r.get("torch_threads", "default") for r in recs}}
+            "wall_s": busy_seconds(spans) if timed else None,
+            "span_s": (max(b for _, b in spans) - min(a for a, _ in spans)) if timed else None,
+            "threads": {r["step"]: r.get("torch_threads", "default") for r in recs}}
+
+
+def busy_seconds(spans: list[tuple[float, float]]) -> float:
+    """Length of the union of the ``(start, end)`` intervals: the time during which at least one of them ran.
+
+    A step re-executed on a later day (its code reached by a later commit) would otherwise count the days
+    between as the study's time."""
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(spans):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
+def occasions_clause(timing: dict) -> str:
+    """``""``, or the clause saying the steps ran on several occasions and how long nothing ran between them."""
+    span, wall = timing.get("span_s"), timing["wall_s"]
+    if span is None or wall is None or span - wall < 60:
+        return ""
+    return (f"; its notebooks ran on more than one occasion: {span / 60:.1f} min from the first one's start to "
+            f"the last one's end, {(span - wall) / 60:.1f} min of it with none running")
 
 
 def timing_sentence(timing: dict, budget_min: float | None = None) -> str:
@@ -111,8 +137,8 @@ def timing_sentence(timing: dict, budget_min: float | None = None) -> str:
     budget = "" if budget_min is None else (
         f": {'within' if wall <= budget_min else 'over'} the {budget_min:.0f}-minute budget")
     return (f"Wall time per notebook: {per} (sum {timing['sum_s'] / 60:.1f} min{overlap}). The whole study took "
-            f"**{wall:.1f} min** from the first notebook's start to the last one's end (report step not "
-            f"counted){budget}.")
+            f"**{wall:.1f} min** of wall time while its notebooks ran (report step not counted)"
+            f"{occasions_clause(timing)}{budget}.")
 
 
 def hmv_table(rows: list[dict]) -> pd.DataFrame:

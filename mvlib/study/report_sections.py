@@ -322,7 +322,7 @@ class Report:
             return None
         fig, n = timing_figure(self.steps, BUDGET_MIN.get(self.profile))
         return render(fig, "Figure 8. Each notebook's run, from its start to its end (the pipeline's records); "
-                           "notebooks that overlap ran at once." + (f" Without start times: {', '.join(n['untimed'])}."
+                           "notebooks that overlap ran at once, and none ran in a gap." + (f" Without start times: {', '.join(n['untimed'])}."
                                                                    if n["untimed"] else ""))
 
     def timing_verdict(self):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..voter_spec import VoterSpec
-from .report import fanin_key
+from .report import fanin_key, occasions_clause
 from .report_tables import HOW, TIE_LABELS, fanin_label, model_rank, network, number, pm
 from .stats import AT_FLOOR, FLOOR_MARGIN, UNRESOLVED, at_floor, holm
 from .summary import difference_interval, select
@@ -232,7 +232,7 @@ def timing_verdict(timing: dict, budget_min: float | None) -> str:
     else:
         wall = timing["wall_s"] / 60
         head = (f"**Within the {budget_min:.0f}-minute budget: {'yes' if wall <= budget_min else 'no'}** — "
-                if budget_min else "") + (f"the study took {wall:.1f} min of wall time from the first notebook's "
-                                          f"start to the last one's end ({timing['sum_s'] / 60:.1f} min summed "
-                                          "over notebooks, which overlap; the report not counted).")
+                if budget_min else "") + (f"the study took {wall:.1f} min of wall time while its notebooks ran "
+                                          f"({timing['sum_s'] / 60:.1f} min summed over notebooks, which overlap; "
+                                          f"the report not counted){occasions_clause(timing)}.")
     return head + f" The longest: {share}."

@@ -38,8 +38,8 @@ import torch.nn.functional as F
 
 from mvlib.bench.timing import best_and_median, interleaved_times
 
-from .bench_machine import (CLOCKS, Clock, clock_named, machine_info, machine_slug, peak_rates, set_threads,
-                            write_results)
+from .bench_machine import (CLOCKS, Clock, binary_peak_text, clock_named, machine_info, machine_slug, peak_rates,
+                            set_threads, write_results)
 from .cpu_kernels import conv_hmv_cpu, conv_mv_cpu, conv_popcount_cpu, prepare_cpu_weights
 from .layout import pack_activations
 
@@ -258,7 +258,7 @@ def run(batches=(1, 16, 128), reps=5, threads=0, network=True, net_width=64, net
     log(f"{info['cpu']} | {threads} threads | {clock} clock | torch {info['torch']} | numba {info['numba']} | "
         f"load average {info['loadavg_start']}")
     peak = peak_rates(threads, clock=clock_fn)
-    log(f"peaks: XOR-popcount micro-kernel {peak['binary_tmacs']:.2f} T binary MAC/s (L1-resident), fp32 FMA "
+    log(f"peaks: binary {binary_peak_text(peak)}, fp32 FMA "
         f"{peak['fp32_gmacs']:.0f} GMAC/s ({peak['fp32_lanes']} lanes), int8 {peak['int8_gmacs']:.0f} GMAC/s "
         f"({peak['int8_path']}); torch fp32 matmul {peak['torch_mm_gmacs']:.0f} GMAC/s: a kernel at the binary peak "
         f"is {peak['ceiling']:.1f}x a convolution at the fp32 peak")

@@ -44,8 +44,8 @@ import torch
 from mvlib.bench.timing import best_and_median, interleaved_times
 
 from . import bench_peers
-from .bench_machine import (CLOCKS, Clock, clock_named, machine_info, machine_slug, peak_rates, set_threads,
-                            write_results)
+from .bench_machine import (CLOCKS, Clock, binary_peak_text, clock_named, machine_info, machine_slug, peak_rates,
+                            set_threads, write_results)
 from .cpu_kernels import conv_hmv_cpu, conv_mv_cpu, conv_popcount_cpu
 from .engine import compile_engine, configure_threads
 from .engine_kernels import MODE_HMV, MODE_MV
@@ -130,7 +130,7 @@ def run(batches=(1, 16, 128), reps=(20, 8, 4), threads=0, width=64, lce_python=N
     info["numba_threading_layer"] = numba.threading_layer()
     info["gomp_spincount"] = os.environ.get("GOMP_SPINCOUNT")
     info["threads_configured_here"] = configured
-    log(f"roofline: XOR-popcount micro-kernel {peak['binary_tmacs']:.2f} T binary MAC/s (L1-resident)")
+    log(f"roofline: binary {binary_peak_text(peak)}")
     floats = {k: bench_model(width, v) for k, v in ENGINES.items()}
     engines = {k: compile_engine(m) for k, m in floats.items()}
     from .convert import convert_model

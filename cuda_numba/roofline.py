@@ -16,9 +16,17 @@ cover the instruction's latency:
     ``vpmaddwd`` + ``vpaddd`` (what oneDNN and FBGEMM use without VNNI):
     32 or 64 u8 x s8 MACs per step and accumulator.
 ``binary``
-    the engine's own XOR + popcount micro-kernel on L1-resident words
-    (:func:`cuda_numba.bench_machine.peak_rates`; ``VPOPCNTQ`` where AVX-512
-    VPOPCNTDQ exists, LLVM's vector popcount otherwise).
+    XOR + popcount on registers, ``s ^= m; acc += popcount(s)`` on
+    ``BINARY_CHAINS`` vectors of the widest width the CPU has, in the two
+    instruction mixes a binary kernel can use: ``qword`` (``llvm.ctpop`` on
+    64-bit lanes, one ``VPOPCNTQ`` with AVX-512 VPOPCNTDQ, else the nibble
+    lookup of two ``vpshufb`` plus a ``vpsadbw`` per vector: the engine's
+    mix) and ``byte`` (the lookup's byte counts summed in bytes for 31 steps,
+    then one ``vpsadbw`` into 64-bit lanes: one instruction fewer per vector
+    where there is no ``VPOPCNTQ``). The binary peak is the faster of the two,
+    and of the engine's own micro-kernel on L1-resident words
+    (:func:`cuda_numba.bench_machine.peak_rates`): no load, no store, no
+    epilogue, so no binary convolution on this CPU can exceed it.
 
 Each loop returns a value computed in closed form from its inputs (ones in,
 ``iters`` per lane out), so that the compiler cannot drop it and a test can
@@ -37,6 +45,8 @@ from numba.extending import intrinsic
 
 from mvlib.bench.timing import interleaved_times
 
+BINARY_CHAINS = {"qword": 6, "byte": 4}  # 2 or 3 vectors each (state, byte and qword sums) + 3 constants <= 16
+BYTE_BLOCK = 31  # steps of byte sums between flushes: 31 x 8 bits <= 255, whatever the data
 FMA_CHAINS = 12  # independent accumulators: >= latency (4) x FMA units (2), and 12 + 2 vectors fit 16 registers
 INT8_CHAINS = {"avx2": 4, "vnni256": 10, "vnni512": 10}  # AVX2: only vpaddd (latency 1) is on the chain
 
@@ -48,6 +58,11 @@ def host_features() -> set[str]:
 
 def fp32_lanes(features: set[str] | None = None) -> int:
     return 16 if "avx512f" in (host_features() if features is None else features) else 8
+
+
+def binary_bits(features: set[str] | None = None) -> int:
+    """Bits of the vectors the binary micro-kernels use: 512 where the CPU has AVX-512 with byte ops, else 256."""
+    return 512 if {"avx512f", "avx512bw"} <= (host_features() if features is None else features) else 256
 
 
 def int8_path(features: set[str] | None = None) -> str:
@@ -161,7 +176,95 @@ def _make_int8_burst(path: str):
     return int8_burst
 
 
-_FMA, _INT8 = {}, {}
+def _make_binary_burst(kind: str, bits: int):
+    i64, i8 = ir.IntType(64), ir.IntType(8)
+    q_t, b_t = ir.VectorType(i64, bits // 64), ir.VectorType(i8, bits // 8)
+    chains = BINARY_CHAINS[kind]
+
+    @intrinsic
+    def binary_burst(typingctx, iters):
+        """``chains`` vectors ``s`` (from 0), each step ``s ^= m; acc += popcount(s)`` with ``m`` all ones;
+        returns the sum of every lane: ``chains * bits * ceil(T / 2)`` for ``T`` steps (``s`` is all ones on
+        odd steps). ``qword``: ``T = iters``; ``byte``: ``T = iters * BYTE_BLOCK`` (``iters`` blocks, each
+        summed in bytes, then flushed into 64-bit lanes)."""
+        if iters != types.int64:
+            return None
+
+        def codegen(context, builder, sig, args):
+            ones = ir.Constant(q_t, [(1 << 64) - 1] * (bits // 64))
+            state = [cgutils.alloca_once_value(builder, ir.Constant(q_t, [0] * (bits // 64))) for _ in range(chains)]
+            acc = [cgutils.alloca_once_value(builder, ir.Constant(q_t, [0] * (bits // 64))) for _ in range(chains)]
+
+            def flip(m, k):  # s ^= m, the XOR of the binary MAC; m unknown, so s is too
+                s_new = builder.xor(builder.load(state[k]), m)
+                builder.store(s_new, state[k])
+                return s_new
+
+            if kind == "qword":
+                ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(q_t, [q_t]),
+                                                       f"llvm.ctpop.v{bits // 64}i64")
+
+                def body():
+                    m = _opaque(builder, ones)
+                    for k in range(chains):
+                        builder.store(builder.add(builder.load(acc[k]), builder.call(ctpop, [flip(m, k)])), acc[k])
+            else:
+                ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(b_t, [b_t]),
+                                                       f"llvm.ctpop.v{bits // 8}i8")
+                psad = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(q_t, [b_t, b_t]),
+                    "llvm.x86.avx512.psad.bw.512" if bits == 512 else "llvm.x86.avx2.psad.bw")
+                zero8 = ir.Constant(b_t, [0] * (bits // 8))
+                sums = [cgutils.alloca_once_value(builder, zero8) for _ in range(chains)]
+
+                def block():
+                    for _ in range(BYTE_BLOCK):
+                        m = _opaque(builder, ones)
+                        for k in range(chains):
+                            count = builder.call(ctpop, [builder.bitcast(flip(m, k), b_t)])
+                            builder.store(builder.add(builder.load(sums[k]), count), sums[k])
+                    for k in range(chains):  # flush the byte sums before they can wrap
+                        builder.store(builder.add(builder.load(acc[k]), builder.call(psad, [builder.load(sums[k]),
+                                                                                               zero8])), acc[k])
+                        builder.store(zero8, sums[k])
+                body = block
+
+            _loop(builder, args[0], body)
+            total = builder.load(acc[0])
+            for a in acc[1:]:
+                total = builder.add(total, builder.load(a))
+            out = builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
+            for i in range(1, bits // 64):
+                out = builder.add(out, builder.extract_element(total, ir.Constant(ir.IntType(32), i)))
+            return out
+
+        return types.int64(types.int64), codegen
+
+    return binary_burst
+
+
+_FMA, _INT8, _BINARY = {}, {}, {}
+
+
+def binary_kernel(kind: str, bits: int):
+    """A parallel loop of :func:`binary_burst` streams (``kind`` ``qword`` or ``byte``), compiled once each."""
+    if (kind, bits) not in _BINARY:
+        burst = _make_binary_burst(kind, bits)
+
+        @njit(parallel=True)
+        def run(items, iters):
+            out = np.zeros(items, np.int64)
+            for it in prange(items):
+                out[it] = burst(iters)
+            return out
+
+        _BINARY[kind, bits] = run
+    return _BINARY[kind, bits]
+
+
+def binary_steps(kind: str, iters: int) -> int:
+    """Steps ``T`` of one stream of :func:`binary_kernel` called with ``iters``."""
+    return iters * (BYTE_BLOCK if kind == "byte" else 1)
 
 
 def fma_kernel(lanes: int):
@@ -194,6 +297,20 @@ def int8_kernel(path: str):
 
         _INT8[path] = run
     return _INT8[path]
+
+
+def binary_peaks(threads: int, reps: int = 5, clock=time.perf_counter) -> dict:
+    """Binary MAC/s of the two register micro-kernels on ``threads`` threads (best of ``reps`` interleaved calls,
+    ~50 ms each): ``{"qword": ..., "byte": ...}`` in T binary MAC/s, and the vector width used."""
+    bits, items = binary_bits(), 4 * threads
+    kernels = {kind: binary_kernel(kind, bits) for kind in BINARY_CHAINS}
+    iters = {"qword": 600_000 // threads, "byte": 20_000 // threads}
+    for f in kernels.values():
+        f(1, 2)  # compile outside the timing
+    times = interleaved_times({k: (lambda f=f, n=iters[k]: f(items, n)) for k, f in kernels.items()}, reps,
+                              clock=clock)
+    out = {k: items * BINARY_CHAINS[k] * bits * binary_steps(k, iters[k]) / min(times[k]) / 1e12 for k in kernels}
+    return {**out, "bits": bits}
 
 
 def arithmetic_peaks(threads: int, reps: int = 5, clock=time.perf_counter) -> dict:

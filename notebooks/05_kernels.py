@@ -46,6 +46,7 @@ import pandas as pd
 from IPython.display import Image, display
 
 from cuda_numba import bench
+from cuda_numba.bench_machine import binary_peak_text
 from mvlib.study.config import notebook_config
 from mvlib.study.records import resolve_results_dir
 from mvlib.study.report import show
@@ -98,7 +99,7 @@ result["machine"]
 
 # %%
 peak = result["peak"]  # measured in the same run: the micro-kernels of cuda_numba.roofline, torch's matmul beside
-print(f"peaks: XOR-popcount {peak['binary_tmacs']:.2f} T binary MAC/s, fp32 FMA {peak['fp32_gmacs']:.0f} GMAC/s, "
+print(f"peaks: binary {binary_peak_text(peak)}, fp32 FMA {peak['fp32_gmacs']:.0f} GMAC/s, "
       f"int8 {peak['int8_gmacs']:.0f} GMAC/s ({peak['int8_path']}), torch fp32 matmul {peak['torch_mm_gmacs']:.0f} "
       f"GMAC/s -> a kernel at the binary peak is {peak['ceiling']:.1f}x a convolution at the fp32 peak; above "
       f"their peak: {peak['exceeded_by'] or 'nothing'}")

@@ -35,3 +35,30 @@ def test_peaks_are_positive_and_name_their_paths():
     p = rl.arithmetic_peaks(1, reps=1)
     assert p["fp32_peak_gmacs"] > 0 and p["int8_peak_gmacs"] > 0
     assert p["int8_path"] == rl.int8_path() and p["fp32_lanes"] == rl.fp32_lanes()
+
+
+@pytest.mark.parametrize("kind", ["qword", "byte"])
+@pytest.mark.parametrize("iters", [1, 2, 7])
+def test_binary_streams_count_every_bit_they_flip(kind, iters):
+    import math
+    bits = 256  # every AVX2 CPU; the 512-bit form where the CPU has AVX-512 BW (below)
+    if "avx2" not in rl.host_features():
+        pytest.skip("no AVX2 on this CPU")
+    out = rl.binary_kernel(kind, bits)(3, iters)
+    steps = rl.binary_steps(kind, iters)  # s ^= ones: all ones on odd steps, zero on even ones
+    assert out.tolist() == [rl.BINARY_CHAINS[kind] * bits * math.ceil(steps / 2)] * 3
+    if rl.binary_bits() == 512:
+        assert rl.binary_kernel(kind, 512)(1, iters).tolist() == [rl.BINARY_CHAINS[kind] * 512 * math.ceil(steps / 2)]
+
+
+def test_the_byte_sums_flush_before_they_can_wrap():
+    assert rl.BYTE_BLOCK * 8 <= 255  # a byte holds BYTE_BLOCK steps of 8 set bits
+    assert rl.binary_bits({"avx2"}) == 256 and rl.binary_bits({"avx512f", "avx512bw"}) == 512
+
+
+def test_the_binary_peak_is_the_fastest_of_its_kernels():
+    from cuda_numba.bench_machine import peak_rates, set_threads
+    set_threads(1)
+    p = peak_rates(1, reps=1)
+    assert p["binary_tmacs"] == max(p["binary_tile_tmacs"], *p["binary_register_tmacs"].values())
+    assert set(p["binary_register_tmacs"]) == {"qword", "byte"} and p["binary_bits"] in (256, 512)

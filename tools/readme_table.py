@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cuda_numba.bench_machine import binary_peak_text  # noqa: E402
 from cuda_numba.bench_network import summary_text  # noqa: E402
 from mvlib.environment import code_hash  # noqa: E402
 from mvlib.files import write_atomic  # noqa: E402
@@ -71,8 +72,8 @@ def kernels_block(bench: dict) -> str:
             f"activations, MV {s['mv_ratio']:.1f}× (XNOR/MV time {s['mv_vs_xnor']:.2f}), HMV G=4 {s['hmv_ratio']:.1f}×; "
             + (f"a converted ReActNet-18 (width {net['width']}, batch {net['batch']}) runs at {net['speedup']:.2f}× the "
                f"float model's images/s (identical logits: {net['identical_logits']}). " if net else "")
-            + f"The same run measures a roofline: the micro-kernel peaks at {peak['binary_tmacs']:.2f} T binary MAC/s "
-            f"on L1-resident data, {fp32} at {peak['fp32_gmacs']:.0f} GMAC/s, a ratio of "
+            + f"The same run measures a roofline: the binary peak is {binary_peak_text(peak)}, "
+            f"{fp32} at {peak['fp32_gmacs']:.0f} GMAC/s, a ratio of "
             f"**{peak['ceiling']:.1f}×**; torch's convolutions on the 128–512-channel layers run at "
             f"{100 * t_lo:.0f}–{100 * t_hi:.0f} % of that fp32 figure"
             + (", so it is not torch's peak on this CPU and the ratio is no upper bound on the speed-up. "

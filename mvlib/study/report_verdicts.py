@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from cuda_numba.bench_machine import binary_peak_text
+
 from ..voter_spec import VoterSpec
 from .report import fanin_key, occasions_clause
 from .report_tables import HOW, TIE_LABELS, fanin_label, model_rank, network, number, pm
@@ -151,8 +153,8 @@ def kernel_verdict(bench: dict, engine: dict | None = None, trained: dict | None
                     f"{peak['torch_mm_gmacs']:.0f}; int8 peak {peak['int8_gmacs']:.0f} GMAC/s, {peak['int8_path']})")
         else:  # a results file of the earlier roofline: torch's matmul stood for the fp32 peak
             fp32 = f"torch's fp32 matmul at {peak['fp32_gmacs']:.0f} GMAC/s"
-        text = (f"Roofline of the same run: the XOR-popcount micro-kernel peaks at {peak['binary_tmacs']:.2f} T "
-                f"binary MAC/s (L1-resident data), {fp32}, a ratio of {peak['ceiling']:.1f}×; torch's convolutions "
+        text = (f"Roofline of the same run: the binary peak is {binary_peak_text(peak)}, {fp32}, a ratio of "
+                f"{peak['ceiling']:.1f}×; torch's convolutions "
                 f"at this batch reach up to {100 * frac:.0f} % of that fp32 figure")
         if not bound:
             text += ", so it is not torch's peak on this machine and the ratio bounds nothing."

@@ -15,10 +15,11 @@ best of ``reps`` calls after a warm-up call (the machine may be shared: the
 minimum is the least disturbed run); medians over the calls are recorded too.
 The calls of all the variants of a layer (and of the two networks) are
 interleaved, so a burst of foreign load cannot fall on one side of a ratio only.
-A roofline opens the run (:func:`cuda_numba.bench_machine.peak_rates`): the micro-kernel's peak binary
-MAC/s on L1-resident data and torch's fp32 matmul peak, whose ratio bounds
-what any XOR-popcount kernel can show against a torch convolution that runs
-at its peak; every layer row carries each side's fraction of its peak.
+A roofline opens and closes the run (:func:`cuda_numba.bench_machine.peak_rates`, the higher of the two
+kept: :func:`~cuda_numba.bench_machine.max_peaks`): the binary peak (XOR + popcount on registers, or the
+engine's micro-kernel on L1-resident data if faster) and the fp32 FMA peak, whose ratio bounds what any
+XOR-popcount kernel can show against a torch convolution that runs at its peak; every layer row carries each
+side's fraction of its peak, and a row above its peak is named (``peak["exceeded_by"]``).
 ``--clock process`` (with ``--threads 1``) measures the process's CPU time
 instead of wall time: on a machine shared with other jobs, wall time counts
 the time slices given to them, and multi-threaded wall times include waits
@@ -38,8 +39,8 @@ import torch.nn.functional as F
 
 from mvlib.bench.timing import best_and_median, interleaved_times
 
-from .bench_machine import (CLOCKS, Clock, binary_peak_text, clock_named, machine_info, machine_slug, peak_rates,
-                            set_threads, write_results)
+from .bench_machine import (CLOCKS, Clock, binary_peak_text, clock_named, machine_info, machine_slug, max_peaks,
+                            peak_rates, set_threads, write_results)
 from .cpu_kernels import conv_hmv_cpu, conv_mv_cpu, conv_popcount_cpu, prepare_cpu_weights
 from .layout import pack_activations
 
@@ -263,6 +264,9 @@ def run(batches=(1, 16, 128), reps=5, threads=0, network=True, net_width=64, net
         f"({peak['int8_path']}); torch fp32 matmul {peak['torch_mm_gmacs']:.0f} GMAC/s: a kernel at the binary peak "
         f"is {peak['ceiling']:.1f}x a convolution at the fp32 peak")
     rows = run_layer_bench(batches, reps, log=log, clock=clock_fn)
+    peak = max_peaks(peak, peak_rates(threads, clock=clock_fn))  # before and after the timings: the highest
+    log(f"peaks after the layers (the higher of the two measurements kept): binary {binary_peak_text(peak)}, "
+        f"fp32 FMA {peak['fp32_gmacs']:.0f} GMAC/s, int8 {peak['int8_gmacs']:.0f} GMAC/s")
     for r in rows:  # how close each side runs to its own peak
         r["torch_frac_peak"] = r["torch_gmacs"] / peak["fp32_gmacs"]
         for k in KERNELS:

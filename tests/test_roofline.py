@@ -62,3 +62,15 @@ def test_the_binary_peak_is_the_fastest_of_its_kernels():
     p = peak_rates(1, reps=1)
     assert p["binary_tmacs"] == max(p["binary_tile_tmacs"], *p["binary_register_tmacs"].values())
     assert set(p["binary_register_tmacs"]) == {"qword", "byte"} and p["binary_bits"] in (256, 512)
+
+
+def test_a_run_keeps_the_highest_of_its_peak_measurements():
+    from cuda_numba.bench_machine import max_peaks
+    a = {"binary_tmacs": 0.5, "binary_tile_tmacs": 0.5, "binary_register_tmacs": {"qword": 0.4, "byte": 0.3},
+         "fp32_gmacs": 50.0, "int8_gmacs": 200.0, "torch_mm_gmacs": 60.0, "ceiling": 10.0, "int8_path": "avx2"}
+    b = {**a, "binary_tmacs": 0.7, "binary_register_tmacs": {"qword": 0.3, "byte": 0.7}, "fp32_gmacs": 100.0,
+         "int8_gmacs": 100.0}
+    m = max_peaks(a, b)
+    assert m["binary_tmacs"] == 0.7 and m["fp32_gmacs"] == 100.0 and m["int8_gmacs"] == 200.0
+    assert m["binary_register_tmacs"] == {"qword": 0.4, "byte": 0.7} and m["int8_path"] == "avx2"
+    assert m["ceiling"] == 0.7e3 / 100.0 and m["measurements"] == 2

@@ -243,23 +243,29 @@ def _make_binary_burst(kind: str, bits: int):
     return binary_burst
 
 
-_FMA, _INT8, _BINARY = {}, {}, {}
+_STREAMS: dict = {}
 
 
-def binary_kernel(kind: str, bits: int):
-    """A parallel loop of :func:`binary_burst` streams (``kind`` ``qword`` or ``byte``), compiled once each."""
-    if (kind, bits) not in _BINARY:
-        burst = _make_binary_burst(kind, bits)
+def _streams(key, make_burst, dtype):
+    """A parallel loop of ``items`` independent streams of one burst, ``out[i] = burst(iters)``; compiled once per
+    ``key``."""
+    if key not in _STREAMS:
+        burst = make_burst()
 
         @njit(parallel=True)
         def run(items, iters):
-            out = np.zeros(items, np.int64)
+            out = np.zeros(items, dtype)
             for it in prange(items):
                 out[it] = burst(iters)
             return out
 
-        _BINARY[kind, bits] = run
-    return _BINARY[kind, bits]
+        _STREAMS[key] = run
+    return _STREAMS[key]
+
+
+def binary_kernel(kind: str, bits: int):
+    """Streams of :func:`binary_burst` (``kind`` ``qword`` or ``byte``, ``bits``-bit vectors)."""
+    return _streams(("binary", kind, bits), lambda: _make_binary_burst(kind, bits), np.int64)
 
 
 def binary_steps(kind: str, iters: int) -> int:
@@ -268,35 +274,13 @@ def binary_steps(kind: str, iters: int) -> int:
 
 
 def fma_kernel(lanes: int):
-    """A parallel loop of :func:`fma_burst` streams, compiled once per vector width."""
-    if lanes not in _FMA:
-        burst = _make_fma_burst(lanes)
-
-        @njit(parallel=True)
-        def run(items, iters):
-            out = np.zeros(items)
-            for it in prange(items):
-                out[it] = burst(iters)
-            return out
-
-        _FMA[lanes] = run
-    return _FMA[lanes]
+    """Streams of :func:`fma_burst` (``lanes`` fp32 lanes a vector)."""
+    return _streams(("fp32", lanes), lambda: _make_fma_burst(lanes), np.float64)
 
 
 def int8_kernel(path: str):
-    """A parallel loop of :func:`int8_burst` streams, compiled once per path."""
-    if path not in _INT8:
-        burst = _make_int8_burst(path)
-
-        @njit(parallel=True)
-        def run(items, iters):
-            out = np.zeros(items, np.int64)
-            for it in prange(items):
-                out[it] = burst(iters)
-            return out
-
-        _INT8[path] = run
-    return _INT8[path]
+    """Streams of :func:`int8_burst` (``path`` as :func:`int8_path` names it)."""
+    return _streams(("int8", path), lambda: _make_int8_burst(path), np.int64)
 
 
 def binary_peaks(threads: int, reps: int = 5, clock=time.perf_counter) -> dict:

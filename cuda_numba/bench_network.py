@@ -142,6 +142,7 @@ def run(batches=(1, 16, 128), reps=(20, 8, 4), threads=0, width=64, lce_python=N
         peers["torch_int8"] = int8
     lce, lce_err = bench_peers.start_lce(lce_python, width, threads, batches, clock, log)
     macs = engines["engine_popcount"].binary_macs()
+    per_stage = stage_macs(engines["engine_popcount"])
     rows, stages, checks = [], {}, {}
     try:
         for batch, nrep in zip(batches, reps):
@@ -177,7 +178,8 @@ def run(batches=(1, 16, 128), reps=(20, 8, 4), threads=0, width=64, lce_python=N
     peak = max_peaks(peak, peak_rates(threads, clock=clock_fn))  # before and after the timings: the highest
     log(f"roofline after the timings (the higher of the two measurements kept): binary {binary_peak_text(peak)}")
     result = {"machine": info, "peak": peak, "width": width, "binary_macs_per_image": macs, "rows": rows,
-              "stages_s": stages, "identical_logits": checks, "summary": summarize(rows, macs, peak),
+              "stages_s": stages, "identical_logits": checks,
+              "binary_macs_per_stage": per_stage, "summary": summarize(rows, macs, peak, stages, per_stage),
               "torch_int8": int8_err or "ok",
               "lce": (lce.info if lce is not None else {"measured": False, "reason": lce_err})}
     result["machine"]["loadavg_end"] = os.getloadavg()[0]
@@ -187,7 +189,30 @@ def run(batches=(1, 16, 128), reps=(20, 8, 4), threads=0, width=64, lce_python=N
     return result
 
 
-def summarize(rows, macs, peak) -> dict:
+def stage_macs(engine, h: int = 32, w: int = 32) -> dict:
+    """Binary MACs of one image's binary convolutions per stage (``stage1`` .. ``stage4``, four blocks each)."""
+    out: dict = {}
+    for i, blk in enumerate(engine.plan):
+        ho, wo = blk.wts.out_size(h, w, blk.stride, 1)
+        out[f"stage{i // 4 + 1}"] = out.get(f"stage{i // 4 + 1}", 0) + ho * wo * blk.cout * blk.cin * 9
+        h, w = ho, wo
+    return out
+
+
+def stage_roofline(stages_s: dict, per_stage: dict, batch: int, peak: dict) -> dict:
+    """Fraction of the binary peak reached per stage at ``batch``: the fused blocks (``stage1`` .., and
+    ``blocks`` for all 16) from the engine's breakdown, and their convolutions alone (``conv_stage1`` ..,
+    ``conv_blocks``): binary MACs of the stage / its seconds / peak MAC/s."""
+    rate = peak["binary_tmacs"] * 1e12
+    out = {}
+    for prefix, secs in (("", stages_s), ("conv_", stages_s["conv_only"])):
+        for k, macs in per_stage.items():
+            out[prefix + k] = batch * macs / secs[k] / rate
+        out[prefix + "blocks"] = batch * sum(per_stage.values()) / sum(secs[k] for k in per_stage) / rate
+    return out
+
+
+def summarize(rows, macs, peak, stages=None, per_stage=None) -> dict:
     out = {}
     for batch in sorted({r["batch"] for r in rows}):
         by = {r["variant"]: r["images_per_s"] for r in rows if r["batch"] == batch}
@@ -201,6 +226,8 @@ def summarize(rows, macs, peak) -> dict:
         s["roofline_fraction"] = e * macs / (peak["binary_tmacs"] * 1e12)
         if "lce" in by:
             s["engine_vs_lce"] = e / by["lce"]
+        if stages and per_stage:
+            s["stage_roofline"] = stage_roofline(stages[str(batch)]["engine_popcount"], per_stage, batch, peak)
         out[str(batch)] = s
     return out
 
@@ -216,10 +243,19 @@ def summary_text(result) -> str:
                      f"mvlib's float path ({s['mvlib_float']:.0f}), {s['engine_vs_best_torch']:.2f}x torch's best "
                      f"({s['best_torch']:.0f}){lce}; MV {s['engine_mv']:.0f} ({s['mv_vs_popcount']:.2f}x popcount), "
                      f"HMV G=4 {s['engine_hmv4']:.0f}; {s['roofline_fraction']:.1%} of the binary roofline "
-                     f"({result['peak']['binary_tmacs']:.2f} T binary MAC/s)")
+                     f"({result['peak']['binary_tmacs']:.2f} T binary MAC/s)" + blocks_text(s.get("stage_roofline")))
     lines.append(f"identical logits (engine vs float model, every variant and batch): "
                  f"{all(result['identical_logits'].values())}")
     return "\n".join(lines)
+
+
+def blocks_text(frac: dict | None) -> str:
+    """``"; the 16 binary blocks at 52 % of it (stages 41 / 55 / 58 / 60 %), their convolutions alone at 73 %"``."""
+    if not frac:
+        return ""
+    per = " / ".join(f"{100 * frac[f'stage{i}']:.0f}" for i in range(1, 5))
+    return (f"; the 16 binary blocks at {frac['blocks']:.0%} of it (stages {per} %), their convolutions alone "
+            f"at {frac['conv_blocks']:.0%}")
 
 
 def plot(result, path) -> None:

@@ -163,7 +163,8 @@ display(Image(filename=str(engine_files[-1].with_suffix(".png"))))
 
 # %% [markdown]
 # Where the engine's time goes (seconds per stage of one forward pass at each batch; "binary convs alone" is the
-# 16 layer kernels on ready packed input, so the stages' excess over it is what the fused epilogue costs).
+# 16 layer kernels on ready packed input, so the stages' excess over it is what the fused epilogue costs), and
+# each stage's share of the binary peak (its binary MACs per second over the roofline's rate).
 
 # %%
 per_batch = {}
@@ -173,6 +174,9 @@ for b, by_engine in engine["stages_s"].items():
     per_batch[f"batch {b}"] = {**{k: 1e3 * v for k, v in st.items()},
                                **{f"{k}: binary convs alone": 1e3 * v for k, v in conv_only.items()}}
 show(pd.DataFrame(per_batch).rename_axis("ms per forward (popcount engine)"), digits=3, index=True)
+# each stage's binary MACs per second against the binary peak: the fused blocks, and their convolutions alone ("conv_")
+show(pd.DataFrame({f"batch {b}": s["stage_roofline"] for b, s in engine["summary"].items() if "stage_roofline" in s})
+     .rename_axis("fraction of the binary peak"), digits=2, index=True)
 
 # %% [markdown]
 # ## GPU (plan 1 on a card)

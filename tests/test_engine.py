@@ -209,6 +209,10 @@ def test_network_benchmark_runs_and_writes_results(tmp_path):
     s = res["summary"]["2"]
     assert 0 < s["roofline_fraction"] < 1 and s["engine_vs_mvlib_float"] > 0
     assert set(res["stages_s"]["2"]["engine_popcount"]) >= {"stem", "stage1", "stage4", "head", "conv_only"}
+    assert sum(res["binary_macs_per_stage"].values()) == res["binary_macs_per_image"]
+    frac = s["stage_roofline"]
+    assert all(0 < frac[k] for k in ("stage1", "stage4", "blocks", "conv_stage1", "conv_blocks"))
+    assert min(frac[f"stage{i}"] for i in range(1, 5)) <= frac["blocks"] <= max(frac[f"stage{i}"] for i in range(1, 5))
     assert (tmp_path / path.name.replace(".json", ".png")).is_file()
 
 
@@ -243,3 +247,14 @@ def test_sub_batches_never_leave_one_image_alone():
     assert _slices(65, 32) == [(0, 32), (32, 65)]
     assert _slices(64, 32) == [(0, 32), (32, 64)]
     assert _slices(1, 32) == [(0, 1)] and _slices(33, 32) == [(0, 33)] and _slices(34, 32) == [(0, 32), (32, 34)]
+
+
+def test_stage_roofline_is_macs_over_seconds_over_peak():
+    from cuda_numba.bench_network import blocks_text, stage_roofline
+    per_stage = {"stage1": 100, "stage2": 50, "stage3": 50, "stage4": 50}
+    secs = {"stage1": 2.0, "stage2": 1.0, "stage3": 0.5, "stage4": 0.5,
+            "conv_only": {"stage1": 1.0, "stage2": 0.5, "stage3": 0.25, "stage4": 0.25}}
+    f = stage_roofline(secs, per_stage, batch=4, peak={"binary_tmacs": 1e-10})  # 100 MAC/s
+    assert f["stage1"] == 4 * 100 / 2.0 / 100 and f["stage3"] == 4 * 50 / 0.5 / 100
+    assert f["blocks"] == 4 * 250 / 4.0 / 100 and f["conv_blocks"] == 4 * 250 / 2.0 / 100
+    assert blocks_text(f).startswith("; the 16 binary blocks at 250% of it (stages 200 / 200 / 400 / 400 %)")

@@ -172,7 +172,9 @@ def kernel_verdict(bench: dict, engine: dict | None = None, trained: dict | None
         s = engine["summary"][str(batch)]
         lines.append(f"The fused inference engine (popcount) at batch {batch}: {s['engine_popcount']:,.0f} images/s, "
                      f"{s['engine_vs_torch_fp32']:.1f}× torch fp32 and {s['engine_vs_best_torch']:.2f}× the fastest "
-                     "torch path measured.")
+                     "torch path measured" + (f"; its 16 binary blocks run at {s['stage_roofline']['blocks']:.0%} of "
+                                              f"the binary peak, {binary_peak_text(engine['peak'])}"
+                                              if "stage_roofline" in s else "") + ".")
     return "\n\n".join(lines)
 
 
